@@ -1,0 +1,57 @@
+"""The REST error body of SPEC §3 and the handlers that make every failure use it.
+
+`{"error": {"code", "message", "fields"?}}`; never a stack trace, never a password.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from quart import Quart, jsonify
+from quart.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from .store import StorageError
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {400: "VALIDATION", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+              413: "TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "RATE_LIMITED"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str,
+                 fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields = status, code, message, fields
+
+
+def error_response(status: int, code: str, message: str,
+                   fields: dict[str, str] | None = None) -> ResponseReturnValue:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if fields is not None:
+        body["fields"] = fields
+    return jsonify({"error": body}), status
+
+
+def install(app: Quart) -> None:
+    @app.errorhandler(ApiError)
+    async def _api(error: ApiError) -> ResponseReturnValue:
+        return error_response(error.status, error.code, error.message, error.fields)
+
+    @app.errorhandler(HTTPException)
+    async def _http(error: HTTPException) -> ResponseReturnValue:
+        status = error.code or 500
+        code = HTTP_CODES.get(status, "INTERNAL" if status >= 500 else "BAD_REQUEST")
+        return error_response(status, code, error.description or error.name)
+
+    @app.errorhandler(StorageError)
+    async def _storage(error: StorageError) -> ResponseReturnValue:
+        log.error("storage unavailable: %s", error)
+        return error_response(503, "STORAGE_UNAVAILABLE", "storage is unavailable")
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> ResponseReturnValue:
+        log.exception("unexpected error")
+        return error_response(500, "INTERNAL", "internal error")

@@ -1,0 +1,54 @@
+"""The app factory: a QuartTrio app with the health, streams and ws blueprints.
+
+The engine (a Registry) is started in `app.nursery` before serving and cancelled after;
+its upstreams' FFmpeg processes are ended and reaped before the app's nursery closes.
+"""
+
+from __future__ import annotations
+
+import trio
+from quart_trio import QuartTrio
+
+from supervisors import EngineConfig, Registry
+from supervisors.ffmpeg import Runner
+
+from . import errors, health, streams, ws
+from .services import Services
+from .settings import Settings
+from .store import Store
+
+
+def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio:
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = streams.MAX_BODY
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 3
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    ffmpeg = settings.ffmpeg()
+    config = EngineConfig(
+        ffmpeg=ffmpeg, ffmpeg_timeout=settings.ffmpeg_timeout, linger=settings.linger,
+        max_streams=settings.max_concurrent_streams,
+        max_streams_per_client=settings.max_streams_per_client)
+    s = Services(settings=settings, store=Store(settings.database_path),
+                 registry=Registry(config, runner), ffmpeg_path=ffmpeg)
+    app.extensions["rtsp"] = s
+    engine_scope = trio.CancelScope()
+
+    async def run_engine(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with engine_scope:
+            await s.registry.run(task_status=task_status)
+
+    @app.before_serving
+    async def _start() -> None:
+        await s.store.open()
+        await app.nursery.start(run_engine)
+
+    @app.after_serving
+    async def _stop() -> None:
+        s.registry.shutdown()
+        engine_scope.cancel()
+        await s.store.close()
+
+    errors.install(app)
+    for module in (health, streams, ws):
+        app.register_blueprint(module.blueprint)
+    return app

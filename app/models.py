@@ -1,0 +1,111 @@
+"""The JSON shapes of the REST API and the one cattrs converter that reads and writes them.
+
+Input: `StreamInput` (create, and PATCH merged onto the stored stream), unknown fields
+rejected, every failing field named. Output: the Stream object of SPEC §3, its URL's
+password masked; the password never leaves through this converter.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, NewType
+
+import attrs
+import cattrs
+from cattrs.preconf.json import make_converter
+
+from supervisors import InvalidUrl, UpstreamStatus, mask_url, validate_url
+
+from .store import StreamRecord
+from .validation import FieldError, field_errors
+
+Name = NewType("Name", str)
+Url = NewType("Url", str)
+Transport = NewType("Transport", str)
+TRANSPORTS = ("tcp", "udp")
+MAX_NAME = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+@attrs.frozen
+class StreamInput:
+    name: Name
+    url: Url
+    transport: Transport = Transport("tcp")
+
+
+def _name(value: object, _: object) -> str:
+    if not isinstance(value, str):
+        raise FieldError("must be a string")
+    text = value.strip()
+    if not 1 <= len(text) <= MAX_NAME:
+        raise FieldError(f"must be 1-{MAX_NAME} characters after trimming")
+    if _CONTROL.search(text):
+        raise FieldError("must not contain control characters")
+    return text
+
+
+def _url(value: object, _: object) -> str:
+    try:
+        return validate_url(value)
+    except InvalidUrl as error:
+        raise FieldError(str(error)) from None
+
+
+def _transport(value: object, _: object) -> str:
+    if value not in TRANSPORTS:
+        raise FieldError("must be tcp or udp")
+    return str(value)
+
+
+def iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status(status: UpstreamStatus) -> dict[str, Any]:
+    error = status.error
+    return {
+        "phase": status.phase, "viewers": status.viewers, "since": iso(status.since),
+        "error": None if error is None else {"code": error.code, "message": error.message,
+                                             "at": iso(error.at)},
+        "video": status.video, "bytes_in": status.bytes_in, "drops": status.drops,
+        "restarts": status.restarts,
+    }
+
+
+converter = make_converter(forbid_extra_keys=True)
+converter.register_structure_hook(Name, _name)
+converter.register_structure_hook(Url, _url)
+converter.register_structure_hook(Transport, _transport)
+converter.register_unstructure_hook(UpstreamStatus, _status)
+
+
+class ValidationFailed(Exception):
+    def __init__(self, message: str, fields: dict[str, str]) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+def read_input(body: object, base: StreamRecord | None = None) -> StreamInput:
+    """Validate a create body, or a PATCH body merged onto the stored stream."""
+    if not isinstance(body, dict):
+        raise ValidationFailed("body must be a JSON object", {})
+    merged = dict(body)
+    if base is not None:
+        merged = {"name": base.name, "url": base.url, "transport": base.transport, **body}
+    try:
+        return converter.structure(merged, StreamInput)
+    except cattrs.ClassValidationError as error:
+        fields = field_errors(error)
+        raise ValidationFailed("invalid stream: " + ", ".join(sorted(fields)), fields) from None
+
+
+def stream_json(record: StreamRecord, status: UpstreamStatus) -> dict[str, Any]:
+    return {
+        "id": record.id, "name": record.name, "url": mask_url(record.url),
+        "transport": record.transport, "created_at": record.created_at,
+        "updated_at": record.updated_at, "status": converter.unstructure(status),
+    }

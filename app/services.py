@@ -1,0 +1,63 @@
+"""What the routes share: settings, storage, the engine's registry, FFmpeg's identity.
+
+Stored on the app (`app.extensions["rtsp"]`), created by the factory, opened and closed
+with the app's serving lifetime.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import attrs
+import trio
+from quart import current_app
+
+from supervisors import Registry
+
+from .settings import Settings
+from .store import Store
+
+PROBE_TTL = 10.0
+
+
+@attrs.frozen
+class FFmpegInfo:
+    path: str
+    version: str | None
+    problem: str | None
+
+
+@attrs.define
+class Services:
+    settings: Settings
+    store: Store
+    registry: Registry
+    ffmpeg_path: str
+    _ffmpeg: FFmpegInfo | None = None
+    _probed_at: float = -PROBE_TTL
+
+    async def ffmpeg(self) -> FFmpegInfo:
+        """Which FFmpeg runs and its version; re-checked at most every PROBE_TTL seconds."""
+        if self._ffmpeg is None or trio.current_time() - self._probed_at > PROBE_TTL:
+            self._ffmpeg = await probe_ffmpeg(self.ffmpeg_path)
+            self._probed_at = trio.current_time()
+        return self._ffmpeg
+
+
+async def probe_ffmpeg(path: str) -> FFmpegInfo:
+    try:
+        with trio.fail_after(10):
+            done = await trio.run_process([path, "-hide_banner", "-version"], capture_stdout=True,
+                                          capture_stderr=True, check=False,
+                                          stdin=subprocess.DEVNULL)
+    except (OSError, trio.TooSlowError) as error:
+        return FFmpegInfo(path, None, f"ffmpeg cannot run: {error}")
+    first = done.stdout.decode(errors="replace").splitlines()[:1]
+    if done.returncode != 0 or not first or not first[0].startswith("ffmpeg version"):
+        return FFmpegInfo(path, None, f"ffmpeg -version failed with exit code {done.returncode}")
+    return FFmpegInfo(path, first[0].split()[2], None)
+
+
+def services() -> Services:
+    found: Services = current_app.extensions["rtsp"]
+    return found

@@ -1,0 +1,128 @@
+"""Settings from the environment (SPEC §2), validated all at once at start-up.
+
+A bad value stops start-up with one line naming every bad variable (exit code 2).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import NewType
+
+import attrs
+import cattrs
+
+from .validation import FieldError, field_errors
+
+PositiveFloat = NewType("PositiveFloat", float)
+NonNegativeFloat = NewType("NonNegativeFloat", float)
+PositiveInt = NewType("PositiveInt", int)
+Port = NewType("Port", int)
+LogLevel = NewType("LogLevel", str)
+LogFormat = NewType("LogFormat", str)
+DatabaseUrl = NewType("DatabaseUrl", str)
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@attrs.frozen
+class Settings:
+    ffmpeg_timeout: PositiveFloat = PositiveFloat(10.0)
+    max_concurrent_streams: PositiveInt = PositiveInt(10)
+    max_streams_per_client: PositiveInt = PositiveInt(5)
+    host: str = "127.0.0.1"
+    port: Port = Port(8000)
+    database_url: DatabaseUrl = DatabaseUrl("sqlite:///data/streams.db")
+    ffmpeg_bin: str = ""  # empty: the binary bundled with imageio-ffmpeg
+    linger: NonNegativeFloat = NonNegativeFloat(5.0)
+    log_level: LogLevel = LogLevel("INFO")
+    log_format: LogFormat = LogFormat("text")
+
+    @property
+    def database_path(self) -> str:
+        return self.database_url.removeprefix("sqlite:///")
+
+    def ffmpeg(self) -> str:
+        if self.ffmpeg_bin:
+            return self.ffmpeg_bin
+        import imageio_ffmpeg
+
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+Hook = Callable[[object, object], object]
+
+
+def _number(kind: type, low: float, *, strict: bool) -> Hook:
+    def hook(value: object, _: object) -> object:
+        try:
+            number = kind(str(value).strip())
+        except ValueError:
+            raise FieldError(f"must be {'an integer' if kind is int else 'a number'}") from None
+        if number != number or number < low or (strict and number == low) or number == float("inf"):
+            raise FieldError(f"must be {'>' if strict else '>='} {low:g}")
+        return number
+
+    return hook
+
+
+_port_number = _number(int, 0, strict=False)
+
+
+def _port(value: object, _: object) -> int:
+    number = _port_number(value, _)
+    if not isinstance(number, int) or number > 65535:
+        raise FieldError("must be 0-65535")
+    return number
+
+
+def _choice(choices: tuple[str, ...], *, upper: bool) -> Hook:
+    def hook(value: object, _: object) -> str:
+        text = str(value).strip()
+        text = text.upper() if upper else text.lower()
+        if text not in choices:
+            raise FieldError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return hook
+
+
+def _database_url(value: object, _: object) -> str:
+    text = str(value).strip()
+    if not text.startswith("sqlite:///") or text == "sqlite:///":
+        raise FieldError("must be sqlite:///<path> (or sqlite:///:memory:)")
+    return text
+
+
+converter = cattrs.Converter(forbid_extra_keys=False)
+converter.register_structure_hook(PositiveFloat, _number(float, 0, strict=True))
+converter.register_structure_hook(NonNegativeFloat, _number(float, 0, strict=False))
+converter.register_structure_hook(PositiveInt, _number(int, 0, strict=True))
+converter.register_structure_hook(Port, _port)
+converter.register_structure_hook(LogLevel, _choice(LEVELS, upper=True))
+converter.register_structure_hook(LogFormat, _choice(("text", "json"), upper=False))
+converter.register_structure_hook(DatabaseUrl, _database_url)
+
+
+class SettingsError(Exception):
+    """Bad variables; str() is the one line to print."""
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    names = {f.name: f.name.upper() for f in attrs.fields(Settings)}
+    given = {name: environ[var] for name, var in names.items() if environ.get(var, "") != ""}
+    try:
+        return converter.structure(given, Settings)
+    except cattrs.ClassValidationError as error:
+        bad = field_errors(error)
+        detail = "; ".join(f"{names.get(k, k)}={given.get(k, '')!r} {msg}" for k, msg in bad.items())
+        raise SettingsError(f"invalid settings: {detail}") from None
+
+
+def load_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
+    try:
+        return load(environ)
+    except SettingsError as error:
+        print(f"rtsp-viewer: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,132 @@
+"""The stream registry's storage: SQLite through `trio.to_thread`, migrated on open.
+
+One connection, used by one worker thread at a time under a trio.Lock. Every write is a
+transaction of its own, so a failed request never leaves half a change behind.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import attrs
+import trio
+
+T = TypeVar("T")
+
+MIGRATIONS = [
+    """CREATE TABLE streams (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        transport TEXT NOT NULL DEFAULT 'tcp',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL)""",
+]
+
+
+@attrs.frozen
+class StreamRecord:
+    id: int
+    name: str
+    url: str
+    transport: str
+    created_at: str
+    updated_at: str
+
+
+class StorageError(Exception):
+    """Storage cannot be used (file unreadable, disk full, corrupt database)."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._lock = trio.Lock()
+
+    async def open(self) -> None:
+        await self._call(self._open)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._call(self._db.close)
+            self._db = None
+
+    def _open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for number, statement in enumerate(MIGRATIONS[version:], start=version + 1):
+            with db:
+                db.execute("BEGIN")
+                db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+        self._db = db
+
+    async def _call(self, func: Callable[..., T], *args: object) -> T:
+        async with self._lock:
+            try:
+                return await trio.to_thread.run_sync(func, *args)
+            except sqlite3.Error as error:
+                raise StorageError(str(error)) from error
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise sqlite3.OperationalError("storage is not open")
+        return self._db
+
+    # --- queries --------------------------------------------------------------------------
+
+    async def all(self) -> list[StreamRecord]:
+        return await self._call(self._all)
+
+    def _all(self) -> list[StreamRecord]:
+        rows = self._conn().execute("SELECT * FROM streams ORDER BY id").fetchall()
+        return [StreamRecord(*row) for row in rows]
+
+    async def get(self, stream_id: int) -> StreamRecord | None:
+        return await self._call(self._get, stream_id)
+
+    def _get(self, stream_id: int) -> StreamRecord | None:
+        row = self._conn().execute("SELECT * FROM streams WHERE id = ?", (stream_id,)).fetchone()
+        return StreamRecord(*row) if row else None
+
+    async def create(self, name: str, url: str, transport: str) -> StreamRecord:
+        return await self._call(self._create, name, url, transport)
+
+    def _create(self, name: str, url: str, transport: str) -> StreamRecord:
+        stamp = now_iso()
+        with self._conn() as db:
+            cursor = db.execute(
+                "INSERT INTO streams (name, url, transport, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)", (name, url, transport, stamp, stamp))
+        return StreamRecord(int(cursor.lastrowid or 0), name, url, transport, stamp, stamp)
+
+    async def update(self, stream_id: int, name: str, url: str, transport: str) -> StreamRecord | None:
+        return await self._call(self._update, stream_id, name, url, transport)
+
+    def _update(self, stream_id: int, name: str, url: str, transport: str) -> StreamRecord | None:
+        with self._conn() as db:
+            db.execute("UPDATE streams SET name = ?, url = ?, transport = ?, updated_at = ? "
+                       "WHERE id = ?", (name, url, transport, now_iso(), stream_id))
+        return self._get(stream_id)
+
+    async def delete(self, stream_id: int) -> bool:
+        return await self._call(self._delete, stream_id)
+
+    def _delete(self, stream_id: int) -> bool:
+        with self._conn() as db:
+            return db.execute("DELETE FROM streams WHERE id = ?", (stream_id,)).rowcount > 0
+
+    async def ping(self) -> None:
+        await self._call(lambda: self._conn().execute("SELECT 1").fetchone())

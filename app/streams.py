@@ -1,0 +1,94 @@
+"""`/api/streams/`: the registry of cameras (SPEC §3), each with its live status."""
+
+from __future__ import annotations
+
+import json
+
+from quart import Blueprint, jsonify, request
+from quart.typing import ResponseReturnValue
+
+from supervisors import NOT_FOUND, Failure, Source
+
+from .errors import ApiError
+from .models import StreamInput, ValidationFailed, read_input, stream_json
+from .services import services
+from .store import StreamRecord
+
+blueprint = Blueprint("streams", __name__)
+MAX_BODY = 64 * 1024
+
+
+def stream_key(stream_id: int) -> str:
+    return f"id:{stream_id}"
+
+
+def _view(record: StreamRecord) -> dict[str, object]:
+    return stream_json(record, services().registry.status(stream_key(record.id)))
+
+
+async def _body() -> object:
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        raise ApiError(413, "TOO_LARGE", f"body over {MAX_BODY} bytes")
+    if request.mimetype != "application/json":
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "body must be application/json")
+    raw = await request.get_data(cache=False)
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "TOO_LARGE", f"body over {MAX_BODY} bytes")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "VALIDATION", "body is not valid JSON") from None
+
+
+async def _input(base: StreamRecord | None = None) -> StreamInput:
+    try:
+        return read_input(await _body(), base)
+    except ValidationFailed as failed:
+        raise ApiError(400, "VALIDATION", str(failed), failed.fields) from None
+
+
+async def _record(stream_id: int) -> StreamRecord:
+    record = await services().store.get(stream_id)
+    if record is None:
+        raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
+    return record
+
+
+@blueprint.route("/api/streams/", strict_slashes=False, methods=["GET"])
+async def list_streams() -> ResponseReturnValue:
+    return jsonify([_view(r) for r in await services().store.all()])
+
+
+@blueprint.route("/api/streams/", strict_slashes=False, methods=["POST"])
+async def create_stream() -> ResponseReturnValue:
+    data = await _input()
+    record = await services().store.create(data.name, data.url, data.transport)
+    return jsonify(_view(record)), 201, {"Location": f"/api/streams/{record.id}/"}
+
+
+@blueprint.route("/api/streams/<int:stream_id>/", strict_slashes=False, methods=["GET"])
+async def get_stream(stream_id: int) -> ResponseReturnValue:
+    return jsonify(_view(await _record(stream_id)))
+
+
+@blueprint.route("/api/streams/<int:stream_id>/", strict_slashes=False, methods=["PATCH"])
+async def patch_stream(stream_id: int) -> ResponseReturnValue:
+    base = await _record(stream_id)
+    data = await _input(base)
+    s = services()
+    record = await s.store.update(stream_id, data.name, data.url, data.transport)
+    if record is None:
+        raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
+    if (record.url, record.transport) != (base.url, base.transport):
+        s.registry.restart(stream_key(stream_id), Source(record.url, record.transport))
+    return jsonify(_view(record))
+
+
+@blueprint.route("/api/streams/<int:stream_id>/", strict_slashes=False, methods=["DELETE"])
+async def delete_stream(stream_id: int) -> ResponseReturnValue:
+    s = services()
+    if not await s.store.delete(stream_id):
+        raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
+    s.registry.remove(stream_key(stream_id), Failure(NOT_FOUND, "stream deleted"))
+    return "", 204

@@ -1,0 +1,155 @@
+"""`/ws/stream`: one viewer per socket (SPEC §4).
+
+Each socket has two tasks in one nursery: the reader, which handles the client's
+actions, and the writer, the only task that sends, which drains the viewer's queue
+(status, errors, media). Nothing else sends after the handshake, so frames never
+interleave and cancelling a task never cuts one in half. When the client goes away,
+quart-trio cancels the handler; leaving `open_viewer` detaches it from its upstream.
+"""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import trio
+from quart import Blueprint, websocket
+
+from supervisors import (
+    BAD_REQUEST,
+    NOT_FOUND,
+    Close,
+    Event,
+    Failure,
+    InvalidUrl,
+    Source,
+    Status,
+    Viewer,
+    validate_url,
+)
+
+from .services import Services, services
+from .streams import stream_key
+
+blueprint = Blueprint("ws", __name__)
+MAX_MESSAGE = 4096
+CLOSE_POLICY = 1008
+ACTIONS = ("start", "stop", "reconnect")
+
+
+@attrs.frozen
+class Target:
+    """What a socket watches: a registered stream (re-read at each start) or a URL."""
+
+    key: str
+    stream_id: int | None = None
+    source: Source | None = None
+
+    async def resolve(self, s: Services) -> Source | None:
+        if self.source is not None:
+            return self.source
+        assert self.stream_id is not None
+        record = await s.store.get(self.stream_id)
+        return None if record is None else Source(record.url, record.transport)
+
+
+def parse_query(args: dict[str, str]) -> Target | Failure:
+    stream_id, url = args.get("id"), args.get("url")
+    if (stream_id is None) == (url is None):
+        return Failure(BAD_REQUEST, "give exactly one of id=<stream id> or url=<rtsp url>")
+    if stream_id is not None:
+        if not stream_id.isdigit() or not 0 < int(stream_id) < 2**63:
+            return Failure(BAD_REQUEST, "id must be a positive integer")
+        return Target(stream_key(int(stream_id)), stream_id=int(stream_id))
+    assert url is not None
+    transport = args.get("transport", "tcp")
+    if transport not in ("tcp", "udp"):
+        return Failure(BAD_REQUEST, "transport must be tcp or udp")
+    try:
+        source = Source(validate_url(url), transport)
+    except InvalidUrl as error:
+        return Failure(BAD_REQUEST, f"url {error}")
+    return Target(f"url:{source.key}", source=source)
+
+
+def event_json(event: Status | Failure) -> str:
+    if isinstance(event, Status):
+        return json.dumps({"type": "status", "phase": event.phase})
+    return json.dumps({"type": "error", "code": event.code, "message": event.message})
+
+
+def parse_action(message: str | bytes) -> str | Failure:
+    if isinstance(message, bytes):
+        return Failure(BAD_REQUEST, "binary messages are not accepted")
+    if len(message.encode()) > MAX_MESSAGE:
+        return Failure(BAD_REQUEST, f"message over {MAX_MESSAGE} bytes")
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return Failure(BAD_REQUEST, "message is not JSON")
+    action = data.get("action") if isinstance(data, dict) else None
+    if action not in ACTIONS:
+        return Failure(BAD_REQUEST, f"action must be one of {', '.join(ACTIONS)}")
+    return str(action)
+
+
+@blueprint.websocket("/ws/stream", strict_slashes=False)
+async def stream_socket() -> None:
+    s = services()
+    target = parse_query(dict(websocket.args))
+    if isinstance(target, Target) and target.stream_id is not None and await target.resolve(s) is None:
+        target = Failure(NOT_FOUND, f"no stream {target.stream_id}")
+    await websocket.accept()
+    if isinstance(target, Failure):
+        await websocket.send(event_json(target))
+        await websocket.close(CLOSE_POLICY, target.code)
+        return
+    await websocket.send(event_json(Status("connected")))
+    client = websocket.remote_addr or "unknown"
+    with s.registry.open_viewer(client) as viewer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_write, viewer, nursery.cancel_scope)
+            await _read(viewer, target, s)
+
+
+async def _write(viewer: Viewer, done: trio.CancelScope) -> None:
+    while True:
+        item: bytes | Event = await viewer.next()
+        if isinstance(item, bytes):
+            await websocket.send(item)
+        elif isinstance(item, Close):
+            await websocket.close(item.code, item.reason)
+            done.cancel()
+            return
+        else:
+            await websocket.send(event_json(item))
+
+
+async def _read(viewer: Viewer, target: Target, s: Services) -> None:
+    while True:
+        action = parse_action(await websocket.receive())
+        if isinstance(action, Failure):
+            viewer.notify(action)
+        elif action == "stop":
+            if viewer.key is None:
+                viewer.notify(Status("stopped"))
+            else:
+                s.registry.detach(viewer)
+        else:
+            await _start(viewer, target, s, restart=action == "reconnect")
+
+
+async def _start(viewer: Viewer, target: Target, s: Services, *, restart: bool) -> None:
+    source = await target.resolve(s)
+    if source is None:
+        if viewer.key is not None:
+            s.registry.detach(viewer)
+        viewer.notify(Failure(NOT_FOUND, f"no stream {target.stream_id}"))
+        viewer.notify(Close(CLOSE_POLICY, NOT_FOUND))
+        return
+    if restart and s.registry.restart(target.key, source) and viewer.key == target.key:
+        return  # every viewer of it, this one included, sees connecting then playing
+    try:
+        s.registry.attach(viewer, target.key, source)
+    except Failure as failure:
+        viewer.notify(failure)

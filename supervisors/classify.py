@@ -1,0 +1,61 @@
+"""FFmpeg stderr classification: which SPEC error code a failed attempt deserves.
+
+Classification reads stderr and timing, never the exit status alone: FFmpeg exits 0
+after "Connection timed out", for one. Pure functions; nothing here awaits.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .events import AUTH, NOT_FOUND, STREAM_ERROR, TIMEOUT, UNREACHABLE, Failure
+from .urls import mask_text
+
+_RULES: list[tuple[str, re.Pattern[str], str]] = [
+    (AUTH, re.compile(r"(failed|returned):? 40[13]\b|Unauthori[sz]ed|Forbidden|authorization failed",
+                      re.I), "camera refused the credentials"),
+    (NOT_FOUND, re.compile(r"(failed|returned):? 404\b|404 Not Found|\bNot Found\b", re.I),
+     "camera has no such stream"),
+    (UNREACHABLE, re.compile(
+        r"Connection refused|No route to host|Network is unreachable|Name or service not known|"
+        r"Temporary failure in name resolution|Failed to resolve hostname|"
+        r"nodename nor servname|Cannot assign requested address|Host is unreachable", re.I),
+     "camera unreachable"),
+    (TIMEOUT, re.compile(r"timed out|Timeout", re.I), "no media within the timeout"),
+]
+_NOISE = re.compile(r"^\s*(Input #|Output #|Stream #|Stream mapping|Press \[q\]|Metadata|"
+                    r"Duration|title|encoder|comment|\[out#|frame=)", re.I)
+EXCERPT = 300
+
+
+def classify(stderr: str, *, password: str | None = None) -> Failure:
+    """The failure an FFmpeg run with this stderr tail stands for, masked."""
+    for code, pattern, summary in _RULES:
+        match = pattern.search(stderr)
+        if match:
+            line = _line_at(stderr, match.start())
+            return Failure(code, mask_text(f"{summary}: {line}", password)[:EXCERPT])
+    return Failure(STREAM_ERROR, mask_text(excerpt(stderr) or "ffmpeg ended", password)[:EXCERPT])
+
+
+def excerpt(stderr: str) -> str:
+    """The last meaningful lines of stderr, the progress and banner noise left out."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not _NOISE.match(ln)]
+    return " | ".join(lines[-3:])
+
+
+def _line_at(text: str, pos: int) -> str:
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    return text[start : end if end >= 0 else len(text)].strip()
+
+
+_VIDEO = re.compile(r"Stream #\S+.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
+
+
+def video_info(stderr: str) -> dict[str, object] | None:
+    """{codec, width, height} of the input's video stream, once FFmpeg has printed it."""
+    match = _VIDEO.search(stderr)
+    if match is None:
+        return None
+    return {"codec": match.group(1), "width": int(match.group(2)), "height": int(match.group(3))}

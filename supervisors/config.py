@@ -1,0 +1,22 @@
+"""The engine's own settings, given to it by whoever starts it (the web edge does)."""
+
+from __future__ import annotations
+
+import attrs
+
+from .hub import GOP_LIMIT
+
+VIEWER_BUDGET = 4 << 20
+
+
+@attrs.frozen
+class EngineConfig:
+    ffmpeg: str
+    ffmpeg_timeout: float = 10.0
+    linger: float = 5.0
+    max_streams: int = 10
+    max_streams_per_client: int = 5
+    viewer_budget: int = VIEWER_BUDGET
+    gop_limit: int = GOP_LIMIT
+    backoff_cap: float = 30.0
+    healthy_after: float = 30.0  # seconds of media after which the backoff starts over

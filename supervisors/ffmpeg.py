@@ -1,0 +1,145 @@
+"""The FFmpeg process: its argv, its stderr, and how it is ended.
+
+`run_process` owns the process; `terminate_then_kill` is its deliver_cancel: SIGTERM,
+then SIGKILL after KILL_GRACE seconds; run_process reaps it either way, shielded, so a
+cancelled upstream never leaves a process behind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
+from typing import Protocol
+
+import attrs
+import trio
+
+from .classify import classify, video_info
+from .events import Failure
+from .urls import password_of, sharing_key
+
+KILL_GRACE = 2.0
+READ_SIZE = 256 * 1024  # one pipe read; large reads keep the per-chunk cost down
+STDERR_KEEP = 16 * 1024
+
+
+@attrs.frozen
+class Source:
+    """Where an upstream reads from."""
+
+    url: str
+    transport: str = "tcp"
+
+    @property
+    def key(self) -> str:
+        return sharing_key(self.url)
+
+
+class Run(Protocol):
+    """One attempt's media process, as the supervisor sees it (FFmpeg, or a test fake)."""
+
+    stdout: trio.abc.ReceiveStream
+
+    async def finish(self) -> None: ...
+    def failure(self) -> Failure: ...
+    def video(self) -> dict[str, object] | None: ...
+
+
+Runner = Callable[["Source"], AbstractAsyncContextManager[Run]]
+
+
+def build_argv(ffmpeg: str, source: Source, *, timeout: float) -> list[str]:
+    """FFmpeg reading the source with the least start-up delay, copying video to MPEG-TS.
+
+    `-probesize 32 -analyzeduration 0` starts output at the first keyframe instead of
+    after about a second of probing; stream copy needs no more than the SDP's parameter
+    sets. Audio is dropped (`-an`): browsers' MPEG-TS players want video only.
+    """
+    return [
+        ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info",
+        "-rtsp_transport", source.transport,
+        "-timeout", str(int(timeout * 1_000_000)),
+        "-fflags", "nobuffer", "-flags", "low_delay",
+        "-probesize", "32", "-analyzeduration", "0",
+        "-i", source.url,
+        "-map", "0:v:0", "-c:v", "copy", "-an", "-sn", "-dn",
+        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "-flush_packets", "1",
+        "pipe:1",
+    ]
+
+
+async def terminate_then_kill(process: trio.Process) -> None:
+    process.terminate()
+    with trio.move_on_after(KILL_GRACE):
+        await process.wait()
+        return
+    process.kill()
+
+
+class StderrTail:
+    """Drains a process's stderr (an unread pipe blocks FFmpeg); keeps its head and tail."""
+
+    def __init__(self) -> None:
+        self.head = ""
+        self._tail = bytearray()
+
+    async def drain(self, stream: trio.abc.ReceiveStream) -> None:
+        async for chunk in stream:
+            if len(self.head) < STDERR_KEEP:
+                self.head += chunk.decode("utf-8", "replace")
+            self._tail += chunk
+            del self._tail[:-STDERR_KEEP]
+
+    @property
+    def tail(self) -> str:
+        return self._tail.decode("utf-8", "replace")
+
+
+class FFmpegRun:
+    """A running FFmpeg: its stdout to read, and what its stderr says about it."""
+
+    def __init__(self, stdout: trio.abc.ReceiveStream, tail: StderrTail, password: str | None) -> None:
+        self.stdout = stdout
+        self._tail = tail
+        self._password = password
+        self._stderr_done = trio.Event()
+
+    async def _drain(self, stderr: trio.abc.ReceiveStream) -> None:
+        try:
+            await self._tail.drain(stderr)
+        finally:
+            self._stderr_done.set()
+
+    async def finish(self) -> None:
+        """After stdout ended: let FFmpeg print its last words and exit (bounded)."""
+        with trio.move_on_after(KILL_GRACE):
+            await self._stderr_done.wait()
+
+    def failure(self) -> Failure:
+        return classify(self._tail.tail, password=self._password)
+
+    def video(self) -> dict[str, object] | None:
+        return video_info(self._tail.head)
+
+
+def ffmpeg_runner(ffmpeg: str, *, timeout: float) -> Runner:
+    """A Runner that starts the real FFmpeg for a source."""
+
+    @asynccontextmanager
+    async def run(source: Source) -> AsyncIterator[FFmpegRun]:
+        argv = build_argv(ffmpeg, source, timeout=timeout)
+        async with trio.open_nursery() as nursery:
+            process: trio.Process = await nursery.start(partial(
+                trio.run_process, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, check=False, deliver_cancel=terminate_then_kill))
+            assert process.stdout is not None and process.stderr is not None
+            handle = FFmpegRun(process.stdout, StderrTail(), password_of(source.url))
+            nursery.start_soon(handle._drain, process.stderr)
+            try:
+                yield handle
+            finally:
+                nursery.cancel_scope.cancel()  # ends FFmpeg if it still runs; reaped by run_process
+
+    return run

@@ -1,0 +1,95 @@
+"""Fan-out of one upstream's MPEG-TS to its viewers, with the keyframe (GOP) cache.
+
+`publish` is synchronous and never awaits a viewer: each chunk (whole TS packets, one
+bytes object shared by every viewer) goes to each synced viewer with `offer`. A viewer
+that is not synced (just joined, overflowed, or the upstream restarted) gets PAT+PMT and
+the media from a keyframe on: at once from the cache when the upstream is running, else
+at the next keyframe. The cache holds PAT, PMT and the packets since the last keyframe,
+up to `gop_limit` bytes (beyond that only PAT/PMT, and joiners wait for a keyframe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from .events import Event
+from .mpegts import Aligner, Index
+from .viewer import Viewer
+
+GOP_LIMIT = 4 << 20
+
+
+@attrs.frozen
+class HubStatistics:
+    viewers: int
+    bytes_in: int
+    drops: int
+    gop_bytes: int
+
+
+class Hub:
+    """Viewers of one upstream, and what a joining viewer needs to start at a keyframe."""
+
+    def __init__(self, *, gop_limit: int = GOP_LIMIT,
+                 on_slow: Callable[[Viewer], None] = lambda v: None) -> None:
+        self.viewers: set[Viewer] = set()
+        self.bytes_in = 0
+        self._gop_limit = gop_limit
+        self._on_slow = on_slow
+        self._drops_gone = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """A new upstream process: its TS starts afresh, every viewer resyncs."""
+        self._aligner = Aligner()
+        self._index = Index()
+        self._gop: list[bytes] = []
+        self._gop_bytes = 0
+        for viewer in self.viewers:
+            viewer.synced = False
+
+    def attach(self, viewer: Viewer) -> None:
+        self.viewers.add(viewer)
+        viewer.synced = False
+        header = self._index.header
+        if header is not None and self._gop:
+            viewer.synced = viewer.offer(header, *self._gop)
+
+    def detach(self, viewer: Viewer) -> None:
+        if viewer in self.viewers:
+            self.viewers.discard(viewer)
+            self._drops_gone += viewer.drops
+
+    def broadcast(self, event: Event) -> None:
+        for viewer in self.viewers:
+            viewer.notify(event)
+
+    def publish(self, chunk: bytes) -> None:
+        self.bytes_in += len(chunk)
+        data = self._aligner.feed(chunk)
+        if not data:
+            return
+        key = self._index.scan(data)
+        if key is not None:
+            self._gop = [data[key:] if key else data]
+            self._gop_bytes = len(self._gop[0])
+        elif self._gop:
+            self._gop.append(data)
+            self._gop_bytes += len(data)
+            if self._gop_bytes > self._gop_limit:
+                self._gop, self._gop_bytes = [], 0
+        header = self._index.header
+        for viewer in list(self.viewers):
+            if viewer.synced:
+                viewer.synced = viewer.offer(data)
+            elif key is not None and header is not None:
+                viewer.synced = viewer.offer(header, self._gop[0])
+            if viewer.slow:
+                self._on_slow(viewer)
+
+    def statistics(self) -> HubStatistics:
+        drops = self._drops_gone + sum(v.drops for v in self.viewers)
+        return HubStatistics(viewers=len(self.viewers), bytes_in=self.bytes_in, drops=drops,
+                             gop_bytes=self._gop_bytes)

@@ -1,0 +1,192 @@
+"""The registry of upstreams: the one object the web edge talks to.
+
+It owns a nursery in which every upstream supervisor runs, maps sharing keys to running
+upstreams, attaches and detaches viewers, and enforces MAX_CONCURRENT_STREAMS (running
+upstreams; joining one never counts) and MAX_STREAMS_PER_CLIENT (distinct upstreams one
+client address watches across its sockets). All methods but `run` are synchronous, so
+a lookup and the attach that follows it can never interleave with a retiring upstream.
+
+Cancellation: cancelling `run` cancels every upstream; each one's process is ended and
+reaped before `run` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import attrs
+import trio
+
+from .config import EngineConfig
+from .events import LIMIT, Close, Failure, Status
+from .ffmpeg import Runner, Source, ffmpeg_runner
+from .upstream import Upstream, UpstreamStatus
+from .viewer import Viewer
+
+log = logging.getLogger(__name__)
+GOING_AWAY = 1001
+REMEMBERED = 1024  # statuses of ended upstreams kept for the REST view
+
+
+@attrs.frozen
+class RegistryStatistics:
+    running: int
+    max: int
+    viewers: int
+
+
+class Registry:
+    """Running upstreams by key, and every open viewer (see module docstring)."""
+
+    def __init__(self, config: EngineConfig, runner: Runner | None = None) -> None:
+        self.config = config
+        self._runner = runner or ffmpeg_runner(config.ffmpeg, timeout=config.ffmpeg_timeout)
+        self._upstreams: dict[str, Upstream] = {}
+        self._ended: OrderedDict[str, Upstream] = OrderedDict()
+        self._viewers: set[Viewer] = set()
+        self._clients: dict[str, Counter[str]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._no_viewers = trio.Event()
+        self._no_viewers.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # --- viewers --------------------------------------------------------------------------
+
+    @contextmanager
+    def open_viewer(self, client: str) -> Iterator[Viewer]:
+        """A viewer for one socket; leaving the block detaches it from any upstream."""
+        viewer = Viewer(client, budget=self.config.viewer_budget)
+        self._viewers.add(viewer)
+        if self._no_viewers.is_set():
+            self._no_viewers = trio.Event()
+        try:
+            yield viewer
+        finally:
+            self._viewers.discard(viewer)
+            self._detach(viewer)
+            if not self._viewers:
+                self._no_viewers.set()
+
+    async def wait_no_viewers(self) -> None:
+        await self._no_viewers.wait()
+
+    def attach(self, viewer: Viewer, key: str, source: Source) -> None:
+        """Subscribe a viewer to the upstream for key, starting one if needed.
+
+        Raises Failure(LIMIT) when a limit forbids it. Attaching where it already is
+        repeats `playing` if it has been announced.
+        """
+        if viewer.key == key:
+            if viewer.announced:
+                viewer.notify(Status("playing"))
+            return
+        if viewer.key is not None:
+            self.detach(viewer)
+        watched = self._clients.get(viewer.client, Counter())
+        if key not in watched and len(watched) >= self.config.max_streams_per_client:
+            raise Failure(LIMIT, f"MAX_STREAMS_PER_CLIENT ({self.config.max_streams_per_client}) "
+                                 "reached for this client")
+        upstream = self._upstreams.get(key)
+        if upstream is None:
+            if len(self._upstreams) >= self.config.max_streams:
+                raise Failure(LIMIT, f"MAX_CONCURRENT_STREAMS ({self.config.max_streams}) reached")
+            upstream = self._start(key, source)
+        self._clients.setdefault(viewer.client, Counter())[key] += 1
+        viewer.key = key
+        upstream.hub.attach(viewer)
+        upstream.viewers_changed()
+
+    def detach(self, viewer: Viewer) -> None:
+        """Unsubscribe (the `stop` action): the viewer's next message is `stopped`."""
+        self._detach(viewer)
+        viewer.stop()
+
+    def _detach(self, viewer: Viewer) -> None:
+        key = viewer.key
+        if key is None:
+            return
+        viewer.key = None
+        watched = self._clients.get(viewer.client)
+        if watched is not None:
+            watched[key] -= 1
+            if watched[key] <= 0:
+                del watched[key]
+            if not watched:
+                del self._clients[viewer.client]
+        upstream = self._upstreams.get(key)
+        if upstream is not None:
+            upstream.hub.detach(viewer)
+            upstream.viewers_changed()
+
+    # --- upstreams ------------------------------------------------------------------------
+
+    def _start(self, key: str, source: Source) -> Upstream:
+        if self._nursery is None:
+            raise RuntimeError("registry is not running")
+        upstream = Upstream(key, source, self.config, self._runner, self._retired, self._detach)
+        self._upstreams[key] = upstream
+        self._ended.pop(key, None)
+        self._nursery.start_soon(self._guarded, upstream)
+        return upstream
+
+    async def _guarded(self, upstream: Upstream) -> None:
+        try:
+            await upstream.run()
+        except* Exception:  # a bug in one upstream must not end every other one
+            log.exception("upstream %s crashed", upstream.key)
+
+    def _retired(self, upstream: Upstream) -> None:
+        if self._upstreams.get(upstream.key) is upstream:
+            del self._upstreams[upstream.key]
+            for viewer in list(upstream.hub.viewers):  # still attached: its stream ended
+                self._detach(viewer)
+                viewer.stop()
+            self._ended[upstream.key] = upstream
+            while len(self._ended) > REMEMBERED:
+                self._ended.popitem(last=False)
+
+    def restart(self, key: str, source: Source | None = None) -> bool:
+        """Restart the upstream for key (reconnect / PATCH); False if none runs."""
+        upstream = self._upstreams.get(key)
+        if upstream is None:
+            return False
+        upstream.restart(source)
+        return True
+
+    def remove(self, key: str, failure: Failure) -> None:
+        """The stream is gone (DELETE): its viewers get the failure and `stopped`."""
+        self._ended.pop(key, None)
+        upstream = self._upstreams.get(key)
+        if upstream is None:
+            return
+        for viewer in list(upstream.hub.viewers):
+            viewer.notify(failure)
+            self.detach(viewer)
+        upstream.retire()
+        self._ended.pop(key, None)
+
+    def status(self, key: str) -> UpstreamStatus:
+        upstream = self._upstreams.get(key) or self._ended.get(key)
+        return upstream.status() if upstream is not None else UpstreamStatus(phase="idle")
+
+    def statistics(self) -> RegistryStatistics:
+        return RegistryStatistics(running=len(self._upstreams), max=self.config.max_streams,
+                                  viewers=len(self._viewers))
+
+    def shutdown(self) -> None:
+        """Server going away: every viewer gets `stopped` and a 1001 close; upstreams end."""
+        for viewer in list(self._viewers):
+            self._detach(viewer)
+            viewer.clear_media()
+            viewer.notify(Status("stopped"))
+            viewer.notify(Close(GOING_AWAY, "server shutting down"))
+        for upstream in list(self._upstreams.values()):
+            upstream.retire()

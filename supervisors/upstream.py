@@ -1,0 +1,199 @@
+"""The supervisor of one upstream: its media process, its watchdog, its restarts, its linger.
+
+`run` is started in the registry's nursery and owns everything of this upstream:
+one attempt at a time (a Runner: FFmpeg in production), a watchdog cancel scope whose
+deadline moves with every chunk (TIMEOUT when nothing arrives within ffmpeg_timeout),
+restarts with jittered backoff while it has viewers (not after AUTH or NOT_FOUND), and
+the linger guard that ends the upstream `linger` seconds after its last viewer left.
+
+Cancellation: cancelling `run` (or `retire`) cancels the attempt; the Runner ends and
+reaps the process before `run` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import cast
+
+import attrs
+import trio
+
+from .backoff import Backoff
+from .config import EngineConfig
+from .events import FINAL_CODES, STREAM_ERROR, TIMEOUT, Failure, Status
+from .ffmpeg import READ_SIZE, Runner, Source
+from .hub import Hub
+from .urls import mask_url
+from .viewer import Viewer
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class ErrorRecord:
+    code: str
+    message: str
+    at: float  # wall-clock seconds
+
+
+@attrs.frozen
+class UpstreamStatus:
+    phase: str  # idle | connecting | playing | stopped | error
+    viewers: int = 0
+    since: float | None = None  # wall-clock seconds
+    error: ErrorRecord | None = None
+    video: dict[str, object] | None = None
+    bytes_in: int = 0
+    drops: int = 0
+    restarts: int = 0
+
+
+class Upstream:
+    """One shared source and its viewers (see module docstring)."""
+
+    def __init__(self, key: str, source: Source, config: EngineConfig, runner: Runner,
+                 on_retire: Callable[[Upstream], None],
+                 on_slow: Callable[[Viewer], None] = lambda viewer: None) -> None:
+        self.key = key
+        self.source = source
+        self.hub = Hub(gop_limit=config.gop_limit, on_slow=on_slow)
+        self.restarts = 0
+        self._config = config
+        self._runner = runner
+        self._on_retire = on_retire
+        self._backoff = Backoff(cap=config.backoff_cap)
+        self._scope = trio.CancelScope()
+        self._attempt_scope = trio.CancelScope()
+        self._restart = trio.Event()
+        self._changed = trio.Event()
+        self._phase = "connecting"
+        self._since: float | None = None
+        self._error: ErrorRecord | None = None
+        self._video: dict[str, object] | None = None
+        self.retired = False
+
+    # --- called by the registry (synchronous) --------------------------------------------
+
+    def viewers_changed(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def restart(self, source: Source | None = None) -> None:
+        """Start over now (reconnect, or PATCH with a new source); backoff starts over too."""
+        if source is not None:
+            self.source = source
+        self._backoff.reset()
+        self._restart.set()
+        self._attempt_scope.cancel()
+
+    def retire(self) -> None:
+        """End this upstream: the registry forgets it now, its process ends soon."""
+        if not self.retired:
+            self.retired = True
+            self._on_retire(self)
+        self._scope.cancel()
+
+    def status(self) -> UpstreamStatus:
+        hub = self.hub.statistics()
+        return UpstreamStatus(phase=self._phase, viewers=hub.viewers, since=self._since,
+                              error=self._error, video=self._video, bytes_in=hub.bytes_in,
+                              drops=hub.drops, restarts=self.restarts)
+
+    # --- the supervisor -----------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with self._scope:
+                task_status.started()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._linger_guard)
+                    await self._supervise()
+                    nursery.cancel_scope.cancel()
+        finally:
+            if self._phase != "error":
+                self._set_phase("stopped")
+            self.retire()
+            self.hub.reset()  # drop the keyframe cache: an ended upstream holds no media
+
+    async def _supervise(self) -> None:
+        while True:
+            self._restart = trio.Event()
+            failure = await self._attempt()
+            if failure is None:  # restarted on request
+                self.restarts += 1
+                continue
+            self._error = ErrorRecord(failure.code, failure.message, time.time())
+            log.warning("upstream %s failed: %s", mask_url(self.source.url), failure)
+            self.hub.broadcast(failure)
+            if failure.code in FINAL_CODES:
+                self._set_phase("error")
+                for viewer in list(self.hub.viewers):
+                    self.hub.detach(viewer)
+                    viewer.stop()
+                self.viewers_changed()
+                return
+            self._set_phase("error")
+            with trio.move_on_after(self._backoff.next()):
+                await self._restart.wait()
+            self.restarts += 1
+
+    async def _attempt(self) -> Failure | None:
+        """One run of the media process; the failure that ended it, None if restarted."""
+        self._set_phase("connecting")
+        self.hub.reset()
+        self.hub.broadcast(Status("connecting"))
+        log.info("upstream %s connecting (%s)", mask_url(self.source.url), self.source.transport)
+        timeout = self._config.ffmpeg_timeout
+        started = trio.current_time()
+        healthy_from: float | None = None
+        stalled = False
+        launch_error: OSError | None = None
+        with trio.CancelScope() as self._attempt_scope:
+            try:
+                async with self._runner(self.source) as run:
+                    with trio.CancelScope(relative_deadline=timeout) as watchdog:
+                        while chunk := await run.stdout.receive_some(READ_SIZE):
+                            watchdog.relative_deadline = timeout
+                            if healthy_from is None:
+                                healthy_from = trio.current_time()
+                                self._video = run.video()
+                                self._set_phase("playing")
+                                log.info("upstream %s playing", mask_url(self.source.url))
+                            self.hub.publish(cast(bytes, chunk))  # FdStream reads bytes
+                    stalled = watchdog.cancelled_caught
+                    if not stalled:
+                        await run.finish()
+            except* OSError as group:  # the media process could not be started at all
+                launch_error = group.exceptions[0]  # type: ignore[assignment]
+        if self._attempt_scope.cancelled_caught:
+            return None
+        if healthy_from is not None and trio.current_time() - healthy_from >= self._config.healthy_after:
+            self._backoff.reset()
+        if launch_error is not None:
+            return Failure(STREAM_ERROR, f"cannot start ffmpeg: {launch_error.strerror or launch_error}")
+        if stalled:
+            what = "no media" if healthy_from is None else "no bytes while playing"
+            waited = trio.current_time() - (started if healthy_from is None else healthy_from)
+            return Failure(TIMEOUT, f"{what} for {timeout:g} s (after {waited:.1f} s)")
+        return run.failure()
+
+    async def _linger_guard(self) -> None:
+        while True:
+            while self.hub.viewers:
+                await self._changed.wait()
+            with trio.move_on_after(self._config.linger):
+                while not self.hub.viewers:
+                    await self._changed.wait()
+                continue
+            log.info("upstream %s has had no viewer for %g s: stopping",
+                     mask_url(self.source.url), self._config.linger)
+            self.retire()
+            return
+
+    def _set_phase(self, phase: str) -> None:
+        if phase != self._phase:
+            self._phase = phase
+            self._since = time.time()
+

@@ -1,0 +1,174 @@
+"""One socket's outbound queue: a bounded memory channel with a byte budget.
+
+The hub feeds it with `offer` (never blocks: `send_nowait`); the socket's single writer
+task takes from it with `next`. Media that would overflow the budget empties the queue
+(freeing its memory even if the socket never reads), counts a drop and marks the viewer
+unsynced, so the hub resumes it at the next keyframe. A viewer that keeps overflowing
+for SLOW_AFTER seconds without ever catching up gets SLOW_CONSUMER and a 1008 close.
+
+`next` also produces the per-viewer `playing` status: it is due before the first media
+bytes after a start or a `connecting`. Cancellation: `next` holds no state across an
+await, so cancelling the writer loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from .events import SLOW_CONSUMER, Close, Event, Failure, Status
+
+MAX_MEDIA_ITEMS = 1024  # media chunks queued at most (the byte budget usually binds first)
+EVENT_RESERVE = 64  # room kept for status/error events beyond the media items
+COALESCE_LIMIT = 1 << 20  # one WebSocket message carries at most this much queued media
+SLOW_AFTER = 10.0
+CLOSE_POLICY = 1008
+
+Item = bytes | Event
+
+
+@attrs.frozen
+class ViewerStatistics:
+    queued_bytes: int
+    queued_items: int
+    drops: int
+    synced: bool
+
+
+class Viewer:
+    """A socket's subscription state and outbound queue (see module docstring)."""
+
+    def __init__(self, client: str, *, budget: int, clock: Callable[[], float] = trio.current_time,
+                 slow_after: float = SLOW_AFTER) -> None:
+        self.client = client
+        self.budget = budget
+        self.key: str | None = None  # the upstream it is attached to
+        self.synced = False  # has received PAT+PMT+keyframe of the current upstream process
+        self.slow = False
+        self.drops = 0
+        self._clock = clock
+        self._slow_after = slow_after
+        self._send, self._recv = trio.open_memory_channel[Item](MAX_MEDIA_ITEMS + EVENT_RESERVE)
+        self._queued = 0
+        self._ready: deque[Item] = deque()
+        self._announced = False
+        self._overflow_since: float | None = None
+
+    # --- producer side (hub, registry): synchronous, never blocks ------------------------
+
+    def offer(self, *parts: bytes) -> bool:
+        """Queue media; False if it overflowed (queue emptied, viewer unsynced)."""
+        size = sum(len(p) for p in parts)
+        used = self._send.statistics().current_buffer_used
+        if self._queued + size > self.budget or used + len(parts) > MAX_MEDIA_ITEMS:
+            self._overflow()
+            return False
+        for part in parts:
+            self._send.send_nowait(part)
+        self._queued += size
+        return True
+
+    def notify(self, event: Event) -> None:
+        """Queue a status, error or close; a viewer whose event room is full is closed."""
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self._give_up()
+        except trio.ClosedResourceError:
+            pass
+
+    def stop(self) -> None:
+        """Unsubscribed: nothing queued before reaches the socket; `stopped` is next."""
+        self.clear_media()
+        self.synced = False
+        self.key = None
+        self.notify(Status("stopped"))
+
+    def clear_media(self) -> None:
+        events = [item for item in self._ready if not isinstance(item, bytes)]
+        self._ready.clear()
+        while True:
+            try:
+                item = self._recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if not isinstance(item, bytes):
+                events.append(item)
+        self._queued = 0
+        for event in events:
+            self._send.send_nowait(event)
+
+    def _overflow(self) -> None:
+        self.clear_media()
+        self.synced = False
+        self.drops += 1
+        now = self._clock()
+        if self._overflow_since is None:
+            self._overflow_since = now
+        elif now - self._overflow_since > self._slow_after:
+            self._give_up()
+
+    def _give_up(self) -> None:
+        if self.slow:
+            return
+        self.slow = True
+        self.clear_media()
+        message = f"viewer stayed too far behind for over {self._slow_after:g} s"
+        for event in (Failure(SLOW_CONSUMER, message), Close(CLOSE_POLICY, "slow consumer")):
+            try:
+                self._send.send_nowait(event)
+            except trio.WouldBlock:  # full of events: make room, the close matters most
+                self._recv.receive_nowait()
+                self._send.send_nowait(event)
+
+    # --- consumer side (the socket's writer task) ----------------------------------------
+
+    async def next(self) -> Item:
+        """The next thing to send: an event, or queued media coalesced into one message."""
+        if not self._ready:
+            self._ready.append(await self._recv.receive())
+            self._collect()
+        item = self._ready.popleft()
+        if isinstance(item, bytes):
+            if not self._announced:
+                self._announced = True
+                self._ready.appendleft(item)
+                return Status("playing")
+        elif isinstance(item, Status) and item.phase in ("connecting", "stopped"):
+            self._announced = False
+        return item
+
+    def _collect(self) -> None:
+        """Join the media that is already queued behind the first item into one message."""
+        first = self._ready[0]
+        if not isinstance(first, bytes):
+            return
+        parts = [first]
+        size = len(first)
+        while size < COALESCE_LIMIT:
+            try:
+                item = self._recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if not isinstance(item, bytes):
+                self._ready.append(item)
+                break
+            parts.append(item)
+            size += len(item)
+        self._queued -= size
+        if self._queued == 0:
+            self._overflow_since = None  # caught up
+        if len(parts) > 1:
+            self._ready[0] = b"".join(parts)
+
+    @property
+    def announced(self) -> bool:
+        return self._announced
+
+    def statistics(self) -> ViewerStatistics:
+        return ViewerStatistics(queued_bytes=self._queued,
+                                queued_items=self._send.statistics().current_buffer_used,
+                                drops=self.drops, synced=self.synced)
