@@ -124,9 +124,6 @@ class Upstream:
             if failure is None:  # restarted on request
                 self.restarts += 1
                 continue
-            self._error = ErrorRecord(failure.code, failure.message, time.time())
-            log.warning("upstream %s failed: %s", mask_url(self.source.url), failure)
-            self.hub.broadcast(failure)
             if failure.code in FINAL_CODES:
                 self._set_phase("error")
                 for viewer in list(self.hub.viewers):
@@ -148,7 +145,6 @@ class Upstream:
         timeout = self._config.ffmpeg_timeout
         started = trio.current_time()
         healthy_from: float | None = None
-        stalled = False
         launch_error: OSError | None = None
         with trio.CancelScope() as self._attempt_scope:
             try:
@@ -163,8 +159,9 @@ class Upstream:
                                 log.info("upstream %s playing", mask_url(self.source.url))
                             self.hub.publish(cast(bytes, chunk))  # FdStream reads bytes
                     stalled = watchdog.cancelled_caught
-                    if not stalled:
-                        await run.finish()
+                    if stalled:  # say so now: ending a process stuck in connect takes a while
+                        return self._report(self._stall(timeout, started, healthy_from))
+                    await run.finish()
             except* OSError as group:  # the media process could not be started at all
                 launch_error = group.exceptions[0]  # type: ignore[assignment]
         if self._attempt_scope.cancelled_caught:
@@ -172,12 +169,22 @@ class Upstream:
         if healthy_from is not None and trio.current_time() - healthy_from >= self._config.healthy_after:
             self._backoff.reset()
         if launch_error is not None:
-            return Failure(STREAM_ERROR, f"cannot start ffmpeg: {launch_error.strerror or launch_error}")
-        if stalled:
-            what = "no media" if healthy_from is None else "no bytes while playing"
-            waited = trio.current_time() - (started if healthy_from is None else healthy_from)
-            return Failure(TIMEOUT, f"{what} for {timeout:g} s (after {waited:.1f} s)")
-        return run.failure()
+            return self._report(Failure(STREAM_ERROR, f"cannot start ffmpeg: "
+                                                      f"{launch_error.strerror or launch_error}"))
+        return self._report(run.failure())
+
+    @staticmethod
+    def _stall(timeout: float, started: float, healthy_from: float | None) -> Failure:
+        if healthy_from is None:
+            return Failure(TIMEOUT, f"no media within {timeout:g} s of the start")
+        return Failure(TIMEOUT, f"no bytes for {timeout:g} s while playing "
+                                f"(after {trio.current_time() - started:.1f} s)")
+
+    def _report(self, failure: Failure) -> Failure:
+        self._error = ErrorRecord(failure.code, failure.message, time.time())
+        log.warning("upstream %s failed: %s", mask_url(self.source.url), failure)
+        self.hub.broadcast(failure)
+        return failure
 
     async def _linger_guard(self) -> None:
         while True:

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import pytest
+import trio
+
+from tests.camera import Camera
+from tests.helpers import Server, start_server
+
+
+@pytest.fixture
+async def camera(nursery: trio.Nursery) -> Camera:
+    cam = Camera()
+    await nursery.start(cam.run)
+    return cam
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery) -> Server:
+    return await start_server(nursery)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage():  # type: ignore[no-untyped-def]
+    """Unclosed sockets or files show up as warnings (errors) in the test that leaked them."""
+    yield
+    import gc
+
+    gc.collect()

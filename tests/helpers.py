@@ -1,0 +1,157 @@
+"""Test helpers: a running server in-process, a WebSocket viewer, process and TS checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import httpx
+import trio
+import trio_websocket
+
+from app.cli import serve
+from app.settings import Settings
+from tests.camera import bundled_ffmpeg
+
+PACKET = 188
+
+
+@attrs.define
+class Server:
+    base: str
+    settings: Settings
+
+    @property
+    def ws_base(self) -> str:
+        return self.base.replace("http://", "ws://")
+
+    def http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base, timeout=10)
+
+    async def create(self, url: str, name: str = "cam", **extra: object) -> int:
+        async with self.http() as client:
+            response = await client.post("/api/streams/", json={"name": name, "url": url, **extra})
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    @asynccontextmanager
+    async def viewer(self, query: str) -> AsyncIterator[Viewer]:
+        async with trio_websocket.open_websocket_url(f"{self.ws_base}/ws/stream?{query}") as ws:
+            try:
+                yield Viewer(ws)
+            finally:
+                # trio-websocket 0.12 leaves its TCP stream open when the server closes
+                # first (it waits for the server's FIN, then never closes its own end)
+                with trio.CancelScope(shield=True):
+                    await ws._stream.aclose()
+
+
+async def start_server(nursery: trio.Nursery, **overrides: object) -> Server:
+    values: dict[str, object] = {"port": 0, "database_url": "sqlite:///:memory:", "linger": 0.5,
+                                 "ffmpeg_timeout": 5.0, **overrides}
+    settings = Settings(**values)  # type: ignore[arg-type]
+    binds = await nursery.start(serve, settings)
+    return Server(binds[0], settings)
+
+
+@attrs.define
+class Viewer:
+    """A WebSocket client that keeps what it received, in order."""
+
+    ws: trio_websocket.WebSocketConnection
+    texts: list[dict[str, object]] = attrs.Factory(list)
+    media: list[bytes] = attrs.Factory(list)
+    log: list[object] = attrs.Factory(list)  # every message: dicts and bytes, in order
+
+    async def send(self, action: str) -> None:
+        await self.ws.send_message(json.dumps({"action": action}))
+
+    async def receive(self) -> dict[str, object] | bytes:
+        message = await self.ws.get_message()
+        if isinstance(message, bytes):
+            self.media.append(message)
+            self.log.append(message)
+            return message
+        data: dict[str, object] = json.loads(message)
+        self.texts.append(data)
+        self.log.append(data)
+        return data
+
+    async def expect(self, *wanted: dict[str, object], within: float = 15) -> dict[str, object]:
+        """Read until a text message with all the given items arrives (media is kept)."""
+        with trio.fail_after(within):
+            while True:
+                message = await self.receive()
+                if isinstance(message, dict) and any(w.items() <= message.items() for w in wanted):
+                    return message
+
+    async def status(self, phase: str, within: float = 15) -> None:
+        await self.expect({"type": "status", "phase": phase}, within=within)
+
+    async def error(self, code: str, within: float = 15) -> dict[str, object]:
+        return await self.expect({"type": "error", "code": code}, within=within)
+
+    async def collect(self, seconds: float) -> bytes:
+        """Media bytes received in the next `seconds` (status messages are kept too)."""
+        start = len(self.media)
+        with trio.move_on_after(seconds):
+            while True:
+                await self.receive()
+        return b"".join(self.media[start:])
+
+    async def play(self, within: float = 15) -> None:
+        await self.send("start")
+        await self.status("playing", within=within)
+
+
+def ffmpeg_children(pid: int | None = None) -> list[int]:
+    """PIDs of the service's FFmpeg processes (reading a source into pipe:1) under pid."""
+    pid = os.getpid() if pid is None else pid
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        state = stat.rsplit(")", 1)[1].split()[0]
+        if ppid == pid and state != "Z" and b"pipe:1" in argv and b"mpegts" in argv:
+            found.append(int(entry.name))
+    return found
+
+
+async def wait_for(predicate, within: float = 10, step: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(within):
+        while not predicate():
+            await trio.sleep(step)
+
+
+def ts_packets(data: bytes) -> list[bytes]:
+    assert len(data) % PACKET == 0
+    return [data[i : i + PACKET] for i in range(0, len(data), PACKET)]
+
+
+def pids_in_order(data: bytes) -> list[int]:
+    return [((p[1] & 0x1F) << 8) | p[2] for p in ts_packets(data)]
+
+
+def probe(data: bytes) -> tuple[str, str]:
+    """(stream description, decode errors) of MPEG-TS bytes, by the bundled FFmpeg."""
+    with tempfile.NamedTemporaryFile(suffix=".ts") as f:
+        f.write(data)
+        f.flush()
+        info = subprocess.run([bundled_ffmpeg(), "-hide_banner", "-i", f.name], capture_output=True,
+                              text=True, check=False).stderr
+        decode = subprocess.run([bundled_ffmpeg(), "-hide_banner", "-v", "error", "-i", f.name,
+                                 "-f", "null", "-"], capture_output=True, text=True, check=False)
+    video = next((ln.strip() for ln in info.splitlines() if "Video:" in ln), "")
+    return video, decode.stderr.strip()
