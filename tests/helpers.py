@@ -42,9 +42,14 @@ class Server:
 
     @asynccontextmanager
     async def viewer(self, query: str) -> AsyncIterator[Viewer]:
+        """A viewer that reads everything the server sends, as a browser does."""
         async with trio_websocket.open_websocket_url(f"{self.ws_base}/ws/stream?{query}") as ws:
+            viewer = Viewer(ws)
             try:
-                yield Viewer(ws)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(viewer.pump)
+                    yield viewer
+                    nursery.cancel_scope.cancel()
             finally:
                 # trio-websocket 0.12 leaves its TCP stream open when the server closes
                 # first (it waits for the server's FIN, then never closes its own end)
@@ -62,34 +67,50 @@ async def start_server(nursery: trio.Nursery, **overrides: object) -> Server:
 
 @attrs.define
 class Viewer:
-    """A WebSocket client that keeps what it received, in order."""
+    """A WebSocket client that keeps everything it received, in order."""
 
     ws: trio_websocket.WebSocketConnection
     texts: list[dict[str, object]] = attrs.Factory(list)
     media: list[bytes] = attrs.Factory(list)
     log: list[object] = attrs.Factory(list)  # every message: dicts and bytes, in order
+    close_code: int | None = None
+    _arrived: trio.Event = attrs.Factory(trio.Event)
+    _read: int = 0  # how far `expect` has looked through texts
+
+    async def pump(self) -> None:
+        try:
+            while True:
+                message = await self.ws.get_message()
+                if isinstance(message, bytes):
+                    self.media.append(message)
+                else:
+                    message = json.loads(message)
+                    self.texts.append(message)
+                self.log.append(message)
+                self._wake()
+        except trio_websocket.ConnectionClosed as closed:
+            self.close_code = closed.reason.code
+            self._wake()
+
+    def _wake(self) -> None:
+        self._arrived.set()
+        self._arrived = trio.Event()
 
     async def send(self, action: str) -> None:
         await self.ws.send_message(json.dumps({"action": action}))
 
-    async def receive(self) -> dict[str, object] | bytes:
-        message = await self.ws.get_message()
-        if isinstance(message, bytes):
-            self.media.append(message)
-            self.log.append(message)
-            return message
-        data: dict[str, object] = json.loads(message)
-        self.texts.append(data)
-        self.log.append(data)
-        return data
-
     async def expect(self, *wanted: dict[str, object], within: float = 15) -> dict[str, object]:
-        """Read until a text message with all the given items arrives (media is kept)."""
+        """The next text message (after the last one expected) with all the given items."""
         with trio.fail_after(within):
             while True:
-                message = await self.receive()
-                if isinstance(message, dict) and any(w.items() <= message.items() for w in wanted):
-                    return message
+                while self._read < len(self.texts):
+                    message = self.texts[self._read]
+                    self._read += 1
+                    if any(w.items() <= message.items() for w in wanted):
+                        return message
+                if self.close_code is not None:
+                    raise AssertionError(f"closed {self.close_code} before {wanted}: {self.texts}")
+                await self._arrived.wait()
 
     async def status(self, phase: str, within: float = 15) -> None:
         await self.expect({"type": "status", "phase": phase}, within=within)
@@ -97,12 +118,16 @@ class Viewer:
     async def error(self, code: str, within: float = 15) -> dict[str, object]:
         return await self.expect({"type": "error", "code": code}, within=within)
 
+    async def closed(self, within: float = 15) -> int:
+        with trio.fail_after(within):
+            while self.close_code is None:
+                await self._arrived.wait()
+        return self.close_code
+
     async def collect(self, seconds: float) -> bytes:
-        """Media bytes received in the next `seconds` (status messages are kept too)."""
+        """Media bytes received in the next `seconds`."""
         start = len(self.media)
-        with trio.move_on_after(seconds):
-            while True:
-                await self.receive()
+        await trio.sleep(seconds)
         return b"".join(self.media[start:])
 
     async def play(self, within: float = 15) -> None:
