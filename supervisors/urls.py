@@ -62,7 +62,7 @@ def password_of(url: str) -> str | None:
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ***."""
-    return mask_text(url, password_of(url))
+    return mask_text(url)
 
 
 def mask_text(text: str, *secrets: str | None) -> str:
@@ -73,10 +73,10 @@ def mask_text(text: str, *secrets: str | None) -> str:
     """
     out = _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
     for secret in secrets:
-        if not secret or len(secret) < MIN_LITERAL:
+        if not secret:
             continue
         for form in {secret, unquote(secret), quote(unquote(secret), safe="")}:
-            if form:
+            if len(form) >= MIN_LITERAL:
                 out = out.replace(form, MASK)
     return out
 

@@ -1,0 +1,143 @@
+"""The REST registry over real HTTP (SPEC §3): routes, errors, validation, masking, storage."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from tests.camera import Camera
+from tests.helpers import Server, start_server
+
+URL = "rtsp://admin:s3cr3t-pw@10.0.0.5:554/Streaming/101"
+
+
+def error_of(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    return body["error"]  # type: ignore[no-any-return]
+
+
+async def test_create_list_get_patch_delete(server: Server) -> None:
+    async with server.http() as http:
+        created = await http.post("/api/streams/", json={"name": "  Front door ", "url": URL})
+        assert created.status_code == 201
+        stream = created.json()
+        assert created.headers["location"] == f"/api/streams/{stream['id']}/"
+        assert stream["name"] == "Front door"
+        assert stream["url"] == "rtsp://admin:***@10.0.0.5:554/Streaming/101"
+        assert stream["transport"] == "tcp"
+        assert stream["created_at"].endswith("Z") and stream["updated_at"] == stream["created_at"]
+        assert stream["status"] == {"phase": "idle", "viewers": 0, "since": None, "error": None,
+                                    "video": None, "bytes_in": 0, "drops": 0, "restarts": 0}
+        second = (await http.post("/api/streams", json={"name": "b", "url": "rtsp://h/x",
+                                                          "transport": "udp"})).json()
+        listed = (await http.get("/api/streams")).json()
+        assert [s["id"] for s in listed] == [stream["id"], second["id"]]
+        for path in (f"/api/streams/{stream['id']}/", f"/api/streams/{stream['id']}"):
+            assert (await http.get(path)).json()["name"] == "Front door"
+        patched = await http.patch(f"/api/streams/{stream['id']}", json={"name": "Back door"})
+        assert patched.status_code == 200
+        assert patched.json()["name"] == "Back door" and patched.json()["url"] == stream["url"]
+        assert (await http.delete(f"/api/streams/{stream['id']}/")).status_code == 204
+        error_of(await http.get(f"/api/streams/{stream['id']}/"), 404, "NOT_FOUND")
+        error_of(await http.delete(f"/api/streams/{stream['id']}/"), 404, "NOT_FOUND")
+        error_of(await http.patch(f"/api/streams/{stream['id']}/", json={}), 404, "NOT_FOUND")
+        assert [s["id"] for s in (await http.get("/api/streams/")).json()] == [second["id"]]
+
+
+@pytest.mark.parametrize(("body", "fields"), [
+    ({"url": URL}, {"name"}),
+    ({"name": "x"}, {"url"}),
+    ({"name": "", "url": URL}, {"name"}),
+    ({"name": "   ", "url": URL}, {"name"}),
+    ({"name": "x" * 201, "url": URL}, {"name"}),
+    ({"name": "a\x07b", "url": URL}, {"name"}),
+    ({"name": 5, "url": URL}, {"name"}),
+    ({"name": "x", "url": "http://h/x"}, {"url"}),
+    ({"name": "x", "url": "rtsp://"}, {"url"}),
+    ({"name": "x", "url": "rtsp://h:0/x"}, {"url"}),
+    ({"name": "x", "url": "rtsp://h:65536/x"}, {"url"}),
+    ({"name": "x", "url": "rtsp://h/a b"}, {"url"}),
+    ({"name": "x", "url": "rtsp://h/a\nb"}, {"url"}),
+    ({"name": "x", "url": "-rtsp://h/x"}, {"url"}),
+    ({"name": "x", "url": "rtsp://h/" + "a" * 2048}, {"url"}),
+    ({"name": "x", "url": None}, {"url"}),
+    ({"name": "x", "url": URL, "transport": "http"}, {"transport"}),
+    ({"name": "x", "url": URL, "extra": 1}, {"extra"}),
+    ({"name": "", "url": "ftp://h", "transport": 1, "zzz": 2}, {"name", "url", "transport", "zzz"}),
+])
+async def test_validation_names_every_failing_field(server: Server, body: dict[str, object],
+                                                    fields: set[str]) -> None:
+    async with server.http() as http:
+        error = error_of(await http.post("/api/streams/", json=body), 400, "VALIDATION")
+        assert set(error["fields"]) == fields  # type: ignore[arg-type]
+        assert "s3cr3t-pw" not in str(error)
+        assert (await http.get("/api/streams/")).json() == []
+
+
+async def test_patch_validates_and_keeps_stored_data_on_error(server: Server) -> None:
+    stream_id = await server.create(URL)
+    async with server.http() as http:
+        error = error_of(await http.patch(f"/api/streams/{stream_id}/",
+                                          json={"url": "http://x", "colour": "red"}), 400, "VALIDATION")
+        assert set(error["fields"]) == {"url", "colour"}  # type: ignore[arg-type]
+        assert (await http.get(f"/api/streams/{stream_id}/")).json()["url"].endswith("/Streaming/101")
+
+
+async def test_body_errors(server: Server) -> None:
+    async with server.http() as http:
+        error_of(await http.post("/api/streams/", content=b'{"name":"x","url":"rtsp://h/"}',
+                                 headers={"content-type": "text/plain"}), 415, "UNSUPPORTED_MEDIA_TYPE")
+        error_of(await http.post("/api/streams/", content=b"{nope",
+                                 headers={"content-type": "application/json"}), 400, "VALIDATION")
+        error_of(await http.post("/api/streams/", json=[1, 2]), 400, "VALIDATION")
+        big = b'{"name": "' + b"x" * (65 * 1024) + b'", "url": "rtsp://h/"}'
+        error_of(await http.post("/api/streams/", content=big,
+                                 headers={"content-type": "application/json"}), 413, "TOO_LARGE")
+        error_of(await http.get("/api/streams/abc/"), 404, "NOT_FOUND")
+        error_of(await http.get("/api/nothing"), 404, "NOT_FOUND")
+        error_of(await http.put("/api/streams/"), 405, "METHOD_NOT_ALLOWED")
+        assert (await http.get("/api/streams/")).json() == []
+
+
+async def test_health_reports_ffmpeg_and_counts(server: Server, camera: Camera) -> None:
+    async with server.http() as http:
+        health = await http.get("/api/health/")
+        assert health.status_code == 200
+        body = health.json()
+        assert body["status"] == "ok" and body["version"]
+        assert body["ffmpeg"]["path"].endswith(("ffmpeg", "v9.0.2")) or "ffmpeg" in body["ffmpeg"]["path"]
+        assert body["ffmpeg"]["version"]
+        assert body["streams"] == {"running": 0, "max": 10} and body["viewers"] == 0
+        async with server.viewer(f"url={camera.url()}") as viewer:
+            await viewer.play()
+            body = (await http.get("/api/health")).json()
+            assert body["streams"]["running"] == 1 and body["viewers"] == 1
+
+
+async def test_health_is_degraded_when_ffmpeg_cannot_run(nursery: trio.Nursery) -> None:
+    server = await start_server(nursery, ffmpeg_bin="/nonexistent/ffmpeg")
+    async with server.http() as http:
+        health = await http.get("/api/health/")
+    assert health.status_code == 503
+    assert health.json()["status"] == "degraded" and "ffmpeg" in health.json()["reason"]
+
+
+async def test_streams_survive_a_restart(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/sub/streams.db"
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, database_url=url)
+        first = await server.create(URL, name="one")
+        await server.create("rtsp://h/2", name="two")
+        async with server.http() as http:
+            await http.patch(f"/api/streams/{first}/", json={"transport": "udp"})
+        nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, database_url=url)
+        async with server.http() as http:
+            streams = (await http.get("/api/streams/")).json()
+        nursery.cancel_scope.cancel()
+    assert [(s["name"], s["transport"]) for s in streams] == [("one", "udp"), ("two", "tcp")]

@@ -1,0 +1,119 @@
+"""The server as operators run it: `rtsp-viewer serve`, `hypercorn -c deploy/hypercorn.toml`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from tests.camera import Camera
+from tests.helpers import Server, ffmpeg_children
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+class Process:
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.stderr = ""
+
+    async def read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        async for chunk in self.process.stderr:
+            self.stderr += chunk.decode(errors="replace")
+
+    async def url(self) -> str:
+        with trio.fail_after(20):
+            while not (match := re.search(r"serving on (http://\S+)|Running on (http://\S+)", self.stderr)):
+                if self.process.returncode is not None:
+                    raise AssertionError(f"server exited: {self.stderr}")
+                await trio.sleep(0.05)
+        return match.group(1) or match.group(2)
+
+
+def env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/s.db", "LINGER": "30", **extra}
+
+
+async def spawn(nursery: trio.Nursery, argv: list[str], environ: dict[str, str]) -> Process:
+    process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                               stdout=subprocess.DEVNULL, env=environ, cwd=ROOT)
+    handle = Process(process)
+    nursery.start_soon(handle.read_stderr)
+    return handle
+
+
+async def test_sigterm_stops_viewers_ends_ffmpeg_and_exits_within_5s(
+        camera: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await spawn(nursery, [str(BIN / "rtsp-viewer"), "serve", "--port", "0"], env(tmp_path))
+    try:
+        remote = Server(await server.url(), settings=None)  # type: ignore[arg-type]
+        async with remote.viewer(f"url={camera.url()}") as a, remote.viewer(f"url={camera.url('live')}") as b:
+            await a.play()
+            await b.play()
+            assert len(ffmpeg_children(server.process.pid)) == 1
+            children = ffmpeg_children(server.process.pid)
+            start = trio.current_time()
+            server.process.send_signal(signal.SIGTERM)
+            for viewer in (a, b):
+                await viewer.status("stopped", within=5)
+                assert await viewer.closed(within=5) == 1001
+            with trio.fail_after(5):
+                await server.process.wait()
+            assert trio.current_time() - start < 5
+        assert server.process.returncode == 0, server.stderr
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        assert camera.password not in server.stderr
+    finally:
+        if server.process.returncode is None:
+            server.process.kill()
+            await server.process.wait()
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("FFMPEG_TIMEOUT", "abc"), ("FFMPEG_TIMEOUT", "0"), ("MAX_CONCURRENT_STREAMS", "-1"),
+    ("MAX_STREAMS_PER_CLIENT", "1.5"), ("PORT", "70000"), ("LINGER", "-2"), ("LOG_LEVEL", "LOUD"),
+    ("LOG_FORMAT", "xml"), ("DATABASE_URL", "postgres://x"),
+])
+async def test_bad_setting_stops_startup_with_one_line_naming_it(tmp_path: Path, name: str, value: str) -> None:
+    done = await trio.run_process([str(BIN / "rtsp-viewer"), "serve"], env=env(tmp_path, **{name: value}),
+                                  capture_stderr=True, capture_stdout=True, check=False)
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 2
+    assert len(lines) == 1 and name in lines[0], lines
+
+
+async def test_several_bad_settings_are_named_together(tmp_path: Path) -> None:
+    done = await trio.run_process([str(BIN / "rtsp-viewer"), "serve"],
+                                  env=env(tmp_path, PORT="x", LINGER="y"), capture_stderr=True, check=False)
+    line = done.stderr.decode().strip()
+    assert done.returncode == 2 and "PORT" in line and "LINGER" in line and "\n" not in line
+
+
+async def test_hypercorn_with_deploy_config_serves_the_app(nursery: trio.Nursery, tmp_path: Path) -> None:
+    hypercorn = shutil.which("hypercorn", path=str(BIN))
+    assert hypercorn is not None
+    server = await spawn(nursery, [hypercorn, "-k", "trio", "-c", str(ROOT / "deploy/hypercorn.toml"),
+                                   "--bind", "127.0.0.1:0", "app.asgi:app"], env(tmp_path, LOG_FORMAT="json"))
+    try:
+        base = await server.url()
+        async with httpx.AsyncClient(base_url=base) as http:
+            health = await http.get("/api/health/")
+            created = await http.post("/api/streams/", json={"name": "x", "url": "rtsp://u:pw0rd-x@h/"})
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert created.status_code == 201
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            await server.process.wait()
+    assert "pw0rd-x" not in server.stderr

@@ -1,0 +1,141 @@
+"""Unit tests: stderr classification, URL validation and masking, settings parsing."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.settings import SettingsError, load
+from supervisors.classify import classify, video_info
+from supervisors.urls import InvalidUrl, mask_text, mask_url, sharing_key, validate_url
+
+# Real stderr lines of FFmpeg 5.1 (Debian 12) and 9.0 (imageio-ffmpeg) for each failure
+STDERR = {
+    "AUTH": [
+        "[rtsp @ 0x55d0c8e2a3c0] method DESCRIBE failed: 401 Unauthorized\n"
+        "rtsp://admin:pw@10.0.0.5/x: Server returned 401 Unauthorized (authorization failed)\n",
+        "[in#0 @ 0x5631] Error opening input: Server returned 401 Unauthorized (authorization failed)\n",
+        "[rtsp @ 0x1] method DESCRIBE failed: 403 Forbidden\n",
+    ],
+    "NOT_FOUND": [
+        "[rtsp @ 0x55] method DESCRIBE failed: 404 Not Found\nrtsp://h/x: Server returned 404 Not Found\n",
+        "[in#0 @ 0x56] Error opening input: Server returned 404 Not Found\n",
+    ],
+    "UNREACHABLE": [
+        "[tcp @ 0x5] Connection to tcp://10.0.0.5:554?timeout=0 failed: Connection refused\n",
+        "[tcp @ 0x5] Failed to resolve hostname nope.invalid: Name or service not known\n",
+        "[tcp @ 0x5] Connection to tcp://10.9.9.9:554 failed: No route to host\n",
+        "[tcp @ 0x5] Connection to tcp://10.9.9.9:554 failed: Network is unreachable\n",
+        "[tcp @ 0x5] Failed to resolve hostname cam: Temporary failure in name resolution\n",
+    ],
+    "TIMEOUT": [
+        "[tcp @ 0x5] Connection to tcp://10.0.0.5:554?timeout=10000000 failed: Connection timed out\n",
+        "[rtsp @ 0x5] Operation timed out\n",
+    ],
+    "STREAM_ERROR": [
+        "[rtsp @ 0x5] Failed reading RTSP data: End of file\n",
+        "[rtsp @ 0x5] method SETUP failed: 461 Unsupported transport\n",
+        "Stream map '0:v:0' matches no streams.\n",
+        "",
+    ],
+}
+
+
+@pytest.mark.parametrize(("code", "stderr"), [(c, s) for c, items in STDERR.items() for s in items])
+def test_classifier_maps_ffmpeg_stderr_to_codes(code: str, stderr: str) -> None:
+    failure = classify(stderr, password="pw")
+    assert failure.code == code
+    assert failure.message
+    assert "admin:pw@" not in failure.message
+
+
+def test_classifier_masks_passwords_in_its_excerpt() -> None:
+    failure = classify("rtsp://admin:topsecret@cam/x: Invalid data found when processing input\n",
+                       password="topsecret")
+    assert failure.code == "STREAM_ERROR"
+    assert "topsecret" not in failure.message and "admin:***@cam" in failure.message
+
+
+def test_video_info_from_ffmpeg_stream_line() -> None:
+    line = "  Stream #0:0: Video: h264 (Constrained Baseline), yuv420p(progressive), 640x360, 25 fps\n"
+    assert video_info(line) == {"codec": "h264", "width": 640, "height": 360}
+    assert video_info("Stream #0:0: Video: h264, none\n") is None
+
+
+@pytest.mark.parametrize("url", [
+    "rtsp://h/x", "rtsps://h:322/x", "RTSP://Cam.local:554/a?b=c", "rtsp://u:p@10.0.0.5/Streaming/101",
+    "rtsp://[::1]:8554/live", "rtsp://u:p%40ss@h/x", "rtsp://h",
+])
+def test_valid_urls(url: str) -> None:
+    assert validate_url(url) == url
+
+
+@pytest.mark.parametrize("url", [
+    "", "http://h/x", "rtsp:/h", "rtsp://", "rtsp://:554/x", "rtsp://h:0/", "rtsp://h:65536/",
+    "rtsp://h:port/", "rtsp://h/a b", "rtsp://h/\x00", "rtsp://h/\x7f", "-rtsp://h/", "rtsp://h:/x",
+    "rtsp://h/" + "a" * 2048, " rtsp://h/", "rtsp://h/\u0085",
+])
+def test_invalid_urls(url: str) -> None:
+    with pytest.raises(InvalidUrl):
+        validate_url(url)
+
+
+def test_invalid_url_message_never_holds_the_password() -> None:
+    with pytest.raises(InvalidUrl) as error:
+        validate_url("rtsp://admin:s3cret@h:99999/x")
+    assert "s3cret" not in str(error.value)
+
+
+def test_sharing_key_normalizes_case_and_default_port() -> None:
+    assert sharing_key("RTSP://Cam.Local/x") == sharing_key("rtsp://cam.local:554/x")
+    assert sharing_key("rtsp://h/x") != sharing_key("rtsp://h/y")
+    assert sharing_key("rtsp://a:b@h/x") != sharing_key("rtsp://a:c@h/x")
+
+
+passwords = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40)
+users = st.text(st.characters(whitelist_categories=("Ll", "Lu", "Nd")), min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(user=users, password=passwords, host=st.sampled_from(["10.0.0.5", "cam.local", "[::1]"]),
+       path=st.sampled_from(["/", "/live", "/cam/realmonitor?channel=1&subtype=0"]))
+def test_no_generated_password_survives_masking(user: str, password: str, host: str, path: str) -> None:
+    url = f"rtsp://{user}:{quote(password, safe='')}@{host}:554{path}"
+    validate_url(url)
+    expected = f"rtsp://{user}:***@{host}:554{path}"
+    masked = mask_url(url)
+    assert masked == expected
+    line = f"[tcp @ 0x1] {url}: Server returned 401 Unauthorized; url={url}"
+    assert mask_text(line) == f"[tcp @ 0x1] {expected}: Server returned 401 Unauthorized; url={expected}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=st.text(st.characters(blacklist_characters="/?#@\\", blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")),
+                        min_size=1, max_size=30))
+def test_raw_passwords_are_masked_in_text(password: str) -> None:
+    """Even unencoded (as a user may type it), a password inside a URL never survives."""
+    text = f"Connection to rtsp://admin:{password}@cam:554/live failed"
+    assert mask_text(text) == "Connection to rtsp://admin:***@cam:554/live failed"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_validate_url_never_crashes(text: str) -> None:
+    try:
+        validate_url(text)
+    except InvalidUrl:
+        pass
+
+
+def test_settings_defaults_and_parsing() -> None:
+    settings_ = load({})
+    assert (settings_.ffmpeg_timeout, settings_.max_concurrent_streams, settings_.max_streams_per_client,
+            settings_.host, settings_.port, settings_.linger) == (10, 10, 5, "127.0.0.1", 8000, 5)
+    assert settings_.database_path == "data/streams.db"
+    custom = load({"FFMPEG_TIMEOUT": "2.5", "LINGER": "0", "LOG_LEVEL": "debug", "PORT": "0"})
+    assert (custom.ffmpeg_timeout, custom.linger, custom.log_level, custom.port) == (2.5, 0, "DEBUG", 0)
+    with pytest.raises(SettingsError, match="MAX_CONCURRENT_STREAMS.*LINGER|LINGER.*MAX_CONCURRENT"):
+        load({"MAX_CONCURRENT_STREAMS": "0", "LINGER": "soon"})
