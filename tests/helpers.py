@@ -155,9 +155,20 @@ def ffmpeg_children(pid: int | None = None) -> list[int]:
 
 
 async def wait_for(predicate, within: float = 10, step: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+    """Poll a condition nobody can signal (the process table) until it holds."""
     with trio.fail_after(within):
-        while not predicate():
+        while True:
+            if predicate():
+                return
             await trio.sleep(step)
+
+
+def process_gone(pid: int) -> bool:
+    """No such process, or only a zombie left for its (dead) parent to reap."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
 
 
 def ts_packets(data: bytes) -> list[bytes]:

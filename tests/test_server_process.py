@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from tests.camera import Camera
-from tests.helpers import Server, ffmpeg_children
+from tests.helpers import Server, ffmpeg_children, process_gone
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -71,8 +71,7 @@ async def test_sigterm_stops_viewers_ends_ffmpeg_and_exits_within_5s(
                 await server.process.wait()
             assert trio.current_time() - start < 5
         assert server.process.returncode == 0, server.stderr
-        for pid in children:
-            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        assert all(process_gone(pid) for pid in children)
         assert camera.password not in server.stderr
     finally:
         if server.process.returncode is None:

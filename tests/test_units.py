@@ -137,5 +137,5 @@ def test_settings_defaults_and_parsing() -> None:
     assert settings_.database_path == "data/streams.db"
     custom = load({"FFMPEG_TIMEOUT": "2.5", "LINGER": "0", "LOG_LEVEL": "debug", "PORT": "0"})
     assert (custom.ffmpeg_timeout, custom.linger, custom.log_level, custom.port) == (2.5, 0, "DEBUG", 0)
-    with pytest.raises(SettingsError, match="MAX_CONCURRENT_STREAMS.*LINGER|LINGER.*MAX_CONCURRENT"):
+    with pytest.raises(SettingsError, match=r"MAX_CONCURRENT_STREAMS.*LINGER|LINGER.*MAX_CONCURRENT"):
         load({"MAX_CONCURRENT_STREAMS": "0", "LINGER": "soon"})
