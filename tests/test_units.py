@@ -139,3 +139,24 @@ def test_settings_defaults_and_parsing() -> None:
     assert (custom.ffmpeg_timeout, custom.linger, custom.log_level, custom.port) == (2.5, 0, "DEBUG", 0)
     with pytest.raises(SettingsError, match=r"MAX_CONCURRENT_STREAMS.*LINGER|LINGER.*MAX_CONCURRENT"):
         load({"MAX_CONCURRENT_STREAMS": "0", "LINGER": "soon"})
+
+
+def test_log_formatters_mask_every_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import logging
+
+    from app.logs import configure
+
+    for fmt in ("text", "json"):
+        configure("INFO", fmt)
+        log = logging.getLogger("tests.masking")
+        log.warning("connecting to %s", "rtsp://admin:Sup3r-Secret@cam/live")
+        try:
+            raise ValueError("rtsp://admin:Sup3r-Secret@cam/live refused")
+        except ValueError:
+            log.exception("boom")
+        err = capsys.readouterr().err
+        assert "Sup3r-Secret" not in err and "admin:***@cam/live" in err
+        if fmt == "json":
+            assert all(json.loads(line)["level"] for line in err.strip().splitlines() if line.startswith("{"))
+    logging.getLogger().handlers.clear()

@@ -1,0 +1,251 @@
+"""The engine on trio's autojump clock with a fake media process: timing and fan-out rules."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from supervisors import EngineConfig, Failure, Registry, Source, Status
+from supervisors.hub import Hub
+from supervisors.mpegts import Aligner, Index
+from supervisors.viewer import Viewer
+from tests.fakes import FakeSource, frame, pat, pmt
+
+URL = Source("rtsp://cam/live")
+
+
+async def start(nursery: trio.Nursery, fake: FakeSource, **config: object) -> Registry:
+    registry = Registry(EngineConfig(ffmpeg="unused", **config), runner=fake.runner)  # type: ignore[arg-type]
+    await nursery.start(registry.run)
+    return registry
+
+
+async def drain(viewer: Viewer, into: list[object]) -> None:
+    while True:
+        into.append(await viewer.next())
+
+
+def phases(log: list[object]) -> list[str]:
+    return [e.phase if isinstance(e, Status) else e.code for e in log if isinstance(e, Status | Failure)]
+
+
+async def test_backoff_doubles_to_30s_with_jitter(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeSource(["refused"])
+    registry = await start(nursery, fake)
+    with registry.open_viewer("c") as viewer:
+        registry.attach(viewer, "k", URL)
+        await trio.sleep(200)
+    gaps = [b - a for a, b in zip(fake.starts, fake.starts[1:], strict=False)]
+    for gap, base in zip(gaps, [1, 2, 4, 8, 16, 30, 30, 30], strict=False):
+        assert base * 0.8 <= gap <= base * 1.2 + 0.01, gaps
+
+
+async def test_backoff_starts_over_after_30s_of_healthy_media(nursery: trio.Nursery,
+                                                               autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeSource(["refused", "refused", "refused", "play:31", "refused"])
+    registry = await start(nursery, fake)
+    with registry.open_viewer("c") as viewer:
+        registry.attach(viewer, "k", URL)
+        await trio.sleep(50)
+    # failures at ~0, ~1, ~3 (gaps 1, 2), the 4-s wait, 31 s of media, then the first delay again
+    assert len(fake.starts) >= 5
+    assert 0.8 <= fake.starts[4] - (fake.starts[3] + 31) <= 1.2 + 0.05
+
+
+async def test_auth_and_not_found_are_not_retried(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    for behaviour, code in (("auth", "AUTH"), ("not_found", "NOT_FOUND")):
+        fake = FakeSource([behaviour])
+        registry = await start(nursery, fake)
+        log: list[object] = []
+        with registry.open_viewer("c") as viewer:
+            registry.attach(viewer, "k", URL)
+            async with trio.open_nursery() as inner:
+                inner.start_soon(drain, viewer, log)
+                await trio.sleep(60)
+                inner.cancel_scope.cancel()
+        assert len(fake.starts) == 1
+        assert phases(log) == ["connecting", code, "stopped"]
+        assert registry.status("k").error.code == code  # type: ignore[union-attr]
+
+
+async def test_watchdog_times_out_a_silent_start_and_a_stalled_stream(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeSource(["stall", "play:3", "stall"])
+    registry = await start(nursery, fake, ffmpeg_timeout=10)
+    log: list[tuple[float, object]] = []
+
+    async def timed(viewer: Viewer) -> None:
+        while True:
+            event = await viewer.next()
+            log.append((trio.current_time(), event))
+
+    with registry.open_viewer("c") as viewer:
+        nursery.start_soon(timed, viewer)
+        t0 = trio.current_time()
+        registry.attach(viewer, "k", URL)
+        await trio.sleep(9.9)
+        assert not any(isinstance(e, Failure) for _, e in log)
+        await trio.sleep(0.2)
+        timeouts = [t for t, e in log if isinstance(e, Failure) and e.code == "TIMEOUT"]
+        assert len(timeouts) == 1 and timeouts[0] - t0 == pytest.approx(10, abs=0.05)
+        await trio.sleep(30)
+    timeouts = [t for t, e in log if isinstance(e, Failure) and e.code == "TIMEOUT"]
+    # the second start plays 3 s of media, then exits (EOF): STREAM_ERROR, retried
+    codes = [e.code for _, e in log if isinstance(e, Failure)]
+    assert codes[:2] == ["TIMEOUT", "STREAM_ERROR"]
+
+
+async def test_stall_while_playing_times_out_after_timeout_without_bytes(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeSource(["freeze:3", "play"])
+    registry = await start(nursery, fake, ffmpeg_timeout=5)
+    log: list[tuple[float, object]] = []
+    with registry.open_viewer("c") as viewer:
+        async def timed() -> None:
+            while True:
+                event = await viewer.next()
+                log.append((trio.current_time(), event))
+
+        nursery.start_soon(timed)
+        registry.attach(viewer, "k", URL)
+        await trio.sleep(15)
+    failures = [(t, e) for t, e in log if isinstance(e, Failure)]
+    assert failures[0][1].code == "TIMEOUT"
+    last_media = max(t for t, e in log if isinstance(e, bytes) and t < failures[0][0])
+    assert failures[0][0] - last_media == pytest.approx(5, abs=0.1)
+    assert failures[0][0] == pytest.approx(3 + 5, abs=0.1)
+    assert phases([e for _, e in log]) == ["connecting", "playing", "TIMEOUT", "connecting", "playing"]
+
+
+async def test_linger_keeps_upstream_for_a_returning_viewer_then_ends_it(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeSource(["play"])
+    registry = await start(nursery, fake, linger=5)
+    with registry.open_viewer("a") as viewer:
+        registry.attach(viewer, "k", URL)
+        await trio.sleep(2)
+    await trio.sleep(4.9)
+    assert fake.running == 1 and registry.statistics().running == 1
+    with registry.open_viewer("b") as viewer:
+        registry.attach(viewer, "k", URL)  # within LINGER: joins, no new process
+        await trio.sleep(1)
+        assert len(fake.starts) == 1
+    left = trio.current_time()
+    while fake.running:
+        await trio.sleep(0.01)
+    assert trio.current_time() - left == pytest.approx(5, abs=0.05)
+    assert registry.statistics().running == 0 and len(fake.starts) == 1
+
+
+async def test_linger_zero_ends_at_once(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeSource(["play"])
+    registry = await start(nursery, fake, linger=0)
+    with registry.open_viewer("a") as viewer:
+        registry.attach(viewer, "k", URL)
+        await trio.sleep(1)
+    await trio.sleep(0.001)
+    assert fake.running == 0
+
+
+async def test_restart_resets_backoff_and_announces_connecting(nursery: trio.Nursery,
+                                                               autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeSource(["refused"] * 5 + ["play"])
+    registry = await start(nursery, fake)
+    with registry.open_viewer("a") as viewer:
+        registry.attach(viewer, "k", URL)
+        await trio.sleep(20)  # in a long backoff now
+        tries = len(fake.starts)
+        registry.restart("k", Source("rtsp://cam/other"))
+        await trio.sleep(0.01)
+        assert len(fake.starts) == tries + 1
+        assert fake.sources[-1].url == "rtsp://cam/other"
+
+
+def test_aligner_gives_whole_packets_from_any_split() -> None:
+    data = pat() + pmt() + frame(0, key=True) + frame(1, key=False)
+    for cut in (1, 100, 187, 188, 189, 500):
+        aligner = Aligner()
+        out = aligner.feed(b"\x00\x01junk" + data[:cut]) + aligner.feed(data[cut:])
+        assert out == data
+
+
+def test_index_finds_pat_pmt_and_keyframes() -> None:
+    index = Index()
+    assert index.scan(pat() + pmt()) is None
+    assert index.header == pat() + pmt() and index.video_pid == 0x100
+    data = frame(1, key=False) + frame(2, key=True)
+    assert index.scan(data) == len(frame(1, key=False))
+
+
+def test_index_falls_back_to_the_idr_nal_without_random_access_flag() -> None:
+    index = Index()
+    index.scan(pat() + pmt())
+    keyframe = bytearray(frame(2, key=True))
+    keyframe[3] = 0x10  # payload only: no adaptation field, so no random_access_indicator
+    keyframe[4:] = (b"\x00\x00\x01\xe0\x00\x00\x80\x00\x00\x00\x00\x00\x01\x65" + b"\xff" * 200)[:184]
+    assert index.scan(bytes(keyframe[:188])) == 0
+
+
+def test_joining_viewer_gets_header_and_cached_gop_then_live() -> None:
+    hub = Hub()
+    early = Viewer("a", budget=1 << 20)
+    hub.attach(early)
+    hub.publish(frame(0, key=False))  # no PAT/PMT/keyframe yet: nothing for anyone
+    assert early.statistics().queued_items == 0
+    gop = pat() + pmt() + frame(1, key=True)
+    hub.publish(gop)
+    hub.publish(frame(2, key=False))
+    late = Viewer("b", budget=1 << 20)
+    hub.attach(late)
+    hub.publish(frame(3, key=False))
+    expected = pat() + pmt() + frame(1, key=True) + frame(2, key=False) + frame(3, key=False)
+    assert _queued(late) == expected
+    assert _queued(early) == pat() + pmt() + frame(1, key=True) + frame(2, key=False) + frame(3, key=False)
+
+
+def test_overflow_drops_queue_and_resumes_at_next_keyframe_then_slow_consumer() -> None:
+    now = [0.0]
+    hub = Hub()
+    viewer = Viewer("a", budget=10 * 188, clock=lambda: now[0])
+    hub.attach(viewer)
+    hub.publish(pat() + pmt() + frame(0, key=True))  # 6 packets
+    hub.publish(frame(1, key=False))  # 4 more: 10, full
+    hub.publish(frame(2, key=False))  # overflow: queue dropped, unsynced
+    assert viewer.drops == 1 and viewer.statistics().queued_bytes == 0 and not viewer.synced
+    hub.publish(frame(3, key=False))  # not a keyframe: still waiting
+    assert viewer.statistics().queued_bytes == 0
+    hub.publish(frame(4, key=True))
+    assert _queued(viewer) == pat() + pmt() + frame(4, key=True)
+    now[0] = 5
+    for i in range(5, 8):
+        hub.publish(frame(i, key=False))  # overflows again: 5 s after the first, not slow yet
+    assert viewer.drops == 2 and not viewer.slow
+    now[0] = 11
+    hub.publish(frame(8, key=True))
+    for i in range(9, 12):
+        hub.publish(frame(i, key=False))
+    assert viewer.slow
+    events = _events(viewer)
+    assert [type(e).__name__ for e in events] == ["Failure", "Close"]
+    assert events[0].code == "SLOW_CONSUMER" and events[1].code == 1008  # type: ignore[union-attr]
+
+
+def _queued(viewer: Viewer) -> bytes:
+    parts = []
+    while True:
+        try:
+            item = viewer._recv.receive_nowait()
+        except trio.WouldBlock:
+            return b"".join(parts)
+        assert isinstance(item, bytes)
+        parts.append(item)
+
+
+def _events(viewer: Viewer) -> list[object]:
+    items = []
+    while True:
+        try:
+            items.append(viewer._recv.receive_nowait())
+        except trio.WouldBlock:
+            return items
