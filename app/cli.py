@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from functools import partial
 
 import attrs
 import trio
-from hypercorn.config import Config
+from hypercorn.config import Config, Sockets
 from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
@@ -26,14 +27,37 @@ from .settings import Settings, load_or_exit
 
 log = logging.getLogger(__name__)
 GOODBYE_WAIT = 1.0  # seconds viewers get to receive their close frames
+PING_INTERVAL = 10.0  # WebSocket pings; a live client answers each with a pong
+DEAD_AFTER = 25  # nothing read from a client for this long (no pong either): it is gone
 
 
-def hypercorn_config(settings: Settings) -> Config:
-    config = Config()
+SEND_BUFFER = 256 * 1024  # kernel send buffer per client: backlog belongs in the viewer's queue
+
+
+class ServerConfig(Config):  # type: ignore[misc]
+    """Hypercorn's Config, with a bounded kernel send buffer on every client socket.
+
+    Linux autotunes a socket's send buffer up to megabytes; a viewer that falls behind
+    would hide seconds of video there, where nothing can skip it ahead to a keyframe.
+    Accepted sockets inherit the listener's SO_SNDBUF.
+    """
+
+    def create_sockets(self) -> Sockets:
+        sockets = super().create_sockets()
+        for sock in sockets.insecure_sockets + sockets.secure_sockets:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        return sockets
+
+
+def hypercorn_config(settings: Settings, *, ping_interval: float = PING_INTERVAL,
+                     dead_after: int = DEAD_AFTER) -> Config:
+    """Hypercorn settings; the same as deploy/hypercorn.toml (checked by a test)."""
+    config = ServerConfig()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.graceful_timeout = 1.0
     config.accesslog = None
-    config.websocket_ping_interval = 10.0
+    config.websocket_ping_interval = ping_interval
+    config.read_timeout = dead_after
     return config
 
 
@@ -48,9 +72,12 @@ async def _until_signal(app: QuartTrio) -> None:
         await s.registry.wait_no_viewers()
 
 
-async def serve(settings: Settings, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    app = create_app(settings)
-    config = hypercorn_config(settings)
+async def serve(settings: Settings, *, app: QuartTrio | None = None, ping_interval: float = PING_INTERVAL,
+                dead_after: int = DEAD_AFTER,
+                task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until SIGTERM/SIGINT (or cancellation); reports the bound addresses."""
+    app = app or create_app(settings)
+    config = hypercorn_config(settings, ping_interval=ping_interval, dead_after=dead_after)
 
     async def announce(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         await hypercorn_serve(app, config, shutdown_trigger=partial(_until_signal, app),  # type: ignore[arg-type]

@@ -126,6 +126,15 @@ async def _write(viewer: Viewer, done: trio.CancelScope) -> None:
 
 
 async def _read(viewer: Viewer, target: Target, s: Services) -> None:
+    try:
+        await _handle_actions(viewer, target, s)
+    finally:
+        # the client went away (quart-trio cancels us): leave the upstream now, even if
+        # the writer is still stuck sending to a peer that stopped reading
+        s.registry.forget(viewer)
+
+
+async def _handle_actions(viewer: Viewer, target: Target, s: Services) -> None:
     while True:
         action = parse_action(await websocket.receive())
         if isinstance(action, Failure):

@@ -6,7 +6,7 @@ import attrs
 
 from .hub import GOP_LIMIT
 
-VIEWER_BUDGET = 4 << 20
+VIEWER_BUDGET = (2 << 20) + (256 << 10)  # a full GOP cache and then some
 
 
 @attrs.frozen

@@ -18,7 +18,7 @@ from .events import Event
 from .mpegts import Aligner, Index
 from .viewer import Viewer
 
-GOP_LIMIT = 4 << 20
+GOP_LIMIT = 2 << 20
 
 
 @attrs.frozen

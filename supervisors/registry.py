@@ -33,9 +33,10 @@ REMEMBERED = 1024  # statuses of ended upstreams kept for the REST view
 
 @attrs.frozen
 class RegistryStatistics:
-    running: int
+    running: int  # upstreams
     max: int
-    viewers: int
+    viewers: int  # open sockets
+    tasks: int  # supervisor tasks alive in the registry's nursery
 
 
 class Registry:
@@ -109,6 +110,11 @@ class Registry:
         self._detach(viewer)
         viewer.stop()
 
+    def forget(self, viewer: Viewer) -> None:
+        """The viewer's client is gone: unsubscribe it and drop what it had queued."""
+        self._detach(viewer)
+        viewer.clear_media()
+
     def _detach(self, viewer: Viewer) -> None:
         key = viewer.key
         if key is None:
@@ -131,11 +137,15 @@ class Registry:
     def _start(self, key: str, source: Source) -> Upstream:
         if self._nursery is None:
             raise RuntimeError("registry is not running")
-        upstream = Upstream(key, source, self.config, self._runner, self._retired, self._detach)
+        upstream = Upstream(key, source, self.config, self._runner, self._retired, self._too_slow)
         self._upstreams[key] = upstream
         self._ended.pop(key, None)
         self._nursery.start_soon(self._guarded, upstream)
         return upstream
+
+    def _too_slow(self, viewer: Viewer) -> None:
+        log.warning("viewer %s of %s cut off: SLOW_CONSUMER (%d drops)", viewer.client, viewer.key, viewer.drops)
+        self._detach(viewer)
 
     async def _guarded(self, upstream: Upstream) -> None:
         try:
@@ -178,8 +188,9 @@ class Registry:
         return upstream.status() if upstream is not None else UpstreamStatus(phase="idle")
 
     def statistics(self) -> RegistryStatistics:
+        tasks = len(self._nursery.child_tasks) if self._nursery is not None else 0
         return RegistryStatistics(running=len(self._upstreams), max=self.config.max_streams,
-                                  viewers=len(self._viewers))
+                                  viewers=len(self._viewers), tasks=tasks)
 
     def shutdown(self) -> None:
         """Server going away: every viewer gets `stopped` and a 1001 close; upstreams end."""

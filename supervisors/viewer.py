@@ -3,8 +3,10 @@
 The hub feeds it with `offer` (never blocks: `send_nowait`); the socket's single writer
 task takes from it with `next`. Media that would overflow the budget empties the queue
 (freeing its memory even if the socket never reads), counts a drop and marks the viewer
-unsynced, so the hub resumes it at the next keyframe. A viewer that keeps overflowing
-for SLOW_AFTER seconds without ever catching up gets SLOW_CONSUMER and a 1008 close.
+unsynced, so the hub resumes it at the next keyframe. A viewer that has not caught up
+(emptied its queue) SLOW_AFTER seconds after an overflow gets SLOW_CONSUMER and a 1008
+close; so does one whose socket has not taken a single message for that long
+(`give_up`, called by the socket's send watchdog).
 
 `next` also produces the per-viewer `playing` status: it is due before the first media
 bytes after a start or a `connecting`. Cancellation: `next` holds no state across an
@@ -61,6 +63,9 @@ class Viewer:
 
     def offer(self, *parts: bytes) -> bool:
         """Queue media; False if it overflowed (queue emptied, viewer unsynced)."""
+        if self._overflow_since is not None and self._clock() - self._overflow_since > self._slow_after:
+            self.give_up()
+            return False
         size = sum(len(p) for p in parts)
         used = self._send.statistics().current_buffer_used
         if self._queued + size > self.budget or used + len(parts) > MAX_MEDIA_ITEMS:
@@ -76,7 +81,7 @@ class Viewer:
         try:
             self._send.send_nowait(event)
         except trio.WouldBlock:
-            self._give_up()
+            self.give_up()
         except trio.ClosedResourceError:
             pass
 
@@ -105,13 +110,11 @@ class Viewer:
         self.clear_media()
         self.synced = False
         self.drops += 1
-        now = self._clock()
         if self._overflow_since is None:
-            self._overflow_since = now
-        elif now - self._overflow_since > self._slow_after:
-            self._give_up()
+            self._overflow_since = self._clock()
 
-    def _give_up(self) -> None:
+    def give_up(self) -> None:
+        """Too far behind: SLOW_CONSUMER and a 1008 close are all it gets from now on."""
         if self.slow:
             return
         self.slow = True

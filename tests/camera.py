@@ -215,6 +215,7 @@ class Camera:
     _connections: set[trio.SocketStream] = attrs.Factory(set)
     _player_scopes: set[trio.CancelScope] = attrs.Factory(set)
     _nonce: str = attrs.Factory(lambda: secrets.token_hex(8))
+    _scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     _publish_token: str = attrs.Factory(lambda: secrets.token_hex(8))
 
     def url(self, path: str = "live", *, password: str | None = None, user: str | None = None) -> str:
@@ -236,7 +237,15 @@ class Camera:
         for scope in list(self._player_scopes):
             scope.cancel()
 
+    def close(self) -> None:
+        """Power off: every socket closes, the encoder stops (run returns)."""
+        self._scope.cancel()
+
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        with self._scope:
+            await self._run(task_status)
+
+    async def _run(self, task_status: trio.TaskStatus[int]) -> None:
         listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:

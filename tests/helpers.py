@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -16,16 +19,21 @@ import trio
 import trio_websocket
 
 from app.cli import serve
+from app.factory import create_app
 from app.settings import Settings
+from supervisors import Registry
 from tests.camera import bundled_ffmpeg
 
 PACKET = 188
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 
 
 @attrs.define
 class Server:
     base: str
     settings: Settings
+    registry: Registry | None = None  # when it runs in this process
 
     @property
     def ws_base(self) -> str:
@@ -57,12 +65,16 @@ class Server:
                     await ws._stream.aclose()
 
 
-async def start_server(nursery: trio.Nursery, **overrides: object) -> Server:
+async def start_server(nursery: trio.Nursery, *, ping_interval: float = 10, dead_after: int = 25,
+                       **overrides: object) -> Server:
+    """The app under Hypercorn's trio worker in this process, on 127.0.0.1 port 0."""
     values: dict[str, object] = {"port": 0, "database_url": "sqlite:///:memory:", "linger": 0.5,
                                  "ffmpeg_timeout": 5.0, **overrides}
     settings = Settings(**values)  # type: ignore[arg-type]
-    binds = await nursery.start(serve, settings)
-    return Server(binds[0], settings)
+    app = create_app(settings)
+    binds = await nursery.start(partial(serve, settings, app=app, ping_interval=ping_interval,
+                                        dead_after=dead_after))
+    return Server(binds[0], settings, app.extensions["rtsp"].registry)
 
 
 @attrs.define
@@ -191,3 +203,39 @@ def probe(data: bytes) -> tuple[str, str]:
                                  "-f", "null", "-"], capture_output=True, text=True, check=False)
     video = next((ln.strip() for ln in info.splitlines() if "Video:" in ln), "")
     return video, decode.stderr.strip()
+
+
+class Process:
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.stderr = ""
+
+    async def read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        async for chunk in self.process.stderr:
+            self.stderr += chunk.decode(errors="replace")
+
+    async def url(self) -> str:
+        with trio.fail_after(20):
+            while not (match := re.search(r"serving on (http://\S+)|Running on (http://\S+)", self.stderr)):
+                if self.process.returncode is not None:
+                    raise AssertionError(f"server exited: {self.stderr}")
+                await trio.sleep(0.05)
+        return match.group(1) or match.group(2)
+
+
+def env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/s.db", "LINGER": "30", **extra}
+
+
+async def spawn(nursery: trio.Nursery, argv: list[str], environ: dict[str, str]) -> Process:
+    process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                               stdout=subprocess.DEVNULL, env=environ, cwd=ROOT)
+    handle = Process(process)
+    nursery.start_soon(handle.read_stderr)
+    return handle
+
+
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]

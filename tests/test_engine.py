@@ -11,6 +11,7 @@ from supervisors.hub import Hub
 from supervisors.mpegts import Aligner, Index
 from supervisors.viewer import Viewer
 from tests.fakes import FakeSource, frame, pat, pmt
+from tests.helpers import wait_for
 
 URL = Source("rtsp://cam/live")
 
@@ -132,8 +133,7 @@ async def test_linger_keeps_upstream_for_a_returning_viewer_then_ends_it(
         await trio.sleep(1)
         assert len(fake.starts) == 1
     left = trio.current_time()
-    while fake.running:
-        await trio.sleep(0.01)
+    await wait_for(lambda: not fake.running, within=10, step=0.01)
     assert trio.current_time() - left == pytest.approx(5, abs=0.05)
     assert registry.statistics().running == 0 and len(fake.starts) == 1
 

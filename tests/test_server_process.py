@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -15,41 +11,7 @@ import pytest
 import trio
 
 from tests.camera import Camera
-from tests.helpers import Server, ffmpeg_children, process_gone
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-class Process:
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.stderr = ""
-
-    async def read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        async for chunk in self.process.stderr:
-            self.stderr += chunk.decode(errors="replace")
-
-    async def url(self) -> str:
-        with trio.fail_after(20):
-            while not (match := re.search(r"serving on (http://\S+)|Running on (http://\S+)", self.stderr)):
-                if self.process.returncode is not None:
-                    raise AssertionError(f"server exited: {self.stderr}")
-                await trio.sleep(0.05)
-        return match.group(1) or match.group(2)
-
-
-def env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/s.db", "LINGER": "30", **extra}
-
-
-async def spawn(nursery: trio.Nursery, argv: list[str], environ: dict[str, str]) -> Process:
-    process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                               stdout=subprocess.DEVNULL, env=environ, cwd=ROOT)
-    handle = Process(process)
-    nursery.start_soon(handle.read_stderr)
-    return handle
+from tests.helpers import BIN, ROOT, Server, env, ffmpeg_children, process_gone, spawn
 
 
 async def test_sigterm_stops_viewers_ends_ffmpeg_and_exits_within_5s(

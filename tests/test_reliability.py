@@ -1,0 +1,249 @@
+"""Fault injection on the real path: instant join, self-healing, dead peers, churn, no leaks."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import trio
+import trio.lowlevel
+import trio_websocket
+
+from tests.camera import Camera, Feed
+from tests.helpers import (
+    BIN,
+    PACKET,
+    Server,
+    env,
+    ffmpeg_children,
+    pids_in_order,
+    probe,
+    rss_kib,
+    spawn,
+    start_server,
+    wait_for,
+)
+
+
+async def test_joining_mid_gop_starts_at_cached_keyframe_with_no_gap(camera: Camera, server: Server) -> None:
+    async with server.viewer(f"url={camera.url()}") as first:
+        await first.play()
+        await first.collect(1.5)  # the camera's GOP is 1 s: now somewhere inside one
+        async with server.viewer(f"url={camera.url()}") as joiner:
+            await joiner.play(within=2)
+            await joiner.collect(1.0)
+        await first.collect(0.3)
+    joined = b"".join(joiner.media)
+    pids = pids_in_order(joined)
+    assert pids[:2] == [0, 0x1000], "PAT and PMT first"
+    video, errors = probe(joined[: 200 * PACKET])
+    assert errors == "" and "h264" in video
+    # after PAT+PMT, exactly the upstream's bytes from the cached keyframe on: no gap, no duplicate
+    assert joined[2 * PACKET :] in b"".join(first.media)
+
+
+async def test_camera_stall_gives_timeout_then_recovers_by_itself(nursery: trio.Nursery, camera: Camera) -> None:
+    server = await start_server(nursery, ffmpeg_timeout=2)
+    async with server.viewer(f"url={camera.url()}") as viewer:
+        await viewer.play()
+        camera.stall()
+        stalled = trio.current_time()
+        await viewer.error("TIMEOUT", within=2 + 1)
+        assert trio.current_time() - stalled <= 2 + 1
+        await viewer.status("connecting")
+        await trio.sleep(1)
+        camera.resume()
+        await viewer.status("playing", within=15)
+        mark = len(viewer.media)
+        await viewer.collect(1.0)
+        assert len(viewer.media) > mark
+        assert probe(b"".join(viewer.media[mark:]))[1] == ""
+
+
+async def test_camera_drop_recovers_by_itself(camera: Camera, server: Server) -> None:
+    async with server.viewer(f"url={camera.url()}") as viewer:
+        await viewer.play()
+        camera.drop()
+        await viewer.error("STREAM_ERROR")
+        await viewer.status("connecting")
+        await viewer.status("playing", within=10)
+
+
+async def test_camera_restart_on_the_same_port_recovers(nursery: trio.Nursery, server: Server) -> None:
+    old = Camera()
+    await nursery.start(old.run)
+    async with server.viewer(f"url={old.url()}") as viewer:
+        await viewer.play()
+        old.close()  # the camera goes away ...
+        await viewer.expect({"type": "error"})
+        await trio.sleep(1.5)
+        new = Camera(port=old.port)  # ... and comes back on the same address
+        await nursery.start(new.run)
+        await viewer.status("playing", within=15)
+
+
+async def test_ffmpeg_killed_from_outside_is_restarted(camera: Camera, server: Server) -> None:
+    async with server.viewer(f"url={camera.url()}") as a, server.viewer(f"url={camera.url()}") as b:
+        await a.play()
+        await b.play()
+        [pid] = ffmpeg_children()
+        os.kill(pid, signal.SIGKILL)
+        for viewer in (a, b):
+            await viewer.error("STREAM_ERROR")
+            await viewer.status("connecting")
+            await viewer.status("playing", within=10)
+        assert ffmpeg_children() != [pid] and len(ffmpeg_children()) == 1
+
+
+async def test_vanished_client_is_removed_and_its_ffmpeg_ends(camera: Camera, nursery: trio.Nursery) -> None:
+    """A client that stops answering (no close frame, no pong) is gone within dead_after."""
+    server = await start_server(nursery, ping_interval=0.5, dead_after=2)
+    host, port = server.base.removeprefix("http://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    request = (f"GET /ws/stream?url={camera.url()} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n")
+    await stream.send_all(request.encode())
+    assert b"101" in await stream.receive_some(4096)
+    # a masked text frame {"action":"start"}, then silence: no reads, no pongs, no close
+    payload = b'{"action":"start"}'
+    mask = b"\x01\x02\x03\x04"
+    await stream.send_all(bytes([0x81, 0x80 | len(payload)]) + mask
+                          + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    await wait_for(lambda: len(ffmpeg_children()) == 1, within=10)
+    silent = trio.current_time()  # from here on the client neither reads nor writes
+    assert server.registry is not None
+    await wait_for(lambda: server.registry.statistics().viewers == 0, within=10)
+    assert trio.current_time() - silent < 2 + 1.5
+    await wait_for(lambda: not ffmpeg_children(), within=0.5 + 3)
+    await stream.aclose()
+
+
+def open_fds() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))
+
+
+async def test_churn_leaves_no_process_fd_or_task(nursery: trio.Nursery) -> None:
+    feeds = {name: Camera().feeds["live"] for name in ("a", "b", "c")}
+    camera = Camera(feeds=feeds)
+    await nursery.start(camera.run)
+    # hypercorn closes a connection's socket once its ping task wakes: ping often here
+    server = await start_server(nursery, linger=0.3, max_streams_per_client=10, ping_interval=1)
+    registry = server.registry
+    assert registry is not None
+    fds_before = open_fds()
+    rng = random.Random(7)
+    cycles = 0
+
+    async def client(seed: int) -> None:
+        nonlocal cycles
+        r = random.Random(seed)
+        while cycles < 500:
+            cycles += 1
+            url = camera.url(r.choice("abc"))
+            # (trio-websocket's own close can wait forever on a stream closed under it)
+            with trio.move_on_after(5):
+                await one_client(url, r)
+
+    async def one_client(url: str, r: random.Random) -> None:
+        try:
+            async with trio_websocket.open_websocket_url(f"{server.ws_base}/ws/stream?url={url}") as ws:
+                try:
+                    for _ in range(r.randint(1, 4)):
+                        action = r.choice(["start", "start", "stop", "reconnect", "vanish"])
+                        if action == "vanish":
+                            break
+                        await ws.send_message(f'{{"action":"{action}"}}')
+                        with trio.move_on_after(r.uniform(0, 0.3)):
+                            while True:
+                                await ws.get_message()
+                    if r.random() < 0.5:
+                        await ws._stream.aclose()  # abrupt: no close frame
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await ws._stream.aclose()
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+    async with trio.open_nursery() as clients:
+        for i in range(8):
+            clients.start_soon(client, rng.randrange(1 << 30) + i)
+    assert cycles >= 500
+    await wait_for(lambda: registry.statistics().viewers == 0 and registry.statistics().running == 0, within=15)
+    await wait_for(lambda: not ffmpeg_children(), within=5)
+    await wait_for(lambda: open_fds() <= fds_before, within=5)
+    assert registry.statistics().tasks == 0
+
+
+SLOW_TEST_SECONDS = 60
+async def non_reading_client(nursery: trio.Nursery, base: str, resource: str) -> trio_websocket.WebSocketConnection:
+    """A WebSocket client on a small receive window (a phone on a bad link) that stops reading."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = trio.socket.socket()
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 64 * 1024)
+    await sock.connect((host, int(port)))
+    return await trio_websocket.wrap_client_stream(nursery, trio.SocketStream(sock), host, resource,
+                                                   message_queue_size=1)
+
+
+# What a non-reading viewer may cost the server: its queue (VIEWER_BUDGET, 4 MiB, of bytes
+# shared with the others), the GOP cache (4 MiB) and slack for allocator noise.
+MEMORY_BOUND_KIB = 48 * 1024
+
+
+async def test_non_reading_viewer_is_bounded_and_cut_off_while_others_keep_full_rate(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    camera = Camera(feeds={"live": Feed(size="640x360", bitrate="2M", noise=True, gop=50)})
+    await nursery.start(camera.run)
+    server = await spawn(nursery, [str(BIN / "rtsp-viewer"), "serve", "--port", "0"], env(tmp_path))
+    try:
+        remote = Server(await server.url(), settings=None)  # type: ignore[arg-type]
+        stream_id = await remote.create(camera.url())
+        async with AsyncExitStack() as stack:
+            normal = [await stack.enter_async_context(remote.viewer(f"id={stream_id}")) for _ in range(5)]
+            for viewer in normal:
+                await viewer.play()
+            slow = await non_reading_client(nursery, remote.base, f"/ws/stream?id={stream_id}")
+            await slow.send_message('{"action":"start"}')  # and never read again
+            await trio.sleep(5)
+            baseline = rss_kib(server.process.pid)
+            async with remote.http() as http:
+                bytes_before = (await http.get(f"/api/streams/{stream_id}/")).json()["status"]["bytes_in"]
+                marks = [sum(len(m) for m in v.media) for v in normal]
+                peak = baseline
+                for _ in range(SLOW_TEST_SECONDS - 5):
+                    await trio.sleep(1)
+                    peak = max(peak, rss_kib(server.process.pid))
+                status = (await http.get(f"/api/streams/{stream_id}/")).json()["status"]
+            upstream = status["bytes_in"] - bytes_before
+            for viewer, mark in zip(normal, marks, strict=True):
+                got = sum(len(m) for m in viewer.media) - mark
+                assert got >= 0.95 * upstream, (got, upstream)
+            assert peak - baseline < MEMORY_BOUND_KIB, (baseline, peak)
+            assert status["viewers"] == 5, "the slow viewer was cut off"
+            assert status["drops"] >= 1
+            print(f"upstream {upstream * 8 / (SLOW_TEST_SECONDS - 5) / 1e6:.2f} Mbit/s, "
+                  f"RSS {baseline / 1024:.1f} -> peak {peak / 1024:.1f} MiB")
+            assert "SLOW_CONSUMER" in server.stderr
+            # Reading again, it finds its connection over: 1008 after SLOW_CONSUMER when it
+            # comes back within the dead-peer time (25 s), else 1006: a client that neither
+            # read nor answered a ping for that long was taken for gone (no pong, no close).
+            texts: list[str] = []
+            with trio.fail_after(30):
+                try:
+                    while True:
+                        message = await slow.get_message()
+                        if isinstance(message, str):
+                            texts.append(message)
+                except trio_websocket.ConnectionClosed as closed:
+                    assert closed.reason.code == 1006 or (
+                        closed.reason.code == 1008 and any("SLOW_CONSUMER" in t for t in texts))
+            await slow._stream.aclose()
+    finally:
+        server.process.terminate()
+        with trio.move_on_after(10):
+            await server.process.wait()
