@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import sys
@@ -27,6 +28,7 @@ from .settings import Settings, load_or_exit
 
 log = logging.getLogger(__name__)
 GOODBYE_WAIT = 1.0  # seconds viewers get to receive their close frames
+EXIT_DEADLINE = 4.0  # seconds after SIGTERM/SIGINT when a stuck connection no longer holds us
 PING_INTERVAL = 10.0  # WebSocket pings; a live client answers each with a pong
 DEAD_AFTER = 25  # nothing read from a client for this long (no pong either): it is gone
 
@@ -35,17 +37,21 @@ SEND_BUFFER = 256 * 1024  # kernel send buffer per client: backlog belongs in th
 
 
 class ServerConfig(Config):  # type: ignore[misc]
-    """Hypercorn's Config, with a bounded kernel send buffer on every client socket.
+    """Hypercorn's Config, with two socket options on every client socket.
 
-    Linux autotunes a socket's send buffer up to megabytes; a viewer that falls behind
-    would hide seconds of video there, where nothing can skip it ahead to a keyframe.
-    Accepted sockets inherit the listener's SO_SNDBUF.
+    SO_SNDBUF: Linux autotunes a socket's send buffer up to megabytes; a viewer that falls
+    behind would hide seconds of video there, where nothing can skip it to a keyframe.
+    TCP_USER_TIMEOUT: a peer that takes no data for `read_timeout` seconds (zero window, or
+    gone) is aborted by the kernel. Hypercorn shields its socket writes from cancellation,
+    so without this a client that stops reading would hold its connection, and a server
+    shutdown, for as long as it likes. Accepted sockets inherit both from the listener.
     """
 
     def create_sockets(self) -> Sockets:
         sockets = super().create_sockets()
         for sock in sockets.insecure_sockets + sockets.secure_sockets:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int((self.read_timeout or DEAD_AFTER) * 1000))
         return sockets
 
 
@@ -61,15 +67,28 @@ def hypercorn_config(settings: Settings, *, ping_interval: float = PING_INTERVAL
     return config
 
 
-async def _until_signal(app: QuartTrio) -> None:
+async def _until_signal(app: QuartTrio, stopping: trio.Event) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.info("received %s: shutting down", signal.Signals(signum).name)
             break
+    stopping.set()
     s: Services = app.extensions["rtsp"]
-    s.registry.shutdown()
+    s.registry.shutdown()  # stopped + 1001 to every viewer; every FFmpeg is being ended
     with trio.move_on_after(GOODBYE_WAIT):
         await s.registry.wait_no_viewers()
+
+
+async def _exit_if_stuck(app: QuartTrio, stopping: trio.Event) -> None:
+    """The 5-second promise: a client stuck in a (shielded) send must not hold the exit."""
+    await stopping.wait()
+    await trio.sleep(EXIT_DEADLINE)
+    s: Services = app.extensions["rtsp"]
+    with trio.move_on_after(5.0 - EXIT_DEADLINE - 0.2):  # FFmpeg first: never leave one behind
+        await s.registry.wait_no_upstreams()
+    log.warning("connections still open %g s after the signal: exiting anyway", EXIT_DEADLINE)
+    logging.shutdown()
+    os._exit(0)
 
 
 async def serve(settings: Settings, *, app: QuartTrio | None = None, ping_interval: float = PING_INTERVAL,
@@ -79,12 +98,16 @@ async def serve(settings: Settings, *, app: QuartTrio | None = None, ping_interv
     app = app or create_app(settings)
     config = hypercorn_config(settings, ping_interval=ping_interval, dead_after=dead_after)
 
-    async def announce(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-        await hypercorn_serve(app, config, shutdown_trigger=partial(_until_signal, app),  # type: ignore[arg-type]
+    stopping = trio.Event()
+
+    async def run(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        await hypercorn_serve(app, config, shutdown_trigger=partial(_until_signal, app, stopping),  # type: ignore[arg-type]
                               task_status=task_status)
+        nursery.cancel_scope.cancel()  # served and shut down: no deadline left to keep
 
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(announce)
+        binds = await nursery.start(run)
+        nursery.start_soon(_exit_if_stuck, app, stopping)
         log.info("serving on %s", " ".join(binds))
         print(f"rtsp-viewer: serving on {' '.join(binds)}", file=sys.stderr, flush=True)
         task_status.started(binds)

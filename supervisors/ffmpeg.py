@@ -55,13 +55,14 @@ def build_argv(ffmpeg: str, source: Source, *, timeout: float) -> list[str]:
 
     `-probesize 32 -analyzeduration 0` starts output at the first keyframe instead of
     after about a second of probing; stream copy needs no more than the SDP's parameter
-    sets. Audio is dropped (`-an`): browsers' MPEG-TS players want video only.
+    sets. No `-fflags nobuffer`: with it FFmpeg dropped the keyframe a camera sends right
+    after PLAY and waited for the next one (bench/README.md). Audio is dropped (`-an`):
+    browsers' MPEG-TS players want video only.
     """
     return [
         ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info",
         "-rtsp_transport", source.transport,
         "-timeout", str(int(timeout * 1_000_000)),
-        "-fflags", "nobuffer", "-flags", "low_delay",
         "-probesize", "32", "-analyzeduration", "0",
         "-i", source.url,
         "-map", "0:v:0", "-c:v", "copy", "-an", "-sn", "-dn",

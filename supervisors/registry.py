@@ -52,6 +52,9 @@ class Registry:
         self._nursery: trio.Nursery | None = None
         self._no_viewers = trio.Event()
         self._no_viewers.set()
+        self._supervisors = 0
+        self._no_supervisors = trio.Event()
+        self._no_supervisors.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -78,6 +81,10 @@ class Registry:
 
     async def wait_no_viewers(self) -> None:
         await self._no_viewers.wait()
+
+    async def wait_no_upstreams(self) -> None:
+        """Until every supervisor task (and so every FFmpeg it owned) has ended."""
+        await self._no_supervisors.wait()
 
     def attach(self, viewer: Viewer, key: str, source: Source) -> None:
         """Subscribe a viewer to the upstream for key, starting one if needed.
@@ -148,10 +155,17 @@ class Registry:
         self._detach(viewer)
 
     async def _guarded(self, upstream: Upstream) -> None:
+        self._supervisors += 1
+        if self._no_supervisors.is_set():
+            self._no_supervisors = trio.Event()
         try:
             await upstream.run()
         except* Exception:  # a bug in one upstream must not end every other one
             log.exception("upstream %s crashed", upstream.key)
+        finally:
+            self._supervisors -= 1
+            if not self._supervisors:
+                self._no_supervisors.set()
 
     def _retired(self, upstream: Upstream) -> None:
         if self._upstreams.get(upstream.key) is upstream:
@@ -188,9 +202,8 @@ class Registry:
         return upstream.status() if upstream is not None else UpstreamStatus(phase="idle")
 
     def statistics(self) -> RegistryStatistics:
-        tasks = len(self._nursery.child_tasks) if self._nursery is not None else 0
         return RegistryStatistics(running=len(self._upstreams), max=self.config.max_streams,
-                                  viewers=len(self._viewers), tasks=tasks)
+                                  viewers=len(self._viewers), tasks=self._supervisors)
 
     def shutdown(self) -> None:
         """Server going away: every viewer gets `stopped` and a 1001 close; upstreams end."""

@@ -68,6 +68,8 @@ class Feed:
             argv += ["-x265-params", "log-level=error"]
         if self.bitrate:
             argv += ["-b:v", self.bitrate, "-maxrate", self.bitrate, "-bufsize", self.bitrate]
+        # parameter sets in-band before every keyframe, as IP cameras send them
+        argv += ["-bsf:v", "dump_extra=freq=keyframe"]
         if self.audio:
             argv += ["-map", "1:a", "-c:a", "aac", "-b:a", "64k"]
         argv += ["-f", "rtsp", "-rtsp_transport", "tcp", url]

@@ -56,8 +56,13 @@ class Server:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(viewer.pump)
-                    yield viewer
-                    nursery.cancel_scope.cancel()
+                    try:
+                        yield viewer
+                    finally:
+                        # close while still reading, so the close handshake can complete
+                        with trio.move_on_after(5, shield=True):
+                            await ws.aclose()
+                        nursery.cancel_scope.cancel()
             finally:
                 # trio-websocket 0.12 leaves its TCP stream open when the server closes
                 # first (it waits for the server's FIN, then never closes its own end)

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from tests.camera import Camera
-from tests.helpers import BIN, ROOT, Server, env, ffmpeg_children, process_gone, spawn
+from tests.helpers import BIN, ROOT, Server, env, ffmpeg_children, process_gone, spawn, wait_for
 
 
 async def test_sigterm_stops_viewers_ends_ffmpeg_and_exits_within_5s(
@@ -78,3 +78,28 @@ async def test_hypercorn_with_deploy_config_serves_the_app(nursery: trio.Nursery
         with trio.fail_after(10):
             await server.process.wait()
     assert "pw0rd-x" not in server.stderr
+
+
+async def test_sigterm_exits_within_5s_even_with_a_client_that_stopped_reading(
+        camera: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
+    from tests.test_reliability import non_reading_client
+
+    server = await spawn(nursery, [str(BIN / "rtsp-viewer"), "serve", "--port", "0"], env(tmp_path))
+    try:
+        base = await server.url()
+        stuck = await non_reading_client(nursery, base, f"/ws/stream?url={camera.url()}")
+        await stuck.send_message('{"action":"start"}')
+        await wait_for(lambda: ffmpeg_children(server.process.pid), within=10)
+        children = ffmpeg_children(server.process.pid)
+        await trio.sleep(4)  # its window is closed by now: the server's writes to it are stuck
+        start = trio.current_time()
+        server.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(5.5):
+            await server.process.wait()
+        assert trio.current_time() - start < 5
+        assert all(process_gone(pid) for pid in children)
+        await stuck._stream.aclose()
+    finally:
+        if server.process.returncode is None:
+            server.process.kill()
+            await server.process.wait()

@@ -1,0 +1,230 @@
+"""Benchmarks, all on loopback: `python -m bench [latency] [fanout] [slow] [--viewers 1,10,50]`.
+
+Starts the test camera (a real 2 Mbit/s H.264 noise source, 2 s GOP) and the server
+(`rtsp-viewer serve`) as processes of their own, drives them with lean WebSocket viewers
+from this process, and prints tables:
+
+- latency: `start` → first binary frame for a cold stream (vs bare FFmpeg with the same
+  input flags, and with FFmpeg's default probing) and for a viewer joining a running stream;
+- fanout: for N viewers, server and FFmpeg CPU, this load client's own CPU, the slowest
+  viewer's share of the stream's rate, server RSS;
+- slow: server RSS with 5 reading viewers and 1 that never reads, over 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import trio
+
+from bench.client import LeanViewer
+from supervisors.ffmpeg import READ_SIZE, Source, build_argv
+from tests.camera import bundled_ffmpeg
+from tests.helpers import BIN, Process, ffmpeg_children, rss_kib, spawn
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+class Rig:
+    """The camera and server processes, and viewers against them."""
+
+    def __init__(self, camera_url: str, server: Process, base: str) -> None:
+        self.camera_url = camera_url
+        self.server = server
+        self.host, port = base.removeprefix("http://").split(":")
+        self.port = int(port)
+
+    async def viewer(self, nursery: trio.Nursery, *, read: bool = True) -> LeanViewer:
+        viewer = LeanViewer(self.host, self.port, f"/ws/stream?url={self.camera_url}")
+        await viewer.connect()
+        if read:
+            nursery.start_soon(viewer.run)
+        return viewer
+
+    def cpu(self) -> tuple[float, float]:
+        pid = self.server.process.pid
+        return cpu_seconds(pid), sum(cpu_seconds(c) for c in ffmpeg_children(pid))
+
+
+async def start_camera() -> tuple[trio.Process, str]:
+    argv = [sys.executable, "-m", "tests.camera", "--size", "640x360", "--bitrate", "2M", "--noise",
+            "--gop", "50"]
+    process = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    line = b""
+    with trio.fail_after(30):
+        while not line.endswith(b"\n"):
+            line += await process.stdout.receive_some(1)
+    return process, line.decode().strip()
+
+
+async def first_byte_of_bare_ffmpeg(url: str, *, default_probe: bool) -> float:
+    argv = build_argv(bundled_ffmpeg(), Source(url), timeout=10)
+    if default_probe:
+        i = argv.index("-probesize")
+        del argv[i : i + 4]
+    start = trio.current_time()
+    process = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    await process.stdout.receive_some(READ_SIZE)
+    elapsed = trio.current_time() - start
+    process.kill()
+    await process.wait()
+    return elapsed
+
+
+async def bench_latency(rig: Rig, rounds: int) -> None:
+    bare = [await first_byte_of_bare_ffmpeg(rig.camera_url, default_probe=False) for _ in range(rounds)]
+    probed = [await first_byte_of_bare_ffmpeg(rig.camera_url, default_probe=True) for _ in range(rounds)]
+    cold: list[float] = []
+    joins: list[float] = []
+    async with trio.open_nursery() as nursery:
+        for _ in range(rounds):  # LINGER=0: every start is a cold start
+            viewer = await rig.viewer(nursery)
+            await viewer.send_action("start")
+            with trio.fail_after(15):
+                await viewer.got_media.wait()
+            assert viewer.started_at is not None and viewer.first_media is not None
+            cold.append(viewer.first_media - viewer.started_at)
+            await viewer.aclose()
+            await trio.sleep(0.5)
+        anchor = await rig.viewer(nursery)
+        await anchor.send_action("start")
+        await trio.sleep(2)
+        for i in range(max(rounds, 20)):
+            await trio.sleep(0.137 * (i % 7) + 0.05)  # join at scattered points of the GOP
+            viewer = await rig.viewer(nursery)
+            await viewer.send_action("start")
+            with trio.fail_after(15):
+                await viewer.got_media.wait()
+            assert viewer.started_at is not None and viewer.first_media is not None
+            joins.append(viewer.first_media - viewer.started_at)
+            assert viewer.first_chunk[:1] == b"\x47" and viewer.first_chunk[1] & 0x1F == 0  # PAT first
+            await viewer.aclose()
+        await anchor.aclose()
+        nursery.cancel_scope.cancel()
+    print("\n## latency: `start` -> first binary frame (s)")
+    print("| what | median | p95 | n |")
+    print("|---|---|---|---|")
+    for name, values in (("bare FFmpeg, our input flags (first stdout byte)", bare),
+                         ("bare FFmpeg, default probing (first stdout byte)", probed),
+                         ("cold start, first viewer", cold), ("join a running stream", joins)):
+        print(f"| {name} | {median(values):.3f} | {p95(values):.3f} | {len(values)} |")
+    print(f"\ncold start / bare FFmpeg (medians): {median(cold) / median(bare):.2f}")
+
+
+async def bench_fanout(rig: Rig, counts: list[int], seconds: float) -> None:
+    print("\n## fan-out: N viewers of one 2 Mbit/s stream, measured over", seconds, "s")
+    print("| N | server CPU % | FFmpeg CPU % | load client CPU % | slowest viewer % of rate | "
+          "median viewer % | server RSS MiB | msgs/s per viewer |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in counts:
+        async with trio.open_nursery() as nursery:
+            viewers = [await rig.viewer(nursery) for _ in range(n)]
+            for viewer in viewers:
+                await viewer.send_action("start")
+            await trio.sleep(3)  # everyone playing, queues settled
+            server0, ffmpeg0 = rig.cpu()
+            me0 = time.process_time()
+            bytes0 = [v.media_bytes for v in viewers]
+            msgs0 = sum(v.messages for v in viewers)
+            wall0 = trio.current_time()
+            await trio.sleep(seconds)
+            wall = trio.current_time() - wall0
+            server1, ffmpeg1 = rig.cpu()
+            me = time.process_time() - me0
+            got = [v.media_bytes - b for v, b in zip(viewers, bytes0, strict=True)]
+            rate = max(got)
+            msgs = (sum(v.messages for v in viewers) - msgs0) / n / wall
+            rss = rss_kib(rig.server.process.pid) / 1024
+            print(f"| {n} | {100 * (server1 - server0) / wall:.1f} | {100 * (ffmpeg1 - ffmpeg0) / wall:.1f} "
+                  f"| {100 * me / wall:.1f} | {100 * min(got) / rate:.1f} | {100 * median(got) / rate:.1f} "
+                  f"| {rss:.1f} | {msgs:.1f} |")
+            for viewer in viewers:
+                await viewer.aclose()
+            nursery.cancel_scope.cancel()
+        await trio.sleep(1)
+
+
+async def bench_slow(rig: Rig, seconds: float) -> None:
+    async with trio.open_nursery() as nursery:
+        normal = [await rig.viewer(nursery) for _ in range(5)]
+        for viewer in normal:
+            await viewer.send_action("start")
+        stuck = await rig.viewer(nursery, read=False)
+        await stuck.send_action("start")
+        samples = []
+        start = trio.current_time()
+        while trio.current_time() - start < seconds:
+            samples.append((trio.current_time() - start, rss_kib(rig.server.process.pid) / 1024))
+            await trio.sleep(5)
+        samples.append((trio.current_time() - start, rss_kib(rig.server.process.pid) / 1024))
+        rates = [v.media_bytes * 8 / seconds / 1e6 for v in normal]
+        for viewer in [*normal, stuck]:
+            await viewer.aclose()
+        nursery.cancel_scope.cancel()
+    print(f"\n## slow viewer: 5 reading + 1 never reading, {seconds:g} s")
+    print("| t (s) | server RSS MiB |")
+    print("|---|---|")
+    for t, rss in samples:
+        print(f"| {t:.0f} | {rss:.1f} |")
+    print(f"\nreading viewers got {min(rates):.2f}-{max(rates):.2f} Mbit/s; "
+          f"SLOW_CONSUMER logged: {'SLOW_CONSUMER' in rig.server.stderr}")
+
+
+async def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("what", nargs="*", default=["latency", "fanout", "slow"])
+    parser.add_argument("--viewers", default="1,10,50,100,200")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--slow-seconds", type=float, default=60)
+    args = parser.parse_args(argv)
+    camera, url = await start_camera()
+    env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LINGER": "0", "LOG_LEVEL": "WARNING",
+           "MAX_STREAMS_PER_CLIENT": "1000", "MAX_CONCURRENT_STREAMS": "100"}
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await spawn(nursery, [str(BIN / "rtsp-viewer"), "serve", "--port", "0"], env)
+            rig = Rig(url, server, await server.url())
+            print(f"camera {url}; server {rig.host}:{rig.port} (pid {server.process.pid}); "
+                  f"{os.cpu_count()} cores")
+            if "latency" in args.what:
+                await bench_latency(rig, args.rounds)
+            if "fanout" in args.what:
+                await bench_fanout(rig, [int(n) for n in args.viewers.split(",")], args.seconds)
+            if "slow" in args.what:
+                await bench_slow(rig, args.slow_seconds)
+            server.process.terminate()
+            await server.process.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        camera.terminate()
+        await camera.wait()
+
+
+if __name__ == "__main__":
+    trio.run(main, sys.argv[1:])

@@ -1,0 +1,138 @@
+"""A lean WebSocket viewer for load: raw trio socket, minimal frame parsing, byte counters.
+
+It answers pings (so the server never takes it for gone), counts media bytes and messages,
+and notes when the first binary frame arrived after `start`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+import attrs
+import trio
+
+READ = 256 * 1024
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@attrs.define(eq=False)
+class LeanViewer:
+    host: str
+    port: int
+    resource: str
+    stream: trio.SocketStream | None = None
+    media_bytes: int = 0
+    messages: int = 0
+    texts: list[str] = attrs.Factory(list)
+    first_media: float | None = None
+    first_chunk: bytes = b""
+    started_at: float | None = None
+    closed: bool = False
+    got_media: trio.Event = attrs.Factory(trio.Event)
+    _buf: bytearray = attrs.Factory(bytearray)
+    _text: trio.Event = attrs.Factory(trio.Event)
+
+    async def connect(self) -> None:
+        self.stream = await trio.open_tcp_stream(self.host, self.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        await self.stream.send_all(
+            f"GET {self.resource} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        while b"\r\n\r\n" not in self._buf:
+            self._buf += await self.stream.receive_some(4096)
+        head, _, rest = bytes(self._buf).partition(b"\r\n\r\n")
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise ConnectionError(head[:80])
+        self._buf = bytearray(rest)
+
+    async def send_action(self, action: str) -> None:
+        assert self.stream is not None
+        if action == "start":
+            self.started_at = trio.current_time()
+            self.first_media = None
+            self.got_media = trio.Event()
+        await self.stream.send_all(_frame(1, json.dumps({"action": action}).encode()))
+
+    async def wait_text(self, needle: str) -> None:
+        while not any(needle in t for t in self.texts):
+            await self._text.wait()
+
+    async def run(self) -> None:
+        """Read until the connection ends; `reading = False` stops reading (a stuck client)."""
+        assert self.stream is not None
+        try:
+            self._parse()
+            while True:
+                data = await self.stream.receive_some(READ)
+                if not data:
+                    break
+                self._buf += data
+                await self._respond(self._parse())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self.closed = True
+            self._text.set()
+
+    async def _respond(self, pings: list[bytes]) -> None:
+        assert self.stream is not None
+        for payload in pings:
+            await self.stream.send_all(_frame(0xA, payload))
+
+    def _parse(self) -> list[bytes]:
+        buf = self._buf
+        pings = []
+        pos = 0
+        while len(buf) - pos >= 2:
+            opcode = buf[pos] & 0x0F
+            n = buf[pos + 1] & 0x7F
+            head = 2
+            if n == 126:
+                if len(buf) - pos < 4:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                head = 4
+            elif n == 127:
+                if len(buf) - pos < 10:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                head = 10
+            if len(buf) - pos < head + n:
+                break
+            start = pos + head
+            if opcode == 2:
+                self.messages += 1
+                self.media_bytes += n
+                if self.first_media is None:
+                    self.first_media = trio.current_time()
+                    self.first_chunk = bytes(buf[start : start + n])
+                    self.got_media.set()
+            elif opcode == 1:
+                self.texts.append(bytes(buf[start : start + n]).decode())
+                self._text.set()
+                self._text = trio.Event()
+            elif opcode == 9:
+                pings.append(bytes(buf[start : start + n]))
+            elif opcode == 8:
+                self.closed = True
+            pos = start + n
+        del buf[:pos]
+        return pings
+
+    async def aclose(self) -> None:
+        if self.stream is not None:
+            await self.stream.aclose()
