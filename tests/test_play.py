@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from tests.camera import Camera, Feed
@@ -119,11 +120,17 @@ async def test_no_ffmpeg_left_after_server_stops(camera: Camera) -> None:
     assert ffmpeg_children() == []
 
 
-async def test_h265_camera_plays(nursery: trio.Nursery, server: Server) -> None:
-    cam = Camera(feeds={"live": Feed(codec="h265")})
+@pytest.mark.parametrize(("codec", "audio", "name"), [
+    ("h265", False, "hevc"), ("h265", True, "hevc"), ("h264", True, "h264")])
+async def test_other_cameras_play(nursery: trio.Nursery, server: Server, codec: str, audio: bool,
+                                  name: str) -> None:
+    """H.265, and cameras with an AAC track: video only reaches the viewer, decodable."""
+    cam = Camera(feeds={"live": Feed(codec=codec, audio=audio)})
     await nursery.start(cam.run)
     async with server.viewer(f"url={cam.url()}") as viewer:
-        await viewer.play()
+        await viewer.play(within=5)
         await viewer.collect(1.0)
-    video, errors = probe(b"".join(viewer.media))
-    assert "hevc" in video and errors == ""
+    data = b"".join(viewer.media)
+    video, errors = probe(data)
+    assert name in video and errors == ""
+    assert set(pids_in_order(data)) <= {0, 0x11, 0x1000, 0x100}, "no audio PID"

@@ -8,6 +8,7 @@ import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import pytest
 import trio
 import trio.lowlevel
 import trio_websocket
@@ -86,7 +87,8 @@ async def test_camera_restart_on_the_same_port_recovers(nursery: trio.Nursery, s
 
 
 async def test_ffmpeg_killed_from_outside_is_restarted(camera: Camera, server: Server) -> None:
-    async with server.viewer(f"url={camera.url()}") as a, server.viewer(f"url={camera.url()}") as b:
+    stream_id = await server.create(camera.url())
+    async with server.viewer(f"id={stream_id}") as a, server.viewer(f"id={stream_id}") as b:
         await a.play()
         await b.play()
         [pid] = ffmpeg_children()
@@ -96,11 +98,18 @@ async def test_ffmpeg_killed_from_outside_is_restarted(camera: Camera, server: S
             await viewer.status("connecting")
             await viewer.status("playing", within=10)
         assert ffmpeg_children() != [pid] and len(ffmpeg_children()) == 1
+        async with server.http() as http:
+            status = (await http.get(f"/api/streams/{stream_id}/")).json()["status"]
+        assert status["phase"] == "playing" and status["viewers"] == 2 and status["restarts"] == 1
+        assert status["error"]["code"] == "STREAM_ERROR" and status["bytes_in"] > 0
+        assert status["video"] == {"codec": "h264", "width": 320, "height": 240}
 
 
-async def test_vanished_client_is_removed_and_its_ffmpeg_ends(camera: Camera, nursery: trio.Nursery) -> None:
-    """A client that stops answering (no close frame, no pong) is gone within dead_after."""
-    server = await start_server(nursery, ping_interval=0.5, dead_after=2)
+@pytest.mark.parametrize(("ping_interval", "dead_after"), [(0.5, 2), (10, 25)], ids=["scaled", "defaults"])
+async def test_vanished_client_is_removed_and_its_ffmpeg_ends(camera: Camera, nursery: trio.Nursery,
+                                                              ping_interval: float, dead_after: int) -> None:
+    """A client that stops answering (no close frame, no pong) is gone within dead_after (< 30 s)."""
+    server = await start_server(nursery, ping_interval=ping_interval, dead_after=dead_after)
     host, port = server.base.removeprefix("http://").split(":")
     stream = await trio.open_tcp_stream(host, int(port))
     request = (f"GET /ws/stream?url={camera.url()} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
@@ -116,8 +125,8 @@ async def test_vanished_client_is_removed_and_its_ffmpeg_ends(camera: Camera, nu
     await wait_for(lambda: len(ffmpeg_children()) == 1, within=10)
     silent = trio.current_time()  # from here on the client neither reads nor writes
     assert server.registry is not None
-    await wait_for(lambda: server.registry.statistics().viewers == 0, within=10)
-    assert trio.current_time() - silent < 2 + 1.5
+    await wait_for(lambda: server.registry.statistics().viewers == 0, within=dead_after + 5)
+    assert trio.current_time() - silent < min(dead_after + 1.5, 30)
     await wait_for(lambda: not ffmpeg_children(), within=0.5 + 3)
     await stream.aclose()
 
