@@ -96,6 +96,17 @@ async def first_byte_of_bare_ffmpeg(url: str, *, default_probe: bool) -> float:
     return elapsed
 
 
+async def started(rig: Rig, nursery: trio.Nursery, times: list[float]) -> LeanViewer:
+    """A new viewer after `start`; appends the seconds to its first binary frame to times."""
+    viewer = await rig.viewer(nursery)
+    await viewer.send_action("start")
+    with trio.fail_after(15):
+        await viewer.got_media.wait()
+    assert viewer.started_at is not None and viewer.first_media is not None
+    times.append(viewer.first_media - viewer.started_at)
+    return viewer
+
+
 async def bench_latency(rig: Rig, rounds: int) -> None:
     bare = [await first_byte_of_bare_ffmpeg(rig.camera_url, default_probe=False) for _ in range(rounds)]
     probed = [await first_byte_of_bare_ffmpeg(rig.camera_url, default_probe=True) for _ in range(rounds)]
@@ -103,12 +114,7 @@ async def bench_latency(rig: Rig, rounds: int) -> None:
     joins: list[float] = []
     async with trio.open_nursery() as nursery:
         for _ in range(rounds):  # LINGER=0: every start is a cold start
-            viewer = await rig.viewer(nursery)
-            await viewer.send_action("start")
-            with trio.fail_after(15):
-                await viewer.got_media.wait()
-            assert viewer.started_at is not None and viewer.first_media is not None
-            cold.append(viewer.first_media - viewer.started_at)
+            viewer = await started(rig, nursery, cold)
             await viewer.aclose()
             await trio.sleep(0.5)
         anchor = await rig.viewer(nursery)
@@ -116,12 +122,7 @@ async def bench_latency(rig: Rig, rounds: int) -> None:
         await trio.sleep(2)
         for i in range(max(rounds, 20)):
             await trio.sleep(0.137 * (i % 7) + 0.05)  # join at scattered points of the GOP
-            viewer = await rig.viewer(nursery)
-            await viewer.send_action("start")
-            with trio.fail_after(15):
-                await viewer.got_media.wait()
-            assert viewer.started_at is not None and viewer.first_media is not None
-            joins.append(viewer.first_media - viewer.started_at)
+            viewer = await started(rig, nursery, joins)
             assert viewer.first_chunk[:1] == b"\x47" and viewer.first_chunk[1] & 0x1F == 0  # PAT first
             await viewer.aclose()
         await anchor.aclose()

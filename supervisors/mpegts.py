@@ -154,7 +154,3 @@ def _has_key_nal(payload: bytes, stream_type: int | None) -> bool:
         pos = es.find(b"\x00\x00\x01", pos + 3)
     return False
 
-
-def packets(data: bytes) -> list[bytes]:
-    """Split aligned data into its packets (tests and diagnostics)."""
-    return [data[i : i + PACKET] for i in range(0, len(data), PACKET)]

@@ -54,7 +54,8 @@ class Viewer:
         self._clock = clock
         self._slow_after = slow_after
         self._send, self._recv = trio.open_memory_channel[Item](MAX_MEDIA_ITEMS + EVENT_RESERVE)
-        self._queued = 0
+        self._queued = 0  # media bytes in the channel
+        self._media_items = 0  # media chunks in the channel (events have their own room)
         self._ready: deque[Item] = deque()
         self._announced = False
         self._overflow_since: float | None = None
@@ -67,13 +68,13 @@ class Viewer:
             self.give_up()
             return False
         size = sum(len(p) for p in parts)
-        used = self._send.statistics().current_buffer_used
-        if self._queued + size > self.budget or used + len(parts) > MAX_MEDIA_ITEMS:
+        if self._queued + size > self.budget or self._media_items + len(parts) > MAX_MEDIA_ITEMS:
             self._overflow()
             return False
         for part in parts:
             self._send.send_nowait(part)
         self._queued += size
+        self._media_items += len(parts)
         return True
 
     def notify(self, event: Event) -> None:
@@ -103,6 +104,7 @@ class Viewer:
             if not isinstance(item, bytes):
                 events.append(item)
         self._queued = 0
+        self._media_items = 0
         for event in events:
             self._send.send_nowait(event)
 
@@ -162,6 +164,7 @@ class Viewer:
             parts.append(item)
             size += len(item)
         self._queued -= size
+        self._media_items -= len(parts)
         if self._queued == 0:
             self._overflow_since = None  # caught up
         if len(parts) > 1:

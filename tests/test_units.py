@@ -160,3 +160,17 @@ def test_log_formatters_mask_every_line(capsys: pytest.CaptureFixture[str]) -> N
         if fmt == "json":
             assert all(json.loads(line)["level"] for line in err.strip().splitlines() if line.startswith("{"))
     logging.getLogger().handlers.clear()
+
+
+def test_deploy_hypercorn_toml_matches_the_embedded_server() -> None:
+    import tomllib
+    from pathlib import Path
+
+    from app.cli import hypercorn_config
+    from app.settings import Settings
+
+    deploy = tomllib.loads((Path(__file__).parent.parent / "deploy/hypercorn.toml").read_text())
+    embedded = hypercorn_config(Settings())
+    assert deploy["worker_class"] == "trio" and deploy["workers"] == 1
+    for key in ("graceful_timeout", "websocket_ping_interval", "read_timeout"):
+        assert deploy[key] == getattr(embedded, key), key
