@@ -23,7 +23,7 @@ import trio
 from .backoff import Backoff
 from .config import EngineConfig
 from .events import FINAL_CODES, STREAM_ERROR, TIMEOUT, Failure, Status
-from .ffmpeg import READ_SIZE, Runner, Source
+from .ffmpeg import READ_SIZE, Run, Runner, Source
 from .hub import Hub
 from .urls import mask_url
 from .viewer import Viewer
@@ -71,7 +71,8 @@ class Upstream:
         self._phase = "connecting"
         self._since: float | None = None
         self._error: ErrorRecord | None = None
-        self._video: dict[str, object] | None = None
+        self._video: dict[str, object] | None = None  # last known; read from the run's stderr
+        self._run: Run | None = None
         self.retired = False
 
     # --- called by the registry (synchronous) --------------------------------------------
@@ -95,10 +96,17 @@ class Upstream:
             self._on_retire(self)
         self._scope.cancel()
 
+    def _video_info(self) -> dict[str, object] | None:
+        """Codec and size, from the running FFmpeg's stderr (parsed when asked, not per chunk:
+        stderr and stdout are separate pipes, so the first media may come before the line)."""
+        if self._run is not None:
+            self._video = self._run.video() or self._video
+        return self._video
+
     def status(self) -> UpstreamStatus:
         hub = self.hub.statistics()
         return UpstreamStatus(phase=self._phase, viewers=hub.viewers, since=self._since,
-                              error=self._error, video=self._video, bytes_in=hub.bytes_in,
+                              error=self._error, video=self._video_info(), bytes_in=hub.bytes_in,
                               drops=hub.drops, restarts=self.restarts)
 
     # --- the supervisor -----------------------------------------------------------------
@@ -146,32 +154,49 @@ class Upstream:
         started = trio.current_time()
         healthy_from: float | None = None
         launch_error: OSError | None = None
+        failure: Failure | None = None
         with trio.CancelScope() as self._attempt_scope:
             try:
                 async with self._runner(self.source) as run:
-                    with trio.CancelScope(relative_deadline=timeout) as watchdog:
-                        while chunk := await run.stdout.receive_some(READ_SIZE):
-                            watchdog.relative_deadline = timeout
-                            if healthy_from is None:
-                                healthy_from = trio.current_time()
-                                self._video = run.video()
-                                self._set_phase("playing")
-                                log.info("upstream %s playing", mask_url(self.source.url))
-                            self.hub.publish(cast(bytes, chunk))  # FdStream reads bytes
-                    stalled = watchdog.cancelled_caught
-                    if stalled:  # say so now: ending a process stuck in connect takes a while
-                        return self._report(self._stall(timeout, started, healthy_from))
-                    await run.finish()
+                    self._run = run
+                    try:
+                        stalled, healthy_from = await self._pump(run)
+                        if stalled:  # say so now: ending a process stuck in connect takes a while
+                            failure = self._report(self._stall(timeout, started, healthy_from))
+                        else:
+                            await run.finish()
+                    finally:
+                        self._video_info()
+                        self._run = None  # an ended upstream keeps no stderr around
             except* OSError as group:  # the media process could not be started at all
                 launch_error = group.exceptions[0]  # type: ignore[assignment]
         if self._attempt_scope.cancelled_caught:
             return None
         if healthy_from is not None and trio.current_time() - healthy_from >= self._config.healthy_after:
             self._backoff.reset()
+        if failure is not None:
+            return failure
         if launch_error is not None:
             return self._report(Failure(STREAM_ERROR, f"cannot start ffmpeg: "
                                                       f"{launch_error.strerror or launch_error}"))
         return self._report(run.failure())
+
+    async def _pump(self, run: Run) -> tuple[bool, float | None]:
+        """Feed the hub until the run's output ends: (stalled?, when media started).
+
+        The watchdog is a cancel scope whose deadline moves with every chunk.
+        """
+        timeout = self._config.ffmpeg_timeout
+        first: float | None = None
+        with trio.CancelScope(relative_deadline=timeout) as watchdog:
+            while chunk := await run.stdout.receive_some(READ_SIZE):
+                watchdog.relative_deadline = timeout
+                if first is None:
+                    first = trio.current_time()
+                    self._set_phase("playing")
+                    log.info("upstream %s playing", mask_url(self.source.url))
+                self.hub.publish(cast(bytes, chunk))  # FdStream reads bytes
+        return watchdog.cancelled_caught, first
 
     @staticmethod
     def _stall(timeout: float, started: float, healthy_from: float | None) -> Failure:

@@ -249,3 +249,14 @@ def _events(viewer: Viewer) -> list[object]:
             items.append(viewer._recv.receive_nowait())
         except trio.WouldBlock:
             return items
+
+
+async def test_a_stall_after_30s_of_media_starts_the_backoff_over(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeSource(["refused", "refused", "refused", "freeze:31", "refused"])
+    registry = await start(nursery, fake, ffmpeg_timeout=5)
+    with registry.open_viewer("c") as viewer:
+        registry.attach(viewer, "k", URL)
+        await trio.sleep(60)
+    # the fourth run played 31 s, then went silent: TIMEOUT 5 s later, then the first delay again
+    assert 0.8 <= fake.starts[4] - (fake.starts[3] + 31 + 5) <= 1.2 + 0.05
