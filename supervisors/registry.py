@@ -67,7 +67,7 @@ class Registry:
     @contextmanager
     def open_viewer(self, client: str) -> Iterator[Viewer]:
         """A viewer for one socket; leaving the block detaches it from any upstream."""
-        viewer = Viewer(client, budget=self.config.viewer_budget)
+        viewer = Viewer(client, budget=self.config.viewer_budget, window=self._batch_window)
         self._viewers.add(viewer)
         if self._no_viewers.is_set():
             self._no_viewers = trio.Event()
@@ -78,6 +78,10 @@ class Registry:
             self._detach(viewer)
             if not self._viewers:
                 self._no_viewers.set()
+
+    def _batch_window(self) -> float:
+        """Under load, fewer and larger messages: per-message cost dominates the fan-out."""
+        return self.config.batch_window if len(self._viewers) >= self.config.batch_from else 0.0
 
     async def wait_no_viewers(self) -> None:
         await self._no_viewers.wait()

@@ -9,7 +9,9 @@ close; so does one whose socket has not taken a single message for that long
 (`give_up`, called by the socket's send watchdog).
 
 `next` also produces the per-viewer `playing` status: it is due before the first media
-bytes after a start or a `connecting`. Cancellation: `next` holds no state across an
+bytes after a start or a `connecting`. It coalesces: media queued behind the first chunk
+goes out in the same message, and under load (`window` > 0) it waits up to one frame
+for the next chunk when nothing else was queued, halving the messages at 25 fps. Cancellation: `next` holds no state across an
 await, so cancelling the writer loses nothing.
 """
 
@@ -44,7 +46,7 @@ class Viewer:
     """A socket's subscription state and outbound queue (see module docstring)."""
 
     def __init__(self, client: str, *, budget: int, clock: Callable[[], float] = trio.current_time,
-                 slow_after: float = SLOW_AFTER) -> None:
+                 slow_after: float = SLOW_AFTER, window: Callable[[], float] = lambda: 0.0) -> None:
         self.client = client
         self.budget = budget
         self.key: str | None = None  # the upstream it is attached to
@@ -53,6 +55,7 @@ class Viewer:
         self.drops = 0
         self._clock = clock
         self._slow_after = slow_after
+        self._window = window  # seconds a writer may wait to batch media (0: send at once)
         self._send, self._recv = trio.open_memory_channel[Item](MAX_MEDIA_ITEMS + EVENT_RESERVE)
         self._queued = 0  # media bytes in the channel
         self._media_items = 0  # media chunks in the channel (events have their own room)
@@ -134,8 +137,8 @@ class Viewer:
     async def next(self) -> Item:
         """The next thing to send: an event, or queued media coalesced into one message."""
         if not self._ready:
-            self._ready.append(await self._recv.receive())
-            self._collect()
+            item = await self._recv.receive()
+            self._ready.append(await self._gather(item) if isinstance(item, bytes) else item)
         item = self._ready.popleft()
         if isinstance(item, bytes):
             if not self._announced:
@@ -146,29 +149,45 @@ class Viewer:
             self._announced = False
         return item
 
-    def _collect(self) -> None:
-        """Join the media that is already queued behind the first item into one message."""
-        first = self._ready[0]
-        if not isinstance(first, bytes):
-            return
+    async def _gather(self, first: bytes) -> bytes:
+        """One message of media: what is queued behind `first`, and under load what
+        arrives within the batch window (at most one frame, 40 ms) when nothing was."""
+        self._took(first)
         parts = [first]
-        size = len(first)
+        stopped_by_event = self._take_queued(parts)
+        window = self._window()
+        if window and len(parts) == 1 and not stopped_by_event:
+            with trio.move_on_after(window):
+                item = await self._recv.receive()
+                if isinstance(item, bytes):
+                    self._took(item)
+                    parts.append(item)
+                    self._take_queued(parts)
+                else:
+                    self._ready.append(item)
+        if self._queued == 0:
+            self._overflow_since = None  # caught up
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _take_queued(self, parts: list[bytes]) -> bool:
+        """Move the media already queued into parts; True if an event ended the run."""
+        size = sum(len(p) for p in parts)
         while size < COALESCE_LIMIT:
             try:
                 item = self._recv.receive_nowait()
             except trio.WouldBlock:
-                break
+                return False
             if not isinstance(item, bytes):
                 self._ready.append(item)
-                break
+                return True
+            self._took(item)
             parts.append(item)
             size += len(item)
-        self._queued -= size
-        self._media_items -= len(parts)
-        if self._queued == 0:
-            self._overflow_since = None  # caught up
-        if len(parts) > 1:
-            self._ready[0] = b"".join(parts)
+        return False
+
+    def _took(self, media: bytes) -> None:
+        self._queued -= len(media)
+        self._media_items -= 1
 
     @property
     def announced(self) -> bool:

@@ -260,3 +260,28 @@ async def test_a_stall_after_30s_of_media_starts_the_backoff_over(
         await trio.sleep(60)
     # the fourth run played 31 s, then went silent: TIMEOUT 5 s later, then the first delay again
     assert 0.8 <= fake.starts[4] - (fake.starts[3] + 31 + 5) <= 1.2 + 0.05
+
+
+async def test_under_load_a_writer_batches_media_within_one_frame(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    for window, expected in ((0.0, [b"a" * 188]), (0.04, [b"a" * 188 + b"b" * 188])):
+        viewer = Viewer("c", budget=1 << 20, window=lambda w=window: w)  # type: ignore[misc]
+        viewer.offer(b"a" * 188)
+
+        async def later(v: Viewer = viewer) -> None:
+            await trio.sleep(0.03)
+            v.offer(b"b" * 188)
+
+        nursery.start_soon(later)
+        start = trio.current_time()
+        assert await viewer.next() == Status("playing")
+        assert [await viewer.next()] == expected
+        assert trio.current_time() - start <= 0.04
+        await trio.sleep(0.1)
+    # nothing arrives within the window: the chunk goes out alone after at most 40 ms
+    viewer = Viewer("c", budget=1 << 20, window=lambda: 0.04)
+    viewer.offer(b"x" * 188)
+    start = trio.current_time()
+    assert await viewer.next() == Status("playing")
+    assert await viewer.next() == b"x" * 188
+    assert trio.current_time() - start == pytest.approx(0.04)

@@ -8,6 +8,7 @@ import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.lowlevel
@@ -29,7 +30,13 @@ from tests.helpers import (
 )
 
 
-async def test_joining_mid_gop_starts_at_cached_keyframe_with_no_gap(camera: Camera, server: Server) -> None:
+@pytest.mark.parametrize("batching", [False, True])
+async def test_joining_mid_gop_starts_at_cached_keyframe_with_no_gap(camera: Camera, server: Server,
+                                                                     batching: bool) -> None:
+    """Every viewer's bytes are the upstream's from its join point on, batched or not."""
+    if batching:  # as under load: writers wait up to a frame to send fewer, larger messages
+        assert server.registry is not None
+        server.registry.config = attrs.evolve(server.registry.config, batch_from=1)
     async with server.viewer(f"url={camera.url()}") as first:
         await first.play()
         await first.collect(1.5)  # the camera's GOP is 1 s: now somewhere inside one
