@@ -26,7 +26,7 @@ import trio
 from bench.client import LeanViewer
 from supervisors.ffmpeg import READ_SIZE, Source, build_argv
 from tests.camera import bundled_ffmpeg
-from tests.helpers import BIN, Process, ffmpeg_children, rss_kib, spawn
+from tests.helpers import BIN, Process, rss_kib, spawn
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -48,25 +48,73 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
-class Rig:
-    """The camera and server processes, and viewers against them."""
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
 
-    def __init__(self, camera_url: str, server: Process, base: str) -> None:
+
+class Rig:
+    """A relay server process (ours, or rtsp-relay for reference) and viewers against it."""
+
+    def __init__(self, camera_url: str, pid: int, base: str, *, resource: str | None = None,
+                 needs_start: bool = True) -> None:
         self.camera_url = camera_url
-        self.server = server
+        self.pid = pid
         self.host, port = base.removeprefix("http://").split(":")
         self.port = int(port)
+        self.resource = resource or f"/ws/stream?url={camera_url}"
+        self.needs_start = needs_start
 
     async def viewer(self, nursery: trio.Nursery, *, read: bool = True) -> LeanViewer:
-        viewer = LeanViewer(self.host, self.port, f"/ws/stream?url={self.camera_url}")
+        viewer = LeanViewer(self.host, self.port, self.resource)
         await viewer.connect()
         if read:
             nursery.start_soon(viewer.run)
         return viewer
 
     def cpu(self) -> tuple[float, float]:
-        pid = self.server.process.pid
-        return cpu_seconds(pid), sum(cpu_seconds(c) for c in ffmpeg_children(pid))
+        """CPU seconds of the server process and of its children (FFmpeg)."""
+        return cpu_seconds(self.pid), sum(cpu_seconds(c) for c in children(self.pid))
+
+
+RELAY_DIR = Path(__file__).resolve().parent / ".relay"
+RELAY_JS = """
+const app = require('express')();
+const { proxy } = require('rtsp-relay')(app);
+app.ws('/api/stream', proxy({ url: process.env.CAMERA_URL, transport: 'tcp', useNativeFFmpeg: true,
+                              additionalFlags: ['-codec:v', 'copy'] }));
+const server = app.listen(0, '127.0.0.1', () => console.log('PORT ' + server.address().port));
+"""
+
+
+async def start_relay(camera_url: str) -> tuple[trio.Process, Rig]:
+    """rtsp-relay 1.9 in copy mode on the same FFmpeg, installed for the benchmark only."""
+    if not (RELAY_DIR / "node_modules/rtsp-relay").exists():
+        await trio.run_process(["npm", "install", "--prefix", str(RELAY_DIR), "--ignore-scripts",
+                                "--no-audit", "--no-fund", "rtsp-relay@1.9.0", "express@4"])
+    bindir = RELAY_DIR / "bin"
+    bindir.mkdir(exist_ok=True)
+    if not (bindir / "ffmpeg").exists():
+        (bindir / "ffmpeg").symlink_to(bundled_ffmpeg())
+    (RELAY_DIR / "server.js").write_text(RELAY_JS)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "CAMERA_URL": camera_url}
+    process = await trio.lowlevel.open_process(["node", "server.js"], cwd=RELAY_DIR, env=env,
+                                               stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    line = b""
+    with trio.fail_after(30):
+        while not line.endswith(b"\n"):
+            line += await process.stdout.receive_some(1)
+    port = int(line.split()[1])
+    return process, Rig(camera_url, process.pid, f"http://127.0.0.1:{port}", resource="/api/stream",
+                        needs_start=False)
 
 
 async def start_camera() -> tuple[trio.Process, str]:
@@ -137,40 +185,46 @@ async def bench_latency(rig: Rig, rounds: int) -> None:
     print(f"\ncold start / bare FFmpeg (medians): {median(cold) / median(bare):.2f}")
 
 
-async def bench_fanout(rig: Rig, counts: list[int], seconds: float) -> None:
+async def bench_fanout(rigs: dict[str, Rig], counts: list[int], seconds: float) -> None:
     print("\n## fan-out: N viewers of one 2 Mbit/s stream, measured over", seconds, "s")
-    print("| N | server CPU % | FFmpeg CPU % | load client CPU % | slowest viewer % of rate | "
+    print("| server | N | server CPU % | FFmpeg CPU % | load client CPU % | slowest viewer % of rate | "
           "median viewer % | server RSS MiB | msgs/s per viewer |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in counts:
-        async with trio.open_nursery() as nursery:
-            viewers = [await rig.viewer(nursery) for _ in range(n)]
-            for viewer in viewers:
+        for name, rig in rigs.items():
+            await fanout_row(name, rig, n, seconds)
+
+
+async def fanout_row(name: str, rig: Rig, n: int, seconds: float) -> None:
+    async with trio.open_nursery() as nursery:
+        viewers = [await rig.viewer(nursery) for _ in range(n)]
+        for viewer in viewers:
+            if rig.needs_start:
                 await viewer.send_action("start")
-            await trio.sleep(3)  # everyone playing, queues settled
-            server0, ffmpeg0 = rig.cpu()
-            me0 = time.process_time()
-            bytes0 = [v.media_bytes for v in viewers]
-            msgs0 = sum(v.messages for v in viewers)
-            wall0 = trio.current_time()
-            await trio.sleep(seconds)
-            wall = trio.current_time() - wall0
-            server1, ffmpeg1 = rig.cpu()
-            me = time.process_time() - me0
-            got = [v.media_bytes - b for v, b in zip(viewers, bytes0, strict=True)]
-            rate = max(got)
-            msgs = (sum(v.messages for v in viewers) - msgs0) / n / wall
-            rss = rss_kib(rig.server.process.pid) / 1024
-            print(f"| {n} | {100 * (server1 - server0) / wall:.1f} | {100 * (ffmpeg1 - ffmpeg0) / wall:.1f} "
-                  f"| {100 * me / wall:.1f} | {100 * min(got) / rate:.1f} | {100 * median(got) / rate:.1f} "
-                  f"| {rss:.1f} | {msgs:.1f} |")
-            for viewer in viewers:
-                await viewer.aclose()
-            nursery.cancel_scope.cancel()
-        await trio.sleep(1)
+        await trio.sleep(3)  # everyone playing, queues settled
+        server0, ffmpeg0 = rig.cpu()
+        me0 = time.process_time()
+        bytes0 = [v.media_bytes for v in viewers]
+        msgs0 = sum(v.messages for v in viewers)
+        wall0 = trio.current_time()
+        await trio.sleep(seconds)
+        wall = trio.current_time() - wall0
+        server1, ffmpeg1 = rig.cpu()
+        me = time.process_time() - me0
+        got = [v.media_bytes - b for v, b in zip(viewers, bytes0, strict=True)]
+        rate = max(got)
+        msgs = (sum(v.messages for v in viewers) - msgs0) / n / wall
+        rss = rss_kib(rig.pid) / 1024
+        print(f"| {name} | {n} | {100 * (server1 - server0) / wall:.1f} | {100 * (ffmpeg1 - ffmpeg0) / wall:.1f} "
+              f"| {100 * me / wall:.1f} | {100 * min(got) / rate:.1f} | {100 * median(got) / rate:.1f} "
+              f"| {rss:.1f} | {msgs:.1f} |")
+        for viewer in viewers:
+            await viewer.aclose()
+        nursery.cancel_scope.cancel()
+    await trio.sleep(1)
 
 
-async def bench_slow(rig: Rig, seconds: float) -> None:
+async def bench_slow(rig: Rig, seconds: float, server: Process) -> None:
     async with trio.open_nursery() as nursery:
         normal = [await rig.viewer(nursery) for _ in range(5)]
         for viewer in normal:
@@ -180,20 +234,21 @@ async def bench_slow(rig: Rig, seconds: float) -> None:
         samples = []
         start = trio.current_time()
         while trio.current_time() - start < seconds:
-            samples.append((trio.current_time() - start, rss_kib(rig.server.process.pid) / 1024))
+            samples.append((trio.current_time() - start, rss_kib(rig.pid) / 1024))
             await trio.sleep(5)
-        samples.append((trio.current_time() - start, rss_kib(rig.server.process.pid) / 1024))
+        samples.append((trio.current_time() - start, rss_kib(rig.pid) / 1024))
         rates = [v.media_bytes * 8 / seconds / 1e6 for v in normal]
         for viewer in [*normal, stuck]:
             await viewer.aclose()
         nursery.cancel_scope.cancel()
+    server_log = server.stderr
     print(f"\n## slow viewer: 5 reading + 1 never reading, {seconds:g} s")
     print("| t (s) | server RSS MiB |")
     print("|---|---|")
     for t, rss in samples:
         print(f"| {t:.0f} | {rss:.1f} |")
     print(f"\nreading viewers got {min(rates):.2f}-{max(rates):.2f} Mbit/s; "
-          f"SLOW_CONSUMER logged: {'SLOW_CONSUMER' in rig.server.stderr}")
+          f"SLOW_CONSUMER logged: {'SLOW_CONSUMER' in server_log}")
 
 
 async def main(argv: list[str]) -> None:
@@ -203,6 +258,7 @@ async def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--slow-seconds", type=float, default=60)
+    parser.add_argument("--no-relay", action="store_true", help="skip the rtsp-relay reference (needs node, npm)")
     args = parser.parse_args(argv)
     camera, url = await start_camera()
     env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LINGER": "0", "LOG_LEVEL": "WARNING",
@@ -210,15 +266,22 @@ async def main(argv: list[str]) -> None:
     try:
         async with trio.open_nursery() as nursery:
             server = await spawn(nursery, [str(BIN / "rtsp-viewer"), "serve", "--port", "0"], env)
-            rig = Rig(url, server, await server.url())
+            rig = Rig(url, server.process.pid, await server.url())
             print(f"camera {url}; server {rig.host}:{rig.port} (pid {server.process.pid}); "
                   f"{os.cpu_count()} cores")
             if "latency" in args.what:
                 await bench_latency(rig, args.rounds)
             if "fanout" in args.what:
-                await bench_fanout(rig, [int(n) for n in args.viewers.split(",")], args.seconds)
+                rigs = {"ours": rig}
+                relay = None
+                if not args.no_relay:
+                    relay, rigs["rtsp-relay"] = await start_relay(url)
+                await bench_fanout(rigs, [int(n) for n in args.viewers.split(",")], args.seconds)
+                if relay is not None:
+                    relay.terminate()
+                    await relay.wait()
             if "slow" in args.what:
-                await bench_slow(rig, args.slow_seconds)
+                await bench_slow(rig, args.slow_seconds, server)
             server.process.terminate()
             await server.process.wait()
             nursery.cancel_scope.cancel()
