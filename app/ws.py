@@ -151,9 +151,9 @@ async def _handle_actions(viewer: Viewer, target: Target, s: Services) -> None:
 async def _start(viewer: Viewer, target: Target, s: Services, *, restart: bool) -> None:
     source = await target.resolve(s)
     if source is None:
+        viewer.notify(Failure(NOT_FOUND, f"no stream {target.stream_id}"))
         if viewer.key is not None:
             s.registry.detach(viewer)
-        viewer.notify(Failure(NOT_FOUND, f"no stream {target.stream_id}"))
         viewer.notify(Close(CLOSE_POLICY, NOT_FOUND))
         return
     if restart and s.registry.restart(target.key, source) and viewer.key == target.key:

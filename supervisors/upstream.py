@@ -132,12 +132,8 @@ class Upstream:
             if failure is None:  # restarted on request
                 self.restarts += 1
                 continue
-            if failure.code in FINAL_CODES:
+            if failure.code in FINAL_CODES:  # not retried: retiring stops every viewer
                 self._set_phase("error")
-                for viewer in list(self.hub.viewers):
-                    self.hub.detach(viewer)
-                    viewer.stop()
-                self.viewers_changed()
                 return
             self._set_phase("error")
             with trio.move_on_after(self._backoff.next()):

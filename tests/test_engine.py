@@ -285,3 +285,16 @@ async def test_under_load_a_writer_batches_media_within_one_frame(
     assert await viewer.next() == Status("playing")
     assert await viewer.next() == b"x" * 188
     assert trio.current_time() - start == pytest.approx(0.04)
+
+
+async def test_a_stream_that_failed_for_good_frees_the_clients_slot(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeSource(["auth", "play"])
+    registry = await start(nursery, fake, max_streams_per_client=1)
+    with registry.open_viewer("c") as viewer:
+        registry.attach(viewer, "a", URL)
+        await trio.sleep(5)  # AUTH: not retried, the viewer is stopped
+        assert viewer.key is None and registry.statistics().running == 0
+        registry.attach(viewer, "b", Source("rtsp://cam/other"))  # no LIMIT: the slot is free
+        await trio.sleep(1)
+        assert registry.status("b").phase == "playing"
