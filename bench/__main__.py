@@ -26,7 +26,7 @@ import trio
 from bench.client import LeanViewer
 from supervisors.ffmpeg import READ_SIZE, Source, build_argv
 from tests.camera import bundled_ffmpeg
-from tests.helpers import BIN, Process, rss_kib, spawn
+from tests.helpers import BIN, Process, rss_kib, spawn, wait_for
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -224,6 +224,37 @@ async def fanout_row(name: str, rig: Rig, n: int, seconds: float) -> None:
     await trio.sleep(1)
 
 
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+async def bench_teardown(rig: Rig, rounds: int, loops: int) -> None:
+    """Last viewer leaves -> FFmpeg gone (LINGER=0 here); then start/stop loops leak nothing."""
+    gone: list[float] = []
+    async with trio.open_nursery() as nursery:
+        fds0 = open_fds(rig.pid)
+        for _ in range(rounds):
+            viewer = await started(rig, nursery, [])
+            await trio.sleep(0.3)
+            left = trio.current_time()
+            await viewer.aclose()
+            await wait_for(lambda: not children(rig.pid), within=10, step=0.005)
+            gone.append(trio.current_time() - left)
+        for _ in range(loops):
+            viewer = await started(rig, nursery, [])
+            await viewer.send_action("stop")
+            await viewer.wait_text('"stopped"')
+            await viewer.aclose()
+        with trio.move_on_after(10):
+            await wait_for(lambda: not children(rig.pid) and open_fds(rig.pid) <= fds0, within=10)
+        nursery.cancel_scope.cancel()
+    print("\n## teardown (LINGER=0)")
+    print(f"last viewer leaves -> FFmpeg reaped: median {median(gone):.3f} s, p95 {p95(gone):.3f} s, "
+          f"n={len(gone)}")
+    print(f"after {loops} start/stop loops: {len(children(rig.pid))} FFmpeg left, server fds "
+          f"{fds0} before, {open_fds(rig.pid)} after")
+
+
 async def bench_slow(rig: Rig, seconds: float, server: Process) -> None:
     async with trio.open_nursery() as nursery:
         normal = [await rig.viewer(nursery) for _ in range(5)]
@@ -253,7 +284,7 @@ async def bench_slow(rig: Rig, seconds: float, server: Process) -> None:
 
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("what", nargs="*", default=["latency", "fanout", "slow"])
+    parser.add_argument("what", nargs="*", default=["latency", "fanout", "teardown", "slow"])
     parser.add_argument("--viewers", default="1,10,50,100,200")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10)
@@ -280,6 +311,8 @@ async def main(argv: list[str]) -> None:
                 if relay is not None:
                     relay.terminate()
                     await relay.wait()
+            if "teardown" in args.what:
+                await bench_teardown(rig, args.rounds, 100)
             if "slow" in args.what:
                 await bench_slow(rig, args.slow_seconds, server)
             server.process.terminate()
