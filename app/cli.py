@@ -33,6 +33,7 @@ PING_INTERVAL = 10.0  # WebSocket pings; a live client answers each with a pong
 DEAD_AFTER = 25  # nothing read from a client for this long (no pong either): it is gone
 
 
+MAX_CLIENT_MESSAGE = 64 * 1024
 SEND_BUFFER = 256 * 1024  # kernel send buffer per client: backlog belongs in the viewer's queue
 
 
@@ -64,6 +65,8 @@ def hypercorn_config(settings: Settings, *, ping_interval: float = PING_INTERVAL
     config.accesslog = None
     config.websocket_ping_interval = ping_interval
     config.read_timeout = dead_after
+    # client messages are tiny actions: over 4 KiB is BAD_REQUEST, over this is not even read
+    config.websocket_max_message_size = MAX_CLIENT_MESSAGE
     return config
 
 

@@ -106,3 +106,12 @@ async def test_bad_query_is_bad_request_and_closes_1008(server: Server, query: s
     async with server.viewer(query) as viewer:
         await viewer.error("BAD_REQUEST")
         assert await viewer.closed() == 1008
+
+
+async def test_oversized_message_closes_1009_and_the_server_carries_on(camera: Camera, server: Server) -> None:
+    async with server.viewer(f"url={camera.url()}") as viewer:
+        await viewer.status("connected")
+        await viewer.ws.send_message("x" * (100 * 1024))
+        assert await viewer.closed() == 1009
+    async with server.viewer(f"url={camera.url()}") as viewer:
+        await viewer.play()

@@ -172,5 +172,5 @@ def test_deploy_hypercorn_toml_matches_the_embedded_server() -> None:
     deploy = tomllib.loads((Path(__file__).parent.parent / "deploy/hypercorn.toml").read_text())
     embedded = hypercorn_config(Settings())
     assert deploy["worker_class"] == "trio" and deploy["workers"] == 1
-    for key in ("graceful_timeout", "websocket_ping_interval", "read_timeout"):
+    for key in ("graceful_timeout", "websocket_ping_interval", "read_timeout", "websocket_max_message_size"):
         assert deploy[key] == getattr(embedded, key), key
