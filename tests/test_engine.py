@@ -27,6 +27,13 @@ async def drain(viewer: Viewer, into: list[object]) -> None:
         into.append(await viewer.next())
 
 
+async def timed(viewer: Viewer, log: list[tuple[float, object]]) -> None:
+    """What the viewer's socket would send, with the (mock) time it was taken."""
+    while True:
+        event = await viewer.next()
+        log.append((trio.current_time(), event))
+
+
 def phases(log: list[object]) -> list[str]:
     return [e.phase if isinstance(e, Status) else e.code for e in log if isinstance(e, Status | Failure)]
 
@@ -75,14 +82,8 @@ async def test_watchdog_times_out_a_silent_start_and_a_stalled_stream(
     fake = FakeSource(["stall", "play:3", "stall"])
     registry = await start(nursery, fake, ffmpeg_timeout=10)
     log: list[tuple[float, object]] = []
-
-    async def timed(viewer: Viewer) -> None:
-        while True:
-            event = await viewer.next()
-            log.append((trio.current_time(), event))
-
     with registry.open_viewer("c") as viewer:
-        nursery.start_soon(timed, viewer)
+        nursery.start_soon(timed, viewer, log)
         t0 = trio.current_time()
         registry.attach(viewer, "k", URL)
         await trio.sleep(9.9)
@@ -103,12 +104,7 @@ async def test_stall_while_playing_times_out_after_timeout_without_bytes(
     registry = await start(nursery, fake, ffmpeg_timeout=5)
     log: list[tuple[float, object]] = []
     with registry.open_viewer("c") as viewer:
-        async def timed() -> None:
-            while True:
-                event = await viewer.next()
-                log.append((trio.current_time(), event))
-
-        nursery.start_soon(timed)
+        nursery.start_soon(timed, viewer, log)
         registry.attach(viewer, "k", URL)
         await trio.sleep(15)
     failures = [(t, e) for t, e in log if isinstance(e, Failure)]
