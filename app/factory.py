@@ -6,6 +6,8 @@ its upstreams' FFmpeg processes are ended and reaped before the app's nursery cl
 
 from __future__ import annotations
 
+import logging
+
 import trio
 from quart_trio import QuartTrio
 
@@ -15,7 +17,9 @@ from supervisors.ffmpeg import Runner
 from . import errors, health, streams, ws
 from .services import Services
 from .settings import Settings
-from .store import Store
+from .store import StorageError, Store
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio:
@@ -39,7 +43,10 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
 
     @app.before_serving
     async def _start() -> None:
-        await s.store.open()
+        try:
+            await s.store.open()
+        except StorageError as error:  # serve anyway: health says degraded, REST says 503
+            log.error("storage unavailable at start: %s", error)
         await app.nursery.start(run_engine)
 
     @app.after_serving

@@ -1,7 +1,8 @@
 """The stream registry's storage: SQLite through `trio.to_thread`, migrated on open.
 
 One connection, used by one worker thread at a time under a trio.Lock. Every write is a
-transaction of its own, so a failed request never leaves half a change behind.
+transaction of its own, so a failed request never leaves half a change behind. Storage
+that cannot be opened is not fatal: each call tries again and raises StorageError (503).
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ class Store:
         self._lock = trio.Lock()
 
     async def open(self) -> None:
-        await self._call(self._open)
+        """Open (create, migrate) now; if that fails, every later call tries again."""
+        await self._call(lambda: None)
 
     async def close(self) -> None:
         if self._db is not None:
-            await self._call(self._db.close)
+            await trio.to_thread.run_sync(self._db.close)
             self._db = None
 
     def _open(self) -> None:
@@ -74,15 +76,19 @@ class Store:
         self._db = db
 
     async def _call(self, func: Callable[..., T], *args: object) -> T:
+        def call() -> T:
+            if self._db is None:
+                self._open()
+            return func(*args)
+
         async with self._lock:
             try:
-                return await trio.to_thread.run_sync(func, *args)
-            except sqlite3.Error as error:
+                return await trio.to_thread.run_sync(call)
+            except (sqlite3.Error, OSError) as error:
                 raise StorageError(str(error)) from error
 
     def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise sqlite3.OperationalError("storage is not open")
+        assert self._db is not None, "opened by _call"
         return self._db
 
     # --- queries --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from quart import Blueprint, websocket
 from supervisors import (
     BAD_REQUEST,
     NOT_FOUND,
+    STREAM_ERROR,
     Close,
     Event,
     Failure,
@@ -29,11 +30,13 @@ from supervisors import (
 )
 
 from .services import Services, services
+from .store import StorageError
 from .streams import stream_key
 
 blueprint = Blueprint("ws", __name__)
 MAX_MESSAGE = 4096
 CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
 ACTIONS = ("start", "stop", "reconnect")
 
 
@@ -97,12 +100,16 @@ def parse_action(message: str | bytes) -> str | Failure:
 async def stream_socket() -> None:
     s = services()
     target = parse_query(dict(websocket.args))
-    if isinstance(target, Target) and target.stream_id is not None and await target.resolve(s) is None:
-        target = Failure(NOT_FOUND, f"no stream {target.stream_id}")
+    close_code = CLOSE_POLICY
+    try:
+        if isinstance(target, Target) and target.stream_id is not None and await target.resolve(s) is None:
+            target = Failure(NOT_FOUND, f"no stream {target.stream_id}")
+    except StorageError:
+        target, close_code = Failure(STREAM_ERROR, "storage is unavailable"), CLOSE_INTERNAL
     await websocket.accept()
     if isinstance(target, Failure):
         await websocket.send(event_json(target))
-        await websocket.close(CLOSE_POLICY, target.code)
+        await websocket.close(close_code, target.code)
         return
     await websocket.send(event_json(Status("connected")))
     client = websocket.remote_addr or "unknown"
@@ -149,7 +156,11 @@ async def _handle_actions(viewer: Viewer, target: Target, s: Services) -> None:
 
 
 async def _start(viewer: Viewer, target: Target, s: Services, *, restart: bool) -> None:
-    source = await target.resolve(s)
+    try:
+        source = await target.resolve(s)
+    except StorageError:
+        viewer.notify(Failure(STREAM_ERROR, "storage is unavailable"))
+        return
     if source is None:
         viewer.notify(Failure(NOT_FOUND, f"no stream {target.stream_id}"))
         if viewer.key is not None:

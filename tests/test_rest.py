@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 import trio
@@ -141,3 +143,25 @@ async def test_streams_survive_a_restart(tmp_path: object) -> None:
             streams = (await http.get("/api/streams/")).json()
         nursery.cancel_scope.cancel()
     assert [(s["name"], s["transport"]) for s in streams] == [("one", "udp"), ("two", "tcp")]
+
+
+@pytest.fixture
+def blocked_path(tmp_path: Path) -> str:
+    """A file where the database's folder should be: SQLite cannot open a file under it."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    return str(blocker)
+
+
+async def test_unavailable_storage_gives_503_not_a_crash(nursery: trio.Nursery, blocked_path: str) -> None:
+    blocker = blocked_path
+    server = await start_server(nursery, database_url=f"sqlite:///{blocker}/streams.db")
+    async with server.http() as http:
+        health = await http.get("/api/health/")
+        assert health.status_code == 503 and "storage" in health.json()["reason"]
+        error_of(await http.get("/api/streams/"), 503, "STORAGE_UNAVAILABLE")
+        error_of(await http.post("/api/streams/", json={"name": "x", "url": "rtsp://h/"}), 503,
+                 "STORAGE_UNAVAILABLE")
+    async with server.viewer("id=1") as viewer:
+        assert (await viewer.error("STREAM_ERROR"))["message"] == "storage is unavailable"
+        assert await viewer.closed() == 1011
