@@ -5,14 +5,15 @@ task takes from it with `next`. Media that would overflow the budget empties the
 (freeing its memory even if the socket never reads), counts a drop and marks the viewer
 unsynced, so the hub resumes it at the next keyframe. A viewer that has not caught up
 (emptied its queue) SLOW_AFTER seconds after an overflow gets SLOW_CONSUMER and a 1008
-close; so does one whose socket has not taken a single message for that long
-(`give_up`, called by the socket's send watchdog).
+close (`give_up`; also used when even the room kept for events is full).
 
 `next` also produces the per-viewer `playing` status: it is due before the first media
 bytes after a start or a `connecting`. It coalesces: media queued behind the first chunk
 goes out in the same message, and under load (`window` > 0) it waits up to one frame
-for the next chunk when nothing else was queued, halving the messages at 25 fps. Cancellation: `next` holds no state across an
-await, so cancelling the writer loses nothing.
+for the next chunk when nothing else was queued, halving the messages at 25 fps.
+
+Cancellation: cancelling `next` during that wait drops the media it had gathered; the
+writer is only cancelled when its socket is going away, when nothing more is sent anyway.
 """
 
 from __future__ import annotations
