@@ -117,9 +117,9 @@ async def start_relay(camera_url: str) -> tuple[trio.Process, Rig]:
                         needs_start=False)
 
 
-async def start_camera() -> tuple[trio.Process, str]:
+async def start_camera(codec: str = "h264", audio: bool = False, burst: bool = True) -> tuple[trio.Process, str]:
     argv = [sys.executable, "-m", "tests.camera", "--size", "640x360", "--bitrate", "2M", "--noise",
-            "--gop", "50"]
+            "--gop", "50", "--codec", codec, *(["--audio"] if audio else []), *([] if burst else ["--no-burst"])]
     process = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert process.stdout is not None
     line = b""
@@ -289,16 +289,20 @@ async def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--slow-seconds", type=float, default=60)
+    parser.add_argument("--codec", choices=["h264", "h265"], default="h264", help="the camera's codec")
+    parser.add_argument("--audio", action="store_true", help="the camera also sends AAC audio")
+    parser.add_argument("--no-burst", action="store_true",
+                        help="the camera starts a player at its next keyframe instead of the last one")
     parser.add_argument("--no-relay", action="store_true", help="skip the rtsp-relay reference (needs node, npm)")
     args = parser.parse_args(argv)
-    camera, url = await start_camera()
+    camera, url = await start_camera(args.codec, args.audio, burst=not args.no_burst)
     env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LINGER": "0", "LOG_LEVEL": "WARNING",
            "MAX_STREAMS_PER_CLIENT": "1000", "MAX_CONCURRENT_STREAMS": "100"}
     try:
         async with trio.open_nursery() as nursery:
             server = await spawn(nursery, [str(BIN / "rtsp-viewer"), "serve", "--port", "0"], env)
             rig = Rig(url, server.process.pid, await server.url())
-            print(f"camera {url}; server {rig.host}:{rig.port} (pid {server.process.pid}); "
+            print(f"camera {url} ({args.codec}{', with audio' if args.audio else ''}); server {rig.host}:{rig.port} (pid {server.process.pid}); "
                   f"{os.cpu_count()} cores")
             if "latency" in args.what:
                 await bench_latency(rig, args.rounds)

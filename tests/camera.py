@@ -108,6 +108,7 @@ class Player:
 @attrs.define
 class Path:
     feed: Feed
+    burst: bool = True  # a new player gets the last GOP at once; False: waits for the next keyframe
     sdp: str = ""
     video_track: int = 0
     codec: str = "h264"
@@ -132,10 +133,10 @@ class Path:
             return
         for player in list(self.players):
             if not player.synced:
-                if not self.gop:
+                if not self.gop or (not self.burst and not key):
                     continue
                 player.synced = True
-                items = [*self.reports.values(), *self.gop]
+                items = [*self.reports.values(), *(self.gop if self.burst else [item])]
             else:
                 items = [item]
             for it in items:
@@ -212,6 +213,7 @@ class Camera:
     password: str = "secret"
     ffmpeg: str = attrs.Factory(bundled_ffmpeg)
     stalled: bool = False
+    burst: bool = True  # see Path.burst
     realm: str = "TestCamera"
     paths: dict[str, Path] = attrs.Factory(dict)
     _connections: set[trio.SocketStream] = attrs.Factory(set)
@@ -253,7 +255,7 @@ class Camera:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(partial(trio.serve_listeners, self._handle, listeners))
             for name, feed in self.feeds.items():
-                self.paths[name] = Path(feed=feed, codec=feed.codec)
+                self.paths[name] = Path(feed=feed, codec=feed.codec, burst=self.burst)
                 url = f"rtsp://127.0.0.1:{self.port}/{name}?publish={self._publish_token}"
                 nursery.start_soon(self._publish, feed.publisher_argv(self.ffmpeg, url))
             with trio.fail_after(20):
@@ -442,10 +444,11 @@ async def _main(argv: list[str], out: Callable[[str], None]) -> None:
     parser.add_argument("--noise", action="store_true")
     parser.add_argument("--audio", action="store_true")
     parser.add_argument("--auth", choices=["basic", "digest"], default=None)
+    parser.add_argument("--no-burst", action="store_true", help="start players at the next keyframe")
     args = parser.parse_args(argv)
     feed = Feed(codec=args.codec, size=args.size, rate=args.rate, gop=args.gop,
                 bitrate=args.bitrate, noise=args.noise, audio=args.audio)
-    camera = Camera(feeds={"live": feed}, port=args.port, auth=args.auth)
+    camera = Camera(feeds={"live": feed}, port=args.port, auth=args.auth, burst=not args.no_burst)
     async with trio.open_nursery() as nursery:
         await nursery.start(camera.run)
         out(camera.url())
