@@ -324,7 +324,8 @@ async def main(argv: list[str]) -> None:
             nursery.cancel_scope.cancel()
     finally:
         camera.terminate()
-        await camera.wait()
+        with trio.CancelScope(shield=True):
+            await camera.wait()
 
 
 if __name__ == "__main__":

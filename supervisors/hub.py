@@ -26,7 +26,6 @@ class HubStatistics:
     viewers: int
     bytes_in: int
     drops: int
-    gop_bytes: int
 
 
 class Hub:
@@ -91,5 +90,4 @@ class Hub:
 
     def statistics(self) -> HubStatistics:
         drops = self._drops_gone + sum(v.drops for v in self.viewers)
-        return HubStatistics(viewers=len(self.viewers), bytes_in=self.bytes_in, drops=drops,
-                             gop_bytes=self._gop_bytes)
+        return HubStatistics(viewers=len(self.viewers), bytes_in=self.bytes_in, drops=drops)

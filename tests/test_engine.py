@@ -22,6 +22,13 @@ async def start(nursery: trio.Nursery, fake: FakeSource, **config: object) -> Re
     return registry
 
 
+async def watch(registry: Registry, client: str, seconds: float) -> None:
+    """One viewer of "k" for `seconds`, then gone."""
+    with registry.open_viewer(client) as viewer:
+        registry.attach(viewer, "k", URL)
+        await trio.sleep(seconds)
+
+
 async def drain(viewer: Viewer, into: list[object]) -> None:
     while True:
         into.append(await viewer.next())
@@ -41,9 +48,7 @@ def phases(log: list[object]) -> list[str]:
 async def test_backoff_doubles_to_30s_with_jitter(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
     fake = FakeSource(["refused"])
     registry = await start(nursery, fake)
-    with registry.open_viewer("c") as viewer:
-        registry.attach(viewer, "k", URL)
-        await trio.sleep(200)
+    await watch(registry, "c", 200)
     gaps = [b - a for a, b in zip(fake.starts, fake.starts[1:], strict=False)]
     for gap, base in zip(gaps, [1, 2, 4, 8, 16, 30, 30, 30], strict=False):
         assert base * 0.8 <= gap <= base * 1.2 + 0.01, gaps
@@ -53,9 +58,7 @@ async def test_backoff_starts_over_after_30s_of_healthy_media(nursery: trio.Nurs
                                                                autojump_clock: trio.testing.MockClock) -> None:
     fake = FakeSource(["refused", "refused", "refused", "play:31", "refused"])
     registry = await start(nursery, fake)
-    with registry.open_viewer("c") as viewer:
-        registry.attach(viewer, "k", URL)
-        await trio.sleep(50)
+    await watch(registry, "c", 50)
     # failures at ~0, ~1, ~3 (gaps 1, 2), the 4-s wait, 31 s of media, then the first delay again
     assert len(fake.starts) >= 5
     assert 0.8 <= fake.starts[4] - (fake.starts[3] + 31) <= 1.2 + 0.05
@@ -119,9 +122,7 @@ async def test_linger_keeps_upstream_for_a_returning_viewer_then_ends_it(
         nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
     fake = FakeSource(["play"])
     registry = await start(nursery, fake, linger=5)
-    with registry.open_viewer("a") as viewer:
-        registry.attach(viewer, "k", URL)
-        await trio.sleep(2)
+    await watch(registry, "a", 2)
     await trio.sleep(4.9)
     assert fake.running == 1 and registry.statistics().running == 1
     with registry.open_viewer("b") as viewer:
@@ -137,9 +138,7 @@ async def test_linger_keeps_upstream_for_a_returning_viewer_then_ends_it(
 async def test_linger_zero_ends_at_once(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
     fake = FakeSource(["play"])
     registry = await start(nursery, fake, linger=0)
-    with registry.open_viewer("a") as viewer:
-        registry.attach(viewer, "k", URL)
-        await trio.sleep(1)
+    await watch(registry, "a", 1)
     await trio.sleep(0.001)
     assert fake.running == 0
 
@@ -251,9 +250,7 @@ async def test_a_stall_after_30s_of_media_starts_the_backoff_over(
         nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
     fake = FakeSource(["refused", "refused", "refused", "freeze:31", "refused"])
     registry = await start(nursery, fake, ffmpeg_timeout=5)
-    with registry.open_viewer("c") as viewer:
-        registry.attach(viewer, "k", URL)
-        await trio.sleep(60)
+    await watch(registry, "c", 60)
     # the fourth run played 31 s, then went silent: TIMEOUT 5 s later, then the first delay again
     assert 0.8 <= fake.starts[4] - (fake.starts[3] + 31 + 5) <= 1.2 + 0.05
 

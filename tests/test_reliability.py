@@ -261,5 +261,5 @@ async def test_non_reading_viewer_is_bounded_and_cut_off_while_others_keep_full_
             await slow._stream.aclose()
     finally:
         server.process.terminate()
-        with trio.move_on_after(10):
+        with trio.move_on_after(10, shield=True):
             await server.process.wait()

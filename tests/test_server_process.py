@@ -38,7 +38,8 @@ async def test_sigterm_stops_viewers_ends_ffmpeg_and_exits_within_5s(
     finally:
         if server.process.returncode is None:
             server.process.kill()
-            await server.process.wait()
+            with trio.CancelScope(shield=True):
+                await server.process.wait()
 
 
 @pytest.mark.parametrize(("name", "value"), [
@@ -75,7 +76,7 @@ async def test_hypercorn_with_deploy_config_serves_the_app(nursery: trio.Nursery
         assert created.status_code == 201
     finally:
         server.process.send_signal(signal.SIGTERM)
-        with trio.fail_after(10):
+        with trio.CancelScope(shield=True), trio.fail_after(10):
             await server.process.wait()
     assert "pw0rd-x" not in server.stderr
 
@@ -102,4 +103,5 @@ async def test_sigterm_exits_within_5s_even_with_a_client_that_stopped_reading(
     finally:
         if server.process.returncode is None:
             server.process.kill()
-            await server.process.wait()
+            with trio.CancelScope(shield=True):
+                await server.process.wait()
