@@ -14,7 +14,7 @@ from quart_trio import QuartTrio
 from supervisors import EngineConfig, Registry
 from supervisors.ffmpeg import Runner
 
-from . import errors, health, streams, ws
+from . import errors, health, streams, wire, ws
 from .services import Services
 from .settings import Settings
 from .store import StorageError, Store
@@ -55,6 +55,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
         engine_scope.cancel()
         await s.store.close()
 
+    app.asgi_app = wire.capture_send(app.asgi_app)  # type: ignore[method-assign, assignment]
     errors.install(app)
     for module in (health, streams, ws):
         app.register_blueprint(module.blueprint)

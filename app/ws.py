@@ -2,9 +2,10 @@
 
 Each socket has two tasks in one nursery: the reader, which handles the client's
 actions, and the writer, the only task that sends, which drains the viewer's queue
-(status, errors, media). Nothing else sends after the handshake, so frames never
-interleave and cancelling a task never cuts one in half. When the client goes away,
-quart-trio cancels the handler; leaving `open_viewer` detaches it from its upstream.
+(status, errors, media). Under Hypercorn the hub's fan-out may also write media at once
+through the socket's `Wire` when the writer has nothing pending (see `app/wire.py`);
+the two never interleave. When the client goes away, quart-trio cancels the handler;
+leaving `open_viewer` detaches it from its upstream.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from supervisors import (
     InvalidUrl,
     Source,
     Status,
+    Unfinished,
     Viewer,
     validate_url,
 )
@@ -32,6 +34,7 @@ from supervisors import (
 from .services import Services, services
 from .store import StorageError
 from .streams import stream_key
+from .wire import SEND_KEY, Wire
 
 blueprint = Blueprint("ws", __name__)
 MAX_MESSAGE = 4096
@@ -107,29 +110,37 @@ async def stream_socket() -> None:
     except StorageError:
         target, close_code = Failure(STREAM_ERROR, "storage is unavailable"), CLOSE_INTERNAL
     await websocket.accept()
+    wire = await Wire.attach(websocket.scope.get(SEND_KEY))
+    send = websocket.send if wire is None else wire.send
     if isinstance(target, Failure):
-        await websocket.send(event_json(target))
+        await send(event_json(target))
         await websocket.close(close_code, target.code)
         return
-    await websocket.send(event_json(Status("connected")))
+    await send(event_json(Status("connected")))
     client = websocket.remote_addr or "unknown"
     with s.registry.open_viewer(client) as viewer:
+        if wire is not None:
+            viewer.express = wire.express
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_write, viewer, nursery.cancel_scope)
+            nursery.start_soon(_write, viewer, nursery.cancel_scope, wire)
             await _read(viewer, target, s)
 
 
-async def _write(viewer: Viewer, done: trio.CancelScope) -> None:
+async def _write(viewer: Viewer, done: trio.CancelScope, wire: Wire | None) -> None:
+    send = websocket.send if wire is None else wire.send
     while True:
-        item: bytes | Event = await viewer.next()
+        item: bytes | Event | Unfinished = await viewer.next()
         if isinstance(item, bytes):
-            await websocket.send(item)
+            await send(item)
+        elif isinstance(item, Unfinished):
+            assert wire is not None  # only the wire's express lane makes them
+            await wire.finish(item)
         elif isinstance(item, Close):
             await websocket.close(item.code, item.reason)
             done.cancel()
             return
         else:
-            await websocket.send(event_json(item))
+            await send(event_json(item))
 
 
 async def _read(viewer: Viewer, target: Target, s: Services) -> None:

@@ -22,11 +22,11 @@ from .ffmpeg import Source
 from .registry import Registry, RegistryStatistics
 from .upstream import ErrorRecord, UpstreamStatus
 from .urls import InvalidUrl, mask_text, mask_url, validate_url
-from .viewer import Viewer
+from .viewer import Unfinished, Viewer
 
 __all__ = [
     "AUTH", "BAD_REQUEST", "LIMIT", "NOT_FOUND", "SLOW_CONSUMER", "STREAM_ERROR", "TIMEOUT",
     "UNREACHABLE", "Close", "EngineConfig", "ErrorRecord", "Event", "Failure", "InvalidUrl",
-    "Registry", "RegistryStatistics", "Source", "Status", "UpstreamStatus", "Viewer",
+    "Registry", "RegistryStatistics", "Source", "Status", "Unfinished", "UpstreamStatus", "Viewer",
     "mask_text", "mask_url", "validate_url",
 ]

@@ -20,5 +20,5 @@ class EngineConfig:
     gop_limit: int = GOP_LIMIT
     backoff_cap: float = 30.0
     healthy_after: float = 30.0  # seconds of media after which the backoff starts over
-    batch_from: int = 32  # from this many viewers on, writers batch media ...
-    batch_window: float = 0.04  # ... waiting at most this long (one frame at 25 fps)
+    batch_from: int = 32  # from this many viewers on, FFmpeg's output is published in batches ...
+    batch_window: float = 0.04  # ... gathered for at most this long (one frame at 25 fps)

@@ -67,7 +67,7 @@ class Registry:
     @contextmanager
     def open_viewer(self, client: str) -> Iterator[Viewer]:
         """A viewer for one socket; leaving the block detaches it from any upstream."""
-        viewer = Viewer(client, budget=self.config.viewer_budget, window=self._batch_window)
+        viewer = Viewer(client, budget=self.config.viewer_budget)
         self._viewers.add(viewer)
         if self._no_viewers.is_set():
             self._no_viewers = trio.Event()
@@ -80,7 +80,8 @@ class Registry:
                 self._no_viewers.set()
 
     def _batch_window(self) -> float:
-        """Under load, fewer and larger messages: per-message cost dominates the fan-out."""
+        """Under load, fewer and larger messages: per-message cost dominates the fan-out
+        (global, as the cost is the process's)."""
         return self.config.batch_window if len(self._viewers) >= self.config.batch_from else 0.0
 
     async def wait_no_viewers(self) -> None:
@@ -148,7 +149,8 @@ class Registry:
     def _start(self, key: str, source: Source) -> Upstream:
         if self._nursery is None:
             raise RuntimeError("registry is not running")
-        upstream = Upstream(key, source, self.config, self._runner, self._retired, self._too_slow)
+        upstream = Upstream(key, source, self.config, self._runner, self._retired, self._too_slow,
+                            self._batch_window)
         self._upstreams[key] = upstream
         self._ended.pop(key, None)
         self._nursery.start_soon(self._guarded, upstream)

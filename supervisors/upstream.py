@@ -55,7 +55,8 @@ class Upstream:
 
     def __init__(self, key: str, source: Source, config: EngineConfig, runner: Runner,
                  on_retire: Callable[[Upstream], None],
-                 on_slow: Callable[[Viewer], None] = lambda viewer: None) -> None:
+                 on_slow: Callable[[Viewer], None] = lambda viewer: None,
+                 window: Callable[[], float] = lambda: 0.0) -> None:
         self.key = key
         self.source = source
         self.hub = Hub(gop_limit=config.gop_limit, on_slow=on_slow)
@@ -63,6 +64,7 @@ class Upstream:
         self._config = config
         self._runner = runner
         self._on_retire = on_retire
+        self._window = window  # seconds to gather FFmpeg's output before a publish (0: none)
         self._backoff = Backoff(cap=config.backoff_cap)
         self._scope = trio.CancelScope()
         self._attempt_scope = trio.CancelScope()
@@ -180,7 +182,9 @@ class Upstream:
     async def _pump(self, run: Run) -> tuple[bool, float | None]:
         """Feed the hub until the run's output ends: (stalled?, when media started).
 
-        The watchdog is a cancel scope whose deadline moves with every chunk.
+        The watchdog is a cancel scope whose deadline moves with every chunk. Under load
+        (`window` > 0) a read waits up to that long for what follows it and publishes
+        them together: fewer, larger messages for every viewer, whatever it reads with.
         """
         timeout = self._config.ffmpeg_timeout
         first: float | None = None
@@ -191,8 +195,29 @@ class Upstream:
                     first = trio.current_time()
                     self._set_phase("playing")
                     log.info("upstream %s playing", mask_url(self.source.url))
+                elif window := self._window():
+                    chunk, ended = await self._gather(run, cast(bytes, chunk), window)
+                    if ended:
+                        self.hub.publish(chunk)
+                        break
                 self.hub.publish(cast(bytes, chunk))  # FdStream reads bytes
         return watchdog.cancelled_caught, first
+
+    @staticmethod
+    async def _gather(run: Run, chunk: bytes, window: float) -> tuple[bytes, bool]:
+        """`chunk` and what FFmpeg writes within `window` after it: (data, output ended?)."""
+        parts = [chunk]
+        size = len(chunk)
+        ended = False
+        with trio.move_on_after(window):
+            while size < READ_SIZE:
+                more = cast(bytes, await run.stdout.receive_some(READ_SIZE - size))
+                if not more:
+                    ended = True
+                    break
+                parts.append(more)
+                size += len(more)
+        return (parts[0] if len(parts) == 1 else b"".join(parts)), ended
 
     @staticmethod
     def _stall(timeout: float, started: float, healthy_from: float | None) -> Failure:

@@ -9,11 +9,14 @@ close (`give_up`; also used when even the room kept for events is full).
 
 `next` also produces the per-viewer `playing` status: it is due before the first media
 bytes after a start or a `connecting`. It coalesces: media queued behind the first chunk
-goes out in the same message, and under load (`window` > 0) it waits up to one frame
-for the next chunk when nothing else was queued, halving the messages at 25 fps.
+goes out in the same message, so a writer that falls behind sends fewer, larger messages.
 
-Cancellation: cancelling `next` during that wait drops the media it had gathered; the
-writer is only cancelled when its socket is going away, when nothing more is sent anyway.
+The express lane: the edge may give the viewer an `express` writer, which tries to put a
+chunk on the wire at once, synchronously, from the hub's fan-out (no task switch, no
+queue). It is used only when the viewer is idle: announced, nothing queued, and its
+writer not holding anything, so order is kept. Express answers False (not taken: the
+chunk is queued as usual), True (all written) or an `Unfinished` (written in part), which
+is queued so that the writer finishes it before anything else; `clear_media` keeps it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,16 @@ COALESCE_LIMIT = 1 << 20  # one WebSocket message carries at most this much queu
 SLOW_AFTER = 10.0
 CLOSE_POLICY = 1008
 
-Item = bytes | Event
+
+@attrs.frozen
+class Unfinished:
+    """A message the express lane began; what is left is the edge's business."""
+
+    rest: object
+
+
+Item = bytes | Event | Unfinished
+Express = Callable[[bytes], bool | Unfinished]
 
 
 @attrs.frozen
@@ -47,7 +59,7 @@ class Viewer:
     """A socket's subscription state and outbound queue (see module docstring)."""
 
     def __init__(self, client: str, *, budget: int, clock: Callable[[], float] = trio.current_time,
-                 slow_after: float = SLOW_AFTER, window: Callable[[], float] = lambda: 0.0) -> None:
+                 slow_after: float = SLOW_AFTER) -> None:
         self.client = client
         self.budget = budget
         self.key: str | None = None  # the upstream it is attached to
@@ -56,11 +68,13 @@ class Viewer:
         self.drops = 0
         self._clock = clock
         self._slow_after = slow_after
-        self._window = window  # seconds a writer may wait to batch media (0: send at once)
+        self.express: Express | None = None  # set by the edge when its socket allows it
         self._send, self._recv = trio.open_memory_channel[Item](MAX_MEDIA_ITEMS + EVENT_RESERVE)
         self._queued = 0  # media bytes in the channel
         self._media_items = 0  # media chunks in the channel (events have their own room)
+        self._in_channel = 0  # items of any kind sent into the channel and not yet taken
         self._ready: deque[Item] = deque()
+        self._holding = False  # the writer has an item from `next` it has not finished sending
         self._announced = False
         self._overflow_since: float | None = None
 
@@ -71,24 +85,42 @@ class Viewer:
         if self._overflow_since is not None and self._clock() - self._overflow_since > self._slow_after:
             self.give_up()
             return False
+        if self.express is not None and len(parts) == 1 and self._idle():
+            taken = self.express(parts[0])
+            if isinstance(taken, Unfinished):
+                self._put(taken)
+            if taken is not False:
+                return True
         size = sum(len(p) for p in parts)
         if self._queued + size > self.budget or self._media_items + len(parts) > MAX_MEDIA_ITEMS:
             self._overflow()
             return False
         for part in parts:
-            self._send.send_nowait(part)
+            self._put(part)
         self._queued += size
         self._media_items += len(parts)
         return True
 
+    def _idle(self) -> bool:
+        """Nothing before this chunk is still to be sent: it may go out at once."""
+        return (self._announced and not self._holding and not self._in_channel
+                and not self._ready and not self.slow)
+
     def notify(self, event: Event) -> None:
         """Queue a status, error or close; a viewer whose event room is full is closed."""
         try:
-            self._send.send_nowait(event)
+            self._put(event)
         except trio.WouldBlock:
             self.give_up()
-        except trio.ClosedResourceError:
-            pass
+
+    def _put(self, item: Item) -> None:
+        self._send.send_nowait(item)
+        self._in_channel += 1
+
+    def _take_nowait(self) -> Item:
+        item = self._recv.receive_nowait()
+        self._in_channel -= 1
+        return item
 
     def stop(self) -> None:
         """Unsubscribed: nothing queued before reaches the socket; `stopped` is next."""
@@ -98,19 +130,20 @@ class Viewer:
         self.notify(Status("stopped"))
 
     def clear_media(self) -> None:
-        events = [item for item in self._ready if not isinstance(item, bytes)]
+        """Drop the queued media; events (and an unfinished message) stay, in order."""
+        kept = [item for item in self._ready if not isinstance(item, bytes)]
         self._ready.clear()
         while True:
             try:
-                item = self._recv.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
+                item = self._take_nowait()
+            except trio.WouldBlock:
                 break
             if not isinstance(item, bytes):
-                events.append(item)
+                kept.append(item)
         self._queued = 0
         self._media_items = 0
-        for event in events:
-            self._send.send_nowait(event)
+        for item in kept:
+            self._put(item)
 
     def _overflow(self) -> None:
         self.clear_media()
@@ -128,18 +161,23 @@ class Viewer:
         message = f"viewer stayed too far behind for over {self._slow_after:g} s"
         for event in (Failure(SLOW_CONSUMER, message), Close(CLOSE_POLICY, "slow consumer")):
             try:
-                self._send.send_nowait(event)
+                self._put(event)
             except trio.WouldBlock:  # full of events: make room, the close matters most
-                self._recv.receive_nowait()
-                self._send.send_nowait(event)
+                self._take_nowait()
+                self._put(event)
 
     # --- consumer side (the socket's writer task) ----------------------------------------
 
     async def next(self) -> Item:
-        """The next thing to send: an event, or queued media coalesced into one message."""
+        """The next thing to send: an event, or queued media coalesced into one message.
+
+        Calling it again says the previous item has been sent."""
+        self._holding = False
         if not self._ready:
             item = await self._recv.receive()
-            self._ready.append(await self._gather(item) if isinstance(item, bytes) else item)
+            self._in_channel -= 1
+            self._ready.append(self._gather(item) if isinstance(item, bytes) else item)
+        self._holding = True
         item = self._ready.popleft()
         if isinstance(item, bytes):
             if not self._announced:
@@ -150,41 +188,25 @@ class Viewer:
             self._announced = False
         return item
 
-    async def _gather(self, first: bytes) -> bytes:
-        """One message of media: what is queued behind `first`, and under load what
-        arrives within the batch window (at most one frame, 40 ms) when nothing was."""
+    def _gather(self, first: bytes) -> bytes:
+        """One message of media: `first` and the media queued behind it."""
         self._took(first)
         parts = [first]
-        stopped_by_event = self._take_queued(parts)
-        window = self._window()
-        if window and len(parts) == 1 and not stopped_by_event:
-            with trio.move_on_after(window):
-                item = await self._recv.receive()
-                if isinstance(item, bytes):
-                    self._took(item)
-                    parts.append(item)
-                    self._take_queued(parts)
-                else:
-                    self._ready.append(item)
-        if self._queued == 0:
-            self._overflow_since = None  # caught up
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def _take_queued(self, parts: list[bytes]) -> bool:
-        """Move the media already queued into parts; True if an event ended the run."""
-        size = sum(len(p) for p in parts)
+        size = len(first)
         while size < COALESCE_LIMIT:
             try:
-                item = self._recv.receive_nowait()
+                item = self._take_nowait()
             except trio.WouldBlock:
-                return False
+                break
             if not isinstance(item, bytes):
                 self._ready.append(item)
-                return True
+                break
             self._took(item)
             parts.append(item)
             size += len(item)
-        return False
+        if self._queued == 0:
+            self._overflow_since = None  # caught up
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _took(self, media: bytes) -> None:
         self._queued -= len(media)

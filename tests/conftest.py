@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import trio
 
+from app import wire
 from tests.camera import Camera
 from tests.helpers import Server, start_server
 
@@ -17,6 +18,16 @@ async def camera(nursery: trio.Nursery) -> Camera:
 @pytest.fixture
 async def server(nursery: trio.Nursery) -> Server:
     return await start_server(nursery)
+
+
+@pytest.fixture
+def asgi_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sockets use Quart's `websocket.send`, as under a server without a wire."""
+
+    async def no_wire(send: object) -> None:
+        return None
+
+    monkeypatch.setattr(wire.Wire, "attach", no_wire)
 
 
 @pytest.fixture(autouse=True)

@@ -30,11 +30,15 @@ from tests.helpers import (
 )
 
 
+@pytest.mark.parametrize("path", ["wire", "asgi"])
 @pytest.mark.parametrize("batching", [False, True])
-async def test_joining_mid_gop_starts_at_cached_keyframe_with_no_gap(camera: Camera, server: Server,
-                                                                     batching: bool) -> None:
-    """Every viewer's bytes are the upstream's from its join point on, batched or not."""
-    if batching:  # as under load: writers wait up to a frame to send fewer, larger messages
+async def test_joining_mid_gop_starts_at_cached_keyframe_with_no_gap(
+        request: pytest.FixtureRequest, camera: Camera, server: Server, batching: bool, path: str) -> None:
+    """Every viewer's bytes are the upstream's from its join point on: batched or not, sent
+    through the wire (express lane included) or through Quart's `websocket.send`."""
+    if path == "asgi":
+        request.getfixturevalue("asgi_path")
+    if batching:  # as under load: FFmpeg's output is published in batches of up to a frame
         assert server.registry is not None
         server.registry.config = attrs.evolve(server.registry.config, batch_from=1)
     async with server.viewer(f"url={camera.url()}") as first:

@@ -1,7 +1,10 @@
-"""A lean WebSocket viewer for load: raw trio socket, minimal frame parsing, byte counters.
+"""A lean WebSocket viewer: raw trio socket, minimal frame parsing, byte counters.
 
-It answers pings (so the server never takes it for gone), counts media bytes and messages,
-and notes when the first binary frame arrived after `start`.
+The benchmark's load client, and the tests' client where the wire itself matters. It can
+offer permessage-deflate as browsers do (and inflates what comes compressed), answers
+pings (so the server never takes it for gone), counts media bytes and messages, notes
+when the first binary frame arrived after `start`, can keep the media (`keep`) and can
+stop reading for a while (`pause_until`).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import zlib
 
 import attrs
 import trio
@@ -34,7 +38,12 @@ class LeanViewer:
     host: str
     port: int
     resource: str
+    deflate: bool = False  # offer permessage-deflate, as browsers do
+    keep: bool = False  # keep the media bytes in `media`
     stream: trio.SocketStream | None = None
+    handshake: bytes = b""  # the server's 101 response head
+    media: bytearray = attrs.Factory(bytearray)
+    pause_until: float = 0.0  # trio time before which `run` does not read
     media_bytes: int = 0
     messages: int = 0
     texts: list[str] = attrs.Factory(list)
@@ -45,18 +54,27 @@ class LeanViewer:
     got_media: trio.Event = attrs.Factory(trio.Event)
     _buf: bytearray = attrs.Factory(bytearray)
     _text: trio.Event = attrs.Factory(trio.Event)
+    _inflate: zlib._Decompress = attrs.Factory(lambda: zlib.decompressobj(-15))
+    compressed: int = 0  # messages that came deflated
 
-    async def connect(self) -> None:
-        self.stream = await trio.open_tcp_stream(self.host, self.port)
+    async def connect(self, receive_buffer: int | None = None) -> None:
+        sock = trio.socket.socket()
+        if receive_buffer is not None:  # a small window, as on a poor link
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, receive_buffer)
+        await sock.connect((self.host, self.port))
+        self.stream = trio.SocketStream(sock)
         key = base64.b64encode(os.urandom(16)).decode()
-        await self.stream.send_all(
+        extensions = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        await self.stream.send_all((
             f"GET {self.resource} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"{extensions if self.deflate else ''}\r\n").encode())
         while b"\r\n\r\n" not in self._buf:
             self._buf += await self.stream.receive_some(4096)
         head, _, rest = bytes(self._buf).partition(b"\r\n\r\n")
         if b" 101 " not in head.split(b"\r\n", 1)[0]:
             raise ConnectionError(head[:80])
+        self.handshake = head
         self._buf = bytearray(rest)
 
     async def send_action(self, action: str) -> None:
@@ -77,6 +95,8 @@ class LeanViewer:
         try:
             self._parse()
             while True:
+                if self.pause_until > trio.current_time():
+                    await trio.sleep_until(self.pause_until)
                 data = await self.stream.receive_some(READ)
                 if not data:
                     break
@@ -97,6 +117,7 @@ class LeanViewer:
         buf = self._buf
         pings = []
         pos = 0
+        view = memoryview(buf)
         while len(buf) - pos >= 2:
             opcode = buf[pos] & 0x0F
             n = buf[pos + 1] & 0x7F
@@ -114,22 +135,30 @@ class LeanViewer:
             if len(buf) - pos < head + n:
                 break
             start = pos + head
+            payload = view[start : start + n]  # no copy
+            if buf[pos] & 0x40:  # RSV1: a deflated message (the context carries over between messages)
+                self.compressed += 1
+                payload = memoryview(self._inflate.decompress(bytes(payload) + b"\x00\x00\xff\xff"))
             if opcode == 2:
                 self.messages += 1
-                self.media_bytes += n
+                self.media_bytes += len(payload)
+                if self.keep:
+                    self.media += payload
                 if self.first_media is None:
                     self.first_media = trio.current_time()
-                    self.first_chunk = bytes(buf[start : start + n])
+                    self.first_chunk = bytes(payload)
                     self.got_media.set()
             elif opcode == 1:
-                self.texts.append(bytes(buf[start : start + n]).decode())
+                self.texts.append(bytes(payload).decode())
                 self._text.set()
                 self._text = trio.Event()
             elif opcode == 9:
-                pings.append(bytes(buf[start : start + n]))
+                pings.append(bytes(payload))
             elif opcode == 8:
                 self.closed = True
             pos = start + n
+            payload.release()
+        view.release()
         del buf[:pos]
         return pings
 
