@@ -9,8 +9,8 @@ When the app runs under Hypercorn's trio worker over plain TCP and HTTP/1.1 (as
 `rtsp-viewer serve` and `deploy/` run it), `Wire.attach` finds the connection behind the
 ASGI `send` callable and media frames skip all that:
 
-- the frame header is built here and the shared payload goes out with `os.writev` (no
-  copy, no compression: RFC 7692 lets any message go uncompressed, RSV1 = 0); the
+- frames are built here, once per chunk for all its viewers (`Framer`), and go out with
+  `os.write` (no compression: RFC 7692 lets any message go uncompressed, RSV1 = 0); the
   socket's status messages go the same way, so wsproto never allocates a compressor
   (about 256 KiB per connection);
 - `express` writes synchronously from the hub's fan-out when the viewer is idle; if the
@@ -66,6 +66,23 @@ def frame_header(size: int, opcode: int = BINARY) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, size)
 
 
+class Framer:
+    """Binary frames, built once per bytes object: the viewers of one publish all get the
+    same chunk, so the header and the copy are paid once per chunk, not once per viewer."""
+
+    def __init__(self) -> None:
+        self._media = b""
+        self._frame = frame_header(0)
+
+    def __call__(self, media: bytes) -> bytes:
+        if media is not self._media:
+            self._media, self._frame = media, frame_header(len(media)) + media
+        return self._frame
+
+
+_framed = Framer()
+
+
 class Wire:
     """One WebSocket connection's raw socket, shared with Hypercorn (see module docstring)."""
 
@@ -97,26 +114,26 @@ class Wire:
 
     def _fd(self) -> int:
         """The socket's fd while the connection is open for data, else -1."""
-        if (self._stream.closed or self._stream.state != ASGIWebsocketState.CONNECTED
-                or self._stream.connection.state != ConnectionState.OPEN):
+        stream = self._stream
+        if (stream.closed or stream.state is not ASGIWebsocketState.CONNECTED
+                or stream.connection.state is not ConnectionState.OPEN):
             return -1
         return self._socket.fileno()
 
     def express(self, media: bytes) -> bool | Unfinished:
         """Write a message now if the socket takes it: True, False (nothing written) or
         Unfinished (part written; the mutex stays held until `finish`)."""
-        fd = self._fd()
-        if self._mutex.value == 0 or fd < 0:
+        if self._mutex.value == 0 or (fd := self._fd()) < 0:
             return False
-        header = frame_header(len(media))
+        frame = _framed(media)
         try:
-            written = os.writev(fd, (header, media))
+            written = os.write(fd, frame)
         except OSError:  # full (EAGAIN) or broken: the writer's path deals with it
             return False
-        if written == len(header) + len(media):
+        if written == len(frame):
             return True
         self._mutex.acquire_nowait()
-        return Unfinished(memoryview(header + media)[written:])
+        return Unfinished(memoryview(frame)[written:])
 
     async def send(self, message: bytes | str) -> None:
         """Write one message (str: text, bytes: binary), waiting for room as needed."""
