@@ -95,15 +95,18 @@ class Wire:
 
     @classmethod
     async def attach(cls, send: object) -> Wire | None:
-        """The wire behind an accepted connection's ASGI send, if this server has one."""
+        """The wire behind an accepted connection's ASGI send, if this server has one.
+
+        Every attribute used later is checked here, so another Hypercorn layout falls
+        back to Quart's send instead of failing mid-stream."""
         stream = getattr(send, "__self__", None)
         protocol = getattr(getattr(stream, "send", None), "__self__", None)
         server = getattr(getattr(protocol, "send", None), "__self__", None)
         if not (isinstance(stream, WSStream) and isinstance(protocol, H11Protocol)
-                and isinstance(server, TCPServer) and isinstance(server.stream, trio.SocketStream)):
-            return None
-        lock = server.send_lock
-        if not isinstance(lock, trio.Lock):
+                and isinstance(server, TCPServer)
+                and all(hasattr(stream, name) for name in ("closed", "state", "connection"))
+                and isinstance(getattr(server, "stream", None), trio.SocketStream)
+                and isinstance(lock := getattr(server, "send_lock", None), trio.Lock)):
             return None
         while lock.locked():  # Hypercorn is writing (its first ping): swap once nobody is
             async with lock:

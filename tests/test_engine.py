@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import trio
@@ -43,6 +45,17 @@ async def timed(viewer: Viewer, log: list[tuple[float, object]]) -> None:
         log.append((trio.current_time(), event))
 
 
+async def record(registry: Registry, seconds: float, consume: Callable[[Viewer, Any], Awaitable[None]],
+                 log: Any) -> None:
+    """One viewer of "k" for `seconds`, its socket's side played by `consume` into log."""
+    with registry.open_viewer("c") as viewer:
+        registry.attach(viewer, "k", URL)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(consume, viewer, log)
+            await trio.sleep(seconds)
+            inner.cancel_scope.cancel()
+
+
 def phases(log: list[object]) -> list[str]:
     return [e.phase if isinstance(e, Status) else e.code for e in log if isinstance(e, Status | Failure)]
 
@@ -71,12 +84,7 @@ async def test_auth_and_not_found_are_not_retried(nursery: trio.Nursery, autojum
         fake = FakeSource([behaviour])
         registry = await start(nursery, fake)
         log: list[object] = []
-        with registry.open_viewer("c") as viewer:
-            registry.attach(viewer, "k", URL)
-            async with trio.open_nursery() as inner:
-                inner.start_soon(drain, viewer, log)
-                await trio.sleep(60)
-                inner.cancel_scope.cancel()
+        await record(registry, 60, drain, log)
         assert len(fake.starts) == 1
         assert phases(log) == ["connecting", code, "stopped"]
         assert registry.status("k").error.code == code  # type: ignore[union-attr]
@@ -266,12 +274,7 @@ async def test_under_load_ffmpeg_output_is_published_in_batches_of_at_most_one_w
         fake = FakeSource(["play"])
         registry = await start(nursery, fake, batch_from=batch_from, batch_window=0.05)
         log: list[tuple[float, object]] = []
-        with registry.open_viewer("c") as viewer:
-            registry.attach(viewer, "k", URL)
-            async with trio.open_nursery() as inner:
-                inner.start_soon(timed, viewer, log)
-                await trio.sleep(4)
-                inner.cancel_scope.cancel()
+        await record(registry, 4, timed, log)
         media = [(t, item) for t, item in log if isinstance(item, bytes)]
         results[batch_from] = media
         await trio.sleep(1)
