@@ -67,17 +67,18 @@ def frame_header(size: int, opcode: int = BINARY) -> bytes:
 
 
 class Framer:
-    """Binary frames, built once per bytes object: the viewers of one publish all get the
-    same chunk, so the header and the copy are paid once per chunk, not once per viewer."""
+    """The frame of the last chunk: the viewers of one publish all get the same bytes
+    object, so the header and the copy are paid once per chunk, not once per viewer."""
+
+    __slots__ = ("frame", "media")
 
     def __init__(self) -> None:
-        self._media = b""
-        self._frame = frame_header(0)
+        self.media = b""
+        self.frame = frame_header(0)
 
-    def __call__(self, media: bytes) -> bytes:
-        if media is not self._media:
-            self._media, self._frame = media, frame_header(len(media)) + media
-        return self._frame
+    def build(self, media: bytes) -> bytes:
+        self.media, self.frame = media, frame_header(len(media)) + media
+        return self.frame
 
 
 _framed = Framer()
@@ -85,6 +86,8 @@ _framed = Framer()
 
 class Wire:
     """One WebSocket connection's raw socket, shared with Hypercorn (see module docstring)."""
+
+    __slots__ = ("_mutex", "_server", "_socket", "_stream")
 
     def __init__(self, stream: WSStream, server: TCPServer, socket: trio.socket.SocketType,
                  mutex: trio.Semaphore) -> None:
@@ -128,7 +131,7 @@ class Wire:
         Unfinished (part written; the mutex stays held until `finish`)."""
         if self._mutex.value == 0 or (fd := self._fd()) < 0:
             return False
-        frame = _framed(media)
+        frame = _framed.frame if media is _framed.media else _framed.build(media)
         try:
             written = os.write(fd, frame)
         except OSError:  # full (EAGAIN) or broken: the writer's path deals with it

@@ -58,6 +58,10 @@ class ViewerStatistics:
 class Viewer:
     """A socket's subscription state and outbound queue (see module docstring)."""
 
+    __slots__ = ("_announced", "_clock", "_holding", "_in_channel", "_media_items", "_overflow_since",
+                 "_queued", "_ready", "_recv", "_send", "_slow_after", "budget", "client", "drops",
+                 "express", "key", "slow", "synced")
+
     def __init__(self, client: str, *, budget: int, clock: Callable[[], float] = trio.current_time,
                  slow_after: float = SLOW_AFTER) -> None:
         self.client = client
@@ -85,11 +89,15 @@ class Viewer:
         if self._overflow_since is not None and self._clock() - self._overflow_since > self._slow_after:
             self.give_up()
             return False
-        if self.express is not None and len(parts) == 1 and self._idle():
+        # idle (nothing before this chunk still to send): it may go out at once; inline, as
+        # this runs for every viewer of every chunk
+        if (self.express is not None and len(parts) == 1 and self._announced and not self._holding
+                and not self._in_channel and not self._ready and not self.slow):
             taken = self.express(parts[0])
-            if isinstance(taken, Unfinished):
-                self._put(taken)
+            if taken is True:
+                return True
             if taken is not False:
+                self._put(taken)
                 return True
         size = sum(len(p) for p in parts)
         if self._queued + size > self.budget or self._media_items + len(parts) > MAX_MEDIA_ITEMS:
@@ -100,11 +108,6 @@ class Viewer:
         self._queued += size
         self._media_items += len(parts)
         return True
-
-    def _idle(self) -> bool:
-        """Nothing before this chunk is still to be sent: it may go out at once."""
-        return (self._announced and not self._holding and not self._in_channel
-                and not self._ready and not self.slow)
 
     def notify(self, event: Event) -> None:
         """Queue a status, error or close; a viewer whose event room is full is closed."""
