@@ -29,7 +29,9 @@ from .settings import Settings, load_or_exit
 log = logging.getLogger(__name__)
 GOODBYE_WAIT = 1.0  # seconds viewers get to receive their close frames
 EXIT_DEADLINE = 4.0  # seconds after SIGTERM/SIGINT when a stuck connection no longer holds us
-PING_INTERVAL = 10.0  # WebSocket pings; a live client answers each with a pong
+PING_INTERVAL = 15.0  # WebSocket pings; a live client answers each with a pong (each costs
+# ~0.7 ms of CPU, mostly waking the client: `python -m bench idle` measured 200 viewers at
+# 1.5 % of a core when pinged every 10 s, 0.9 % every 15 s)
 DEAD_AFTER = 25  # nothing read from a client for this long (no pong either): it is gone
 
 

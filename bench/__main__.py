@@ -8,7 +8,8 @@ from this process, and prints tables:
   input flags, and with FFmpeg's default probing) and for a viewer joining a running stream;
 - fanout: for N viewers, server and FFmpeg CPU, this load client's own CPU, the slowest
   viewer's share of the stream's rate, server RSS;
-- slow: server RSS with 5 viewers that never read (and 1 that does), over 120 s.
+- slow: server RSS with 5 viewers that never read (and 1 that does), over 120 s;
+- idle (on request): server CPU for 200 connected viewers that do not play (pings).
 """
 
 from __future__ import annotations
@@ -190,17 +191,25 @@ async def bench_latency(rig: Rig, rounds: int) -> None:
     print(f"\ncold start / bare FFmpeg (medians): {median(cold) / median(bare):.2f}")
 
 
-async def bench_fanout(rigs: dict[str, Rig], counts: list[int], seconds: float) -> None:
+async def bench_fanout(rigs: dict[str, Rig], counts: list[int], seconds: float, repeat: int) -> None:
+    """Each N measured `repeat` times per server, the servers in alternation (the host's
+    noise drifts over minutes), then the median of service + FFmpeg CPU per server."""
     print("\n## fan-out: N viewers of one 2 Mbit/s stream, measured over", seconds, "s")
     print("| server | N | server CPU % | FFmpeg CPU % | load client CPU % | slowest viewer % of rate | "
           "median viewer % | server RSS MiB | msgs/s per viewer |")
     print("|---|---|---|---|---|---|---|---|---|")
+    totals: dict[tuple[int, str], list[float]] = {}
     for n in counts:
-        for name, rig in rigs.items():
-            await fanout_row(name, rig, n, seconds)
+        for _ in range(repeat):
+            for name, rig in rigs.items():
+                totals.setdefault((n, name), []).append(await fanout_row(name, rig, n, seconds))
+    print(f"\nservice + FFmpeg CPU %, median of {repeat} alternating runs:")
+    for n in counts:
+        print(f"- N = {n}: " + ", ".join(f"{name} {median(totals[n, name]):.1f}" for name in rigs))
 
 
-async def fanout_row(name: str, rig: Rig, n: int, seconds: float) -> None:
+async def fanout_row(name: str, rig: Rig, n: int, seconds: float) -> float:
+    """Print one row; return service + FFmpeg CPU %."""
     async with trio.open_nursery() as nursery:
         viewers = [await rig.viewer(nursery) for _ in range(n)]
         for viewer in viewers:
@@ -220,13 +229,30 @@ async def fanout_row(name: str, rig: Rig, n: int, seconds: float) -> None:
         rate = max(got)
         msgs = (sum(v.messages for v in viewers) - msgs0) / n / wall
         rss = rss_kib(rig.pid) / 1024
-        print(f"| {name} | {n} | {100 * (server1 - server0) / wall:.1f} | {100 * (ffmpeg1 - ffmpeg0) / wall:.1f} "
+        server, ffmpeg = 100 * (server1 - server0) / wall, 100 * (ffmpeg1 - ffmpeg0) / wall
+        print(f"| {name} | {n} | {server:.1f} | {ffmpeg:.1f} "
               f"| {100 * me / wall:.1f} | {100 * min(got) / rate:.1f} | {100 * median(got) / rate:.1f} "
               f"| {rss:.1f} | {msgs:.1f} |")
         for viewer in viewers:
             await viewer.aclose()
         nursery.cancel_scope.cancel()
     await trio.sleep(1)
+    return server + ffmpeg
+
+
+async def bench_idle(rig: Rig, n: int, seconds: float) -> None:
+    """What connected viewers cost before they play: the server's WebSocket pings."""
+    async with trio.open_nursery() as nursery:
+        viewers = [await rig.viewer(nursery) for _ in range(n)]
+        await trio.sleep(3)
+        server0, _ = rig.cpu()
+        await trio.sleep(seconds)
+        server1, _ = rig.cpu()
+        for viewer in viewers:
+            await viewer.aclose()
+        nursery.cancel_scope.cancel()
+    print(f"\n## idle: {n} connected viewers, not playing, {seconds:g} s")
+    print(f"server CPU {100 * (server1 - server0) / seconds:.2f} % (the pings and their pongs)")
 
 
 def open_fds(pid: int) -> int:
@@ -293,6 +319,7 @@ async def main(argv: list[str]) -> None:
     parser.add_argument("--viewers", default="1,10,50,100,200")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--repeat", type=int, default=3, help="fan-out runs per N and server, alternating")
     parser.add_argument("--slow-seconds", type=float, default=120)
     parser.add_argument("--codec", choices=["h264", "h265"], default="h264", help="the camera's codec")
     parser.add_argument("--audio", action="store_true", help="the camera also sends AAC audio")
@@ -318,10 +345,12 @@ async def main(argv: list[str]) -> None:
                 relay = None
                 if not args.no_relay:
                     relay, rigs["rtsp-relay"] = await start_relay(url, deflate=not args.no_deflate)
-                await bench_fanout(rigs, [int(n) for n in args.viewers.split(",")], args.seconds)
+                await bench_fanout(rigs, [int(n) for n in args.viewers.split(",")], args.seconds, args.repeat)
                 if relay is not None:
                     relay.terminate()
                     await relay.wait()
+            if "idle" in args.what:
+                await bench_idle(rig, 200, 20)
             if "teardown" in args.what:
                 await bench_teardown(rig, args.rounds, 100)
             if "slow" in args.what:

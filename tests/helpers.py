@@ -18,7 +18,7 @@ import httpx
 import trio
 import trio_websocket
 
-from app.cli import serve
+from app.cli import DEAD_AFTER, PING_INTERVAL, serve
 from app.factory import create_app
 from app.settings import Settings
 from supervisors import Registry
@@ -70,7 +70,7 @@ class Server:
                     await ws._stream.aclose()
 
 
-async def start_server(nursery: trio.Nursery, *, ping_interval: float = 10, dead_after: int = 25,
+async def start_server(nursery: trio.Nursery, *, ping_interval: float = PING_INTERVAL, dead_after: int = DEAD_AFTER,
                        **overrides: object) -> Server:
     """The app under Hypercorn's trio worker in this process, on 127.0.0.1 port 0."""
     values: dict[str, object] = {"port": 0, "database_url": "sqlite:///:memory:", "linger": 0.5,

@@ -14,6 +14,7 @@ import trio
 import trio.lowlevel
 import trio_websocket
 
+from app.cli import DEAD_AFTER, PING_INTERVAL
 from tests.camera import Camera, Feed
 from tests.helpers import (
     BIN,
@@ -116,7 +117,8 @@ async def test_ffmpeg_killed_from_outside_is_restarted(camera: Camera, server: S
         assert status["video"] == {"codec": "h264", "width": 320, "height": 240}
 
 
-@pytest.mark.parametrize(("ping_interval", "dead_after"), [(0.5, 2), (10, 25)], ids=["scaled", "defaults"])
+@pytest.mark.parametrize(("ping_interval", "dead_after"), [(0.5, 2), (PING_INTERVAL, DEAD_AFTER)],
+                         ids=["scaled", "defaults"])
 async def test_vanished_client_is_removed_and_its_ffmpeg_ends(camera: Camera, nursery: trio.Nursery,
                                                               ping_interval: float, dead_after: int) -> None:
     """A client that stops answering (no close frame, no pong) is gone within dead_after (< 30 s)."""
