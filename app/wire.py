@@ -87,7 +87,7 @@ _framed = Framer()
 class Wire:
     """One WebSocket connection's raw socket, shared with Hypercorn (see module docstring)."""
 
-    __slots__ = ("_mutex", "_server", "_socket", "_stream")
+    __slots__ = ("_mutex", "_owed", "_server", "_socket", "_stream")
 
     def __init__(self, stream: WSStream, server: TCPServer, socket: trio.socket.SocketType,
                  mutex: trio.Semaphore) -> None:
@@ -95,6 +95,7 @@ class Wire:
         self._server = server
         self._socket = socket
         self._mutex = mutex
+        self._owed = False  # an express message was written in part: the mutex is held for it
 
     @classmethod
     async def attach(cls, send: object) -> Wire | None:
@@ -139,6 +140,7 @@ class Wire:
         if written == len(frame):
             return True
         self._mutex.acquire_nowait()
+        self._owed = True
         return Unfinished(memoryview(frame)[written:])
 
     async def send(self, message: bytes | str) -> None:
@@ -156,6 +158,13 @@ class Wire:
         try:
             await self._write(unfinished.rest)
         finally:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """The socket is done (or its rest was written): let Hypercorn write again, so that
+        its pings and close never wait for a message that nobody will finish."""
+        if self._owed:
+            self._owed = False
             self._mutex.release()
 
     async def _write(self, *parts: bytes | memoryview) -> None:

@@ -11,6 +11,7 @@ leaving `open_viewer` detaches it from its upstream.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
@@ -121,13 +122,17 @@ async def stream_socket() -> None:
     with s.registry.open_viewer(client) as viewer:
         if wire is not None:
             viewer.express = wire.express
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_write, viewer, nursery.cancel_scope, wire)
-            await _read(viewer, target, s)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_write, viewer, nursery.cancel_scope, send, wire)
+                await _read(viewer, target, s)
+        finally:
+            if wire is not None:
+                wire.abandon()
 
 
-async def _write(viewer: Viewer, done: trio.CancelScope, wire: Wire | None) -> None:
-    send = websocket.send if wire is None else wire.send
+async def _write(viewer: Viewer, done: trio.CancelScope, send: Callable[[str | bytes], Awaitable[None]],
+                 wire: Wire | None) -> None:
     while True:
         item: bytes | Event | Unfinished = await viewer.next()
         if isinstance(item, bytes):

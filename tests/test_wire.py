@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+
 import attrs
 import pytest
 import trio
@@ -10,7 +13,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 from app import wire
 from supervisors import Unfinished
 from tests.camera import Camera, Feed
-from tests.helpers import PACKET, Server, probe, start_server
+from tests.helpers import PACKET, Server, probe, start_server, wait_for
 from tests.lean import LeanViewer
 
 
@@ -112,3 +115,40 @@ async def test_a_client_that_reads_in_bursts_gets_every_byte_through_partial_wri
           f"{len(bursty.media)} bytes")
     assert len(bursty.media) > 1_000_000
     assert bytes(bursty.media)[2 * PACKET :] in bytes(steady.media)
+
+
+async def test_a_client_gone_in_the_middle_of_a_frame_leaves_nothing_behind(
+        nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rest of a frame taken in part holds the connection's lock; a client that goes
+    away before reading it must not leave Hypercorn's ping (or close) waiting for it."""
+    camera = Camera(feeds={"live": Feed(size="640x360", bitrate="2M", noise=True, gop=50)})
+    await nursery.start(camera.run)
+    server = await start_server(nursery, ping_interval=1)
+    assert server.registry is not None
+    server.registry.config = attrs.evolve(server.registry.config, batch_from=1, batch_window=0.5)
+    fds = len(os.listdir("/proc/self/fd"))
+    viewer = lean(server, f"url={camera.url()}")
+    await viewer.connect(receive_buffer=16 * 1024)
+    express = wire.Wire.express
+    partial = trio.Event()
+
+    def stalling(self: wire.Wire, media: bytes) -> bool | Unfinished:
+        result = express(self, media)
+        if isinstance(result, Unfinished) and not partial.is_set():
+            viewer.pause_until = math.inf  # the client stops reading: the rest stays unsent
+            partial.set()
+        return result
+
+    monkeypatch.setattr(wire.Wire, "express", stalling)
+    async with trio.open_nursery() as client:
+        client.start_soon(viewer.run)
+        await viewer.send_action("start")
+        with trio.fail_after(40):
+            while not partial.is_set():  # read in bursts until the kernel takes a frame in part
+                viewer.pause_until = trio.current_time() + 3.5
+                await trio.sleep(4)
+        await trio.sleep(2.5)  # Hypercorn's pings (every 1 s here) now wait for the lock
+        client.cancel_scope.cancel()
+    await viewer.aclose()  # gone without a close frame
+    await wait_for(lambda: server.registry.statistics().viewers == 0, within=10)
+    await wait_for(lambda: len(os.listdir("/proc/self/fd")) <= fds, within=10)
