@@ -15,7 +15,8 @@ ASGI `send` callable and media frames skip all that:
   (about 256 KiB per connection);
 - `express` writes synchronously from the hub's fan-out when the viewer is idle; if the
   kernel takes only part, it returns an `Unfinished` that the socket's writer finishes
-  (`finish`) before anything else is sent;
+  (`finish`) before anything else is sent (`abandon` gives the lock back if the socket
+  ends first);
 - Hypercorn's per-connection `send_lock` is swapped for a `trio.Semaphore(1)` that every
   Hypercorn write still takes (pings, pongs, close), so frames never interleave, and the
   task that finishes a partial frame may differ from the one that began it.
@@ -87,12 +88,10 @@ _framed = Framer()
 class Wire:
     """One WebSocket connection's raw socket, shared with Hypercorn (see module docstring)."""
 
-    __slots__ = ("_mutex", "_owed", "_server", "_socket", "_stream")
+    __slots__ = ("_mutex", "_owed", "_socket", "_stream")
 
-    def __init__(self, stream: WSStream, server: TCPServer, socket: trio.socket.SocketType,
-                 mutex: trio.Semaphore) -> None:
+    def __init__(self, stream: WSStream, socket: trio.socket.SocketType, mutex: trio.Semaphore) -> None:
         self._stream = stream
-        self._server = server
         self._socket = socket
         self._mutex = mutex
         self._owed = False  # an express message was written in part: the mutex is held for it
@@ -117,7 +116,7 @@ class Wire:
                 pass
         mutex = trio.Semaphore(1)
         server.send_lock = mutex  # type: ignore[assignment]  # only ever used with `async with`
-        return cls(stream, server, server.stream.socket, mutex)
+        return cls(stream, server.stream.socket, mutex)
 
     def _fd(self) -> int:
         """The socket's fd while the connection is open for data, else -1."""
