@@ -15,8 +15,8 @@ ASGI `send` callable and media frames skip all that:
   (about 256 KiB per connection);
 - `express` writes synchronously from the hub's fan-out when the viewer is idle; if the
   kernel takes only part, it returns an `Unfinished` that the socket's writer finishes
-  (`finish`) before anything else is sent (`abandon` gives the lock back if the socket
-  ends first);
+  (`finish`) before anything else is sent (`end` gives the lock back if the socket
+  ends first, and closes a gone client's socket at once);
 - Hypercorn's per-connection `send_lock` is swapped for a `trio.Semaphore(1)` that every
   Hypercorn write still takes (pings, pongs, close), so frames never interleave, and the
   task that finishes a partial frame may differ from the one that began it.
@@ -160,11 +160,19 @@ class Wire:
             self.abandon()
 
     def abandon(self) -> None:
-        """The socket is done (or its rest was written): let Hypercorn write again, so that
+        """The rest was written, or the socket is done: let Hypercorn write again, so that
         its pings and close never wait for a message that nobody will finish."""
         if self._owed:
             self._owed = False
             self._mutex.release()
+
+    def end(self) -> None:
+        """The socket's handler is done. If the client is gone, close its socket now:
+        Hypercorn keeps it (and its fd) until the connection's ping task next wakes, up to
+        a ping interval later; Hypercorn's own close of it later is a no-op."""
+        self.abandon()
+        if self._stream.closed:
+            self._socket.close()
 
     async def _write(self, *parts: bytes | memoryview) -> None:
         """All of parts, unless the connection ends first (its reader then ends the socket)."""

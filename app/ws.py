@@ -128,7 +128,7 @@ async def stream_socket() -> None:
                 await _read(viewer, target, s)
         finally:
             if wire is not None:
-                wire.abandon()
+                wire.end()
 
 
 async def _write(viewer: Viewer, done: trio.CancelScope, send: Callable[[str | bytes], Awaitable[None]],
