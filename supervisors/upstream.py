@@ -188,19 +188,17 @@ class Upstream:
         """
         timeout = self._config.ffmpeg_timeout
         first: float | None = None
+        ended = False
         with trio.CancelScope(relative_deadline=timeout) as watchdog:
-            while chunk := await run.stdout.receive_some(READ_SIZE):
+            while not ended and (chunk := cast(bytes, await run.stdout.receive_some(READ_SIZE))):
                 watchdog.relative_deadline = timeout
                 if first is None:
                     first = trio.current_time()
                     self._set_phase("playing")
                     log.info("upstream %s playing", mask_url(self.source.url))
                 elif window := self._window():
-                    chunk, ended = await self._gather(run, cast(bytes, chunk), window)
-                    if ended:
-                        self.hub.publish(chunk)
-                        break
-                self.hub.publish(cast(bytes, chunk))  # FdStream reads bytes
+                    chunk, ended = await self._gather(run, chunk, window)
+                self.hub.publish(chunk)
         return watchdog.cancelled_caught, first
 
     @staticmethod
