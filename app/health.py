@@ -1,4 +1,5 @@
-"""`GET /api/health/`: version, FFmpeg in use, running upstreams, viewers; 503 if degraded."""
+"""`GET /api/health/`: version, FFmpeg in use, running upstreams, viewers, the WebSocket send
+path; 503 if degraded."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from .store import StorageError
 blueprint = Blueprint("health", __name__)
 
 
-def app_version() -> str:
+def _installed_version() -> str:
     try:
         return version("rtsp-stream-viewer")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+APP_VERSION = _installed_version()  # read once: it does not change while the process runs
 
 
 @blueprint.route("/api/health/", strict_slashes=False, methods=["GET"])
@@ -32,11 +36,14 @@ async def health() -> ResponseReturnValue:
     stats = s.registry.statistics()
     body = {
         "status": "degraded" if problems else "ok",
-        "version": app_version(),
+        "version": APP_VERSION,
         "ffmpeg": {"path": ffmpeg.path, "version": ffmpeg.version},
         "streams": {"running": stats.running, "max": stats.max},
         "viewers": stats.viewers,
+        "send_path": s.send_path.path,  # null until the first WebSocket
     }
+    if s.send_path.reason is not None:
+        body["send_path_reason"] = s.send_path.reason
     if problems:
         body["reason"] = "; ".join(problems)
     return jsonify(body), 503 if problems else 200

@@ -7,32 +7,27 @@ password masked; the password never leaves through this converter.
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
 from typing import Any, NewType
 
 import attrs
 import cattrs
 from cattrs.preconf.json import make_converter
 
-from supervisors import InvalidUrl, UpstreamStatus, mask_url, validate_url
+from supervisors import CONTROL, InvalidUrl, Transport, UpstreamStatus, mask_url, validate_url
 
-from .store import StreamRecord
+from .store import StreamRecord, iso
 from .validation import FieldError, field_errors
 
 Name = NewType("Name", str)
 Url = NewType("Url", str)
-Transport = NewType("Transport", str)
-TRANSPORTS = ("tcp", "udp")
 MAX_NAME = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @attrs.frozen
 class StreamInput:
     name: Name
     url: Url
-    transport: Transport = Transport("tcp")
+    transport: Transport = Transport.TCP
 
 
 def _name(value: object, _: object) -> str:
@@ -41,7 +36,7 @@ def _name(value: object, _: object) -> str:
     text = value.strip()
     if not 1 <= len(text) <= MAX_NAME:
         raise FieldError(f"must be 1-{MAX_NAME} characters after trimming")
-    if _CONTROL.search(text):
+    if CONTROL.search(text):
         raise FieldError("must not contain control characters")
     return text
 
@@ -53,16 +48,11 @@ def _url(value: object, _: object) -> str:
         raise FieldError(str(error)) from None
 
 
-def _transport(value: object, _: object) -> str:
-    if value not in TRANSPORTS:
-        raise FieldError("must be tcp or udp")
-    return str(value)
-
-
-def iso(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _transport(value: object, _: object) -> Transport:
+    try:
+        return Transport(value)  # type: ignore[arg-type]  # anything JSON: not a member raises
+    except ValueError:
+        raise FieldError(f"must be {' or '.join(Transport)}") from None
 
 
 def _status(status: UpstreamStatus) -> dict[str, Any]:

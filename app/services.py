@@ -16,6 +16,7 @@ from supervisors import Registry
 
 from .settings import Settings
 from .store import Store
+from .wire import SendPathRecord
 
 PROBE_TTL = 10.0
 
@@ -33,6 +34,7 @@ class Services:
     store: Store
     registry: Registry
     ffmpeg_path: str
+    send_path: SendPathRecord = attrs.Factory(SendPathRecord)
     _ffmpeg: FFmpegInfo | None = None
     _probed_at: float = -PROBE_TTL
 

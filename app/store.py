@@ -16,6 +16,8 @@ from typing import TypeVar
 import attrs
 import trio
 
+from supervisors import Transport
+
 T = TypeVar("T")
 
 MIGRATIONS = [
@@ -34,7 +36,7 @@ class StreamRecord:
     id: int
     name: str
     url: str
-    transport: str
+    transport: Transport
     created_at: str
     updated_at: str
 
@@ -43,8 +45,21 @@ class StorageError(Exception):
     """Storage cannot be used (file unreadable, disk full, corrupt database)."""
 
 
+TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"  # ISO 8601 in UTC, as every timestamp in the API
+
+
+def iso(seconds: float | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).strftime(TIMESTAMP)
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime(TIMESTAMP)
+
+
+def _record(row: tuple[object, ...]) -> StreamRecord:
+    stream_id, name, url, transport, created_at, updated_at = row
+    return StreamRecord(int(stream_id), str(name), str(url), Transport(str(transport)),  # type: ignore[call-overload]
+                        str(created_at), str(updated_at))
 
 
 class Store:
@@ -98,19 +113,19 @@ class Store:
 
     def _all(self) -> list[StreamRecord]:
         rows = self._conn().execute("SELECT * FROM streams ORDER BY id").fetchall()
-        return [StreamRecord(*row) for row in rows]
+        return [_record(row) for row in rows]
 
     async def get(self, stream_id: int) -> StreamRecord | None:
         return await self._call(self._get, stream_id)
 
     def _get(self, stream_id: int) -> StreamRecord | None:
         row = self._conn().execute("SELECT * FROM streams WHERE id = ?", (stream_id,)).fetchone()
-        return StreamRecord(*row) if row else None
+        return _record(row) if row else None
 
-    async def create(self, name: str, url: str, transport: str) -> StreamRecord:
+    async def create(self, name: str, url: str, transport: Transport) -> StreamRecord:
         return await self._call(self._create, name, url, transport)
 
-    def _create(self, name: str, url: str, transport: str) -> StreamRecord:
+    def _create(self, name: str, url: str, transport: Transport) -> StreamRecord:
         stamp = now_iso()
         with self._conn() as db:
             cursor = db.execute(
@@ -118,10 +133,10 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?)", (name, url, transport, stamp, stamp))
         return StreamRecord(int(cursor.lastrowid or 0), name, url, transport, stamp, stamp)
 
-    async def update(self, stream_id: int, name: str, url: str, transport: str) -> StreamRecord | None:
+    async def update(self, stream_id: int, name: str, url: str, transport: Transport) -> StreamRecord | None:
         return await self._call(self._update, stream_id, name, url, transport)
 
-    def _update(self, stream_id: int, name: str, url: str, transport: str) -> StreamRecord | None:
+    def _update(self, stream_id: int, name: str, url: str, transport: Transport) -> StreamRecord | None:
         with self._conn() as db:
             db.execute("UPDATE streams SET name = ?, url = ?, transport = ?, updated_at = ? "
                        "WHERE id = ?", (name, url, transport, now_iso(), stream_id))

@@ -7,7 +7,7 @@ import json
 from quart import Blueprint, jsonify, request
 from quart.typing import ResponseReturnValue
 
-from supervisors import NOT_FOUND, Failure, Source
+from supervisors import ErrorCode, Failure, Source
 
 from .errors import ApiError
 from .models import StreamInput, ValidationFailed, read_input, stream_json
@@ -90,5 +90,5 @@ async def delete_stream(stream_id: int) -> ResponseReturnValue:
     s = services()
     if not await s.store.delete(stream_id):
         raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
-    s.registry.remove(stream_key(stream_id), Failure(NOT_FOUND, "stream deleted"))
+    s.registry.remove(stream_key(stream_id), Failure(ErrorCode.NOT_FOUND, "stream deleted"))
     return "", 204

@@ -15,23 +15,35 @@ ASGI `send` callable and media frames skip all that:
   (about 256 KiB per connection);
 - `express` writes synchronously from the hub's fan-out when the viewer is idle; if the
   kernel takes only part, it returns an `Unfinished` that the socket's writer finishes
-  (`finish`) before anything else is sent (`end` gives the lock back if the socket
-  ends first, and closes a gone client's socket at once);
+  (`finish`) before anything else is sent;
 - Hypercorn's per-connection `send_lock` is swapped for a `trio.Semaphore(1)` that every
   Hypercorn write still takes (pings, pongs, close), so frames never interleave, and the
   task that finishes a partial frame may differ from the one that began it.
 
-Anything else (TLS, HTTP/2, another server or Hypercorn layout) gets None from `attach`,
-and the socket uses Quart's `websocket.send`.
+Whole frames: a new frame starts only while the WebSocket is open. Once its first byte is
+on the socket, the rest follows before anything else (a close the client sent meanwhile
+is answered after it), or, if that cannot be (the writer is cancelled, the socket
+breaks, the handler ends with the rest unsent), the socket is shut down: the client sees
+the connection end, never a torn frame or a frame inside another.
+
+Anything else (TLS in Hypercorn, HTTP/2, another server or Hypercorn layout) makes
+`attach` raise NoWire with the reason, and the socket uses Quart's `websocket.send`.
+
+This module relies on Hypercorn's and wsproto's internals: both are pinned in
+pyproject.toml to the versions it was tested with, and `attach` checks each attribute.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import socket as stdsocket
 import struct
 from collections.abc import Callable, Coroutine
+from enum import StrEnum
 from typing import Any
 
+import attrs
 import trio
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
@@ -40,6 +52,7 @@ from wsproto.connection import ConnectionState
 
 from supervisors import Unfinished
 
+log = logging.getLogger(__name__)
 SEND_KEY = "rtsp_viewer.asgi_send"  # where `capture_send` puts the ASGI send in the scope
 ASGIApp = Callable[[Any, Any, Any], Coroutine[Any, Any, None]]
 
@@ -53,6 +66,31 @@ def capture_send(asgi_app: ASGIApp) -> ASGIApp:
         await asgi_app(scope, receive, send)
 
     return app
+
+
+class SendPath(StrEnum):
+    WIRE = "wire"  # frames written here, straight to the socket
+    ASGI = "asgi"  # frames through Quart's websocket.send and Hypercorn (several times the CPU)
+
+
+@attrs.define
+class SendPathRecord:
+    """Which send path this app's sockets use, for `GET /api/health/`: None before the
+    first socket, ASGI from the first socket that fell back (logged once, as a WARNING,
+    with the reason: it costs several times the CPU per viewer), else WIRE."""
+
+    path: SendPath | None = None
+    reason: str | None = None
+
+    def attached(self) -> None:
+        if self.path is None:
+            self.path = SendPath.WIRE
+
+    def fell_back(self, reason: str) -> None:
+        if self.path is not SendPath.ASGI:
+            self.path, self.reason = SendPath.ASGI, reason
+            log.warning("WebSocket media goes through the ASGI send path, several times the CPU per "
+                        "viewer of the lean one: %s", reason)
 
 
 TEXT, BINARY = 0x1, 0x2
@@ -85,32 +123,45 @@ class Framer:
 _framed = Framer()
 
 
+class NoWire(Exception):
+    """The connection has no raw socket this module can write to; str() says why."""
+
+
 class Wire:
     """One WebSocket connection's raw socket, shared with Hypercorn (see module docstring)."""
 
-    __slots__ = ("_mutex", "_owed", "_socket", "_stream")
+    __slots__ = ("_aborted", "_mutex", "_owed", "_socket", "_stream")
 
     def __init__(self, stream: WSStream, socket: trio.socket.SocketType, mutex: trio.Semaphore) -> None:
         self._stream = stream
         self._socket = socket
         self._mutex = mutex
         self._owed = False  # an express message was written in part: the mutex is held for it
+        self._aborted = False
 
     @classmethod
-    async def attach(cls, send: object) -> Wire | None:
-        """The wire behind an accepted connection's ASGI send, if this server has one.
+    async def attach(cls, send: object) -> Wire:
+        """The wire behind an accepted connection's ASGI send.
 
         Every attribute used later is checked here, so another Hypercorn layout falls
-        back to Quart's send instead of failing mid-stream."""
+        back to Quart's send instead of failing mid-stream.
+
+        Raises NoWire (saying why) when this connection cannot have one."""
         stream = getattr(send, "__self__", None)
+        if not isinstance(stream, WSStream):
+            raise NoWire("not served by Hypercorn (0.18) over HTTP/1.1")
         protocol = getattr(getattr(stream, "send", None), "__self__", None)
+        if not isinstance(protocol, H11Protocol):
+            raise NoWire(f"the WebSocket runs over {type(protocol).__name__}, not HTTP/1.1 (H11Protocol)")
         server = getattr(getattr(protocol, "send", None), "__self__", None)
-        if not (isinstance(stream, WSStream) and isinstance(protocol, H11Protocol)
-                and isinstance(server, TCPServer)
-                and all(hasattr(stream, name) for name in ("closed", "state", "connection"))
-                and isinstance(getattr(server, "stream", None), trio.SocketStream)
-                and isinstance(lock := getattr(server, "send_lock", None), trio.Lock)):
-            return None
+        if not isinstance(server, TCPServer):
+            raise NoWire("not Hypercorn's trio worker (asyncio or another worker class)")
+        if not isinstance(getattr(server, "stream", None), trio.SocketStream):
+            raise NoWire("TLS is terminated in Hypercorn (CERTFILE/KEYFILE): frames must go through its SSLStream")
+        lock = getattr(server, "send_lock", None)
+        if not (isinstance(lock, trio.Lock)
+                and all(hasattr(stream, name) for name in ("closed", "state", "connection"))):
+            raise NoWire("this Hypercorn version's connection layout is not the one tested")
         while lock.locked():  # Hypercorn is writing (its first ping): swap once nobody is
             async with lock:
                 pass
@@ -118,18 +169,18 @@ class Wire:
         server.send_lock = mutex  # type: ignore[assignment]  # only ever used with `async with`
         return cls(stream, server.stream.socket, mutex)
 
-    def _fd(self) -> int:
-        """The socket's fd while the connection is open for data, else -1."""
+    def _open_fd(self) -> int:
+        """The socket's fd while a new frame may start (the WebSocket is open), else -1."""
         stream = self._stream
-        if (stream.closed or stream.state is not ASGIWebsocketState.CONNECTED
+        if (self._aborted or stream.closed or stream.state is not ASGIWebsocketState.CONNECTED
                 or stream.connection.state is not ConnectionState.OPEN):
             return -1
         return self._socket.fileno()
 
     def express(self, media: bytes) -> bool | Unfinished:
         """Write a message now if the socket takes it: True, False (nothing written) or
-        Unfinished (part written; the mutex stays held until `finish`)."""
-        if self._mutex.value == 0 or (fd := self._fd()) < 0:
+        Unfinished (part written; the mutex stays held until `finish` or `end`)."""
+        if self._mutex.value == 0 or (fd := self._open_fd()) < 0:
             return False
         frame = _framed.frame if media is _framed.media else _framed.build(media)
         try:
@@ -143,59 +194,79 @@ class Wire:
         return Unfinished(memoryview(frame)[written:])
 
     async def send(self, message: bytes | str) -> None:
-        """Write one message (str: text, bytes: binary), waiting for room as needed."""
+        """Write one message (str: text, bytes: binary), waiting for room as needed.
+
+        Nothing is written once the WebSocket is closing. Cancellation: if part of the
+        frame was written, the socket is shut down (see module docstring)."""
         if isinstance(message, str):
             payload, opcode = message.encode(), TEXT
         else:
             payload, opcode = message, BINARY
         async with self._mutex:
-            await self._write(frame_header(len(payload), opcode), payload)
+            if self._open_fd() >= 0:
+                await self._write(frame_header(len(payload), opcode), payload)
 
     async def finish(self, unfinished: Unfinished) -> None:
-        """Write the rest of an express message and let others write again."""
+        """Write the rest of an express message, whatever the client sent meanwhile, and
+        let others write again. Cancellation: the socket is shut down."""
         assert isinstance(unfinished.rest, memoryview)
         try:
-            await self._write(unfinished.rest)
+            await self._write(unfinished.rest, begun=True)
         finally:
-            self.abandon()
-
-    def abandon(self) -> None:
-        """The rest was written, or the socket is done: let Hypercorn write again, so that
-        its pings and close never wait for a message that nobody will finish."""
-        if self._owed:
             self._owed = False
             self._mutex.release()
 
     def end(self) -> None:
-        """The socket's handler is done. If the client is gone, close its socket now:
+        """The socket's handler is done. A frame left unfinished shuts the socket down
+        before Hypercorn may write again. If the client is gone, close its socket now:
         Hypercorn keeps it (and its fd) until the connection's ping task next wakes, up to
         a ping interval later; Hypercorn's own close of it later is a no-op."""
-        self.abandon()
+        if self._owed:
+            self._abort()
+            self._owed = False
+            self._mutex.release()
         if self._stream.closed:
             self._socket.close()
 
-    async def _write(self, *parts: bytes | memoryview) -> None:
-        """All of parts, unless the connection ends first (its reader then ends the socket)."""
+    def _abort(self) -> None:
+        """Half a frame is on the wire and the rest never will be: end the connection."""
+        self._aborted = True
+        try:
+            self._socket.shutdown(stdsocket.SHUT_RDWR)
+        except OSError:  # not connected any more
+            pass
+
+    async def _write(self, *parts: bytes | memoryview, begun: bool = False) -> None:
+        """All of parts, or the socket is shut down if part of a frame went out (`begun`:
+        some already had); only a socket already closed under us ends it early.
+
+        Cancellation: if part of a frame was written, the socket is shut down."""
         rest: memoryview | None = None
-        while True:
-            fd = self._fd()
-            if fd < 0:
-                return
-            try:
-                if rest is None:
-                    written = os.writev(fd, parts)
-                    if written == sum(len(p) for p in parts):
-                        return
-                    rest = memoryview(b"".join(parts))[written:]  # a copy, only when the kernel is full
-                else:
-                    rest = rest[os.write(fd, rest):]
-                    if not rest:
-                        return
-            except BlockingIOError:
-                pass
-            except OSError:
-                return
-            try:
-                await trio.lowlevel.wait_writable(self._socket)
-            except trio.ClosedResourceError:
-                return
+        try:
+            while True:
+                fd = self._socket.fileno()
+                if fd < 0:
+                    return
+                try:
+                    if rest is None:
+                        written = os.writev(fd, parts)
+                        if written == sum(len(p) for p in parts):
+                            return
+                        rest = memoryview(b"".join(parts))[written:]  # a copy, only when the kernel is full
+                    else:
+                        rest = rest[os.write(fd, rest):]
+                        if not rest:
+                            return
+                except BlockingIOError:
+                    pass
+                except OSError:  # broken: the connection is over (its reader ends the socket)
+                    self._abort()
+                    return
+                try:
+                    await trio.lowlevel.wait_writable(self._socket)
+                except trio.ClosedResourceError:
+                    return
+        except BaseException:  # cancelled: no one will finish this frame
+            if begun or rest is not None:
+                self._abort()
+            raise

@@ -18,15 +18,17 @@ import trio
 from quart import Blueprint, websocket
 
 from supervisors import (
-    BAD_REQUEST,
-    NOT_FOUND,
-    STREAM_ERROR,
+    Action,
     Close,
+    CloseCode,
+    ErrorCode,
     Event,
     Failure,
     InvalidUrl,
+    Phase,
     Source,
     Status,
+    Transport,
     Unfinished,
     Viewer,
     validate_url,
@@ -35,13 +37,10 @@ from supervisors import (
 from .services import Services, services
 from .store import StorageError
 from .streams import stream_key
-from .wire import SEND_KEY, Wire
+from .wire import SEND_KEY, NoWire, Wire
 
 blueprint = Blueprint("ws", __name__)
 MAX_MESSAGE = 4096
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
-ACTIONS = ("start", "stop", "reconnect")
 
 
 @attrs.frozen
@@ -63,19 +62,20 @@ class Target:
 def parse_query(args: dict[str, str]) -> Target | Failure:
     stream_id, url = args.get("id"), args.get("url")
     if (stream_id is None) == (url is None):
-        return Failure(BAD_REQUEST, "give exactly one of id=<stream id> or url=<rtsp url>")
+        return Failure(ErrorCode.BAD_REQUEST, "give exactly one of id=<stream id> or url=<rtsp url>")
     if stream_id is not None:
-        if not stream_id.isdigit() or not 0 < int(stream_id) < 2**63:
-            return Failure(BAD_REQUEST, "id must be a positive integer")
+        if not (stream_id.isascii() and stream_id.isdigit()) or not 0 < int(stream_id) < 2**63:
+            return Failure(ErrorCode.BAD_REQUEST, "id must be a positive integer")
         return Target(stream_key(int(stream_id)), stream_id=int(stream_id))
     assert url is not None
-    transport = args.get("transport", "tcp")
-    if transport not in ("tcp", "udp"):
-        return Failure(BAD_REQUEST, "transport must be tcp or udp")
+    try:
+        transport = Transport(args.get("transport", Transport.TCP))
+    except ValueError:
+        return Failure(ErrorCode.BAD_REQUEST, f"transport must be {' or '.join(Transport)}")
     try:
         source = Source(validate_url(url), transport)
     except InvalidUrl as error:
-        return Failure(BAD_REQUEST, f"url {error}")
+        return Failure(ErrorCode.BAD_REQUEST, f"url {error}")
     return Target(f"url:{source.key}", source=source)
 
 
@@ -85,39 +85,45 @@ def event_json(event: Status | Failure) -> str:
     return json.dumps({"type": "error", "code": event.code, "message": event.message})
 
 
-def parse_action(message: str | bytes) -> str | Failure:
+def parse_action(message: str | bytes) -> Action | Failure:
     if isinstance(message, bytes):
-        return Failure(BAD_REQUEST, "binary messages are not accepted")
+        return Failure(ErrorCode.BAD_REQUEST, "binary messages are not accepted")
     if len(message.encode()) > MAX_MESSAGE:
-        return Failure(BAD_REQUEST, f"message over {MAX_MESSAGE} bytes")
+        return Failure(ErrorCode.BAD_REQUEST, f"message over {MAX_MESSAGE} bytes")
     try:
         data = json.loads(message)
-    except ValueError:
-        return Failure(BAD_REQUEST, "message is not JSON")
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
+        return Failure(ErrorCode.BAD_REQUEST, "message is not JSON")
     action = data.get("action") if isinstance(data, dict) else None
-    if action not in ACTIONS:
-        return Failure(BAD_REQUEST, f"action must be one of {', '.join(ACTIONS)}")
-    return str(action)
+    if not isinstance(action, str) or action not in set(Action):
+        return Failure(ErrorCode.BAD_REQUEST, f"action must be one of {', '.join(Action)}")
+    return Action(action)
 
 
 @blueprint.websocket("/ws/stream", strict_slashes=False)
 async def stream_socket() -> None:
     s = services()
     target = parse_query(dict(websocket.args))
-    close_code = CLOSE_POLICY
+    close_code = CloseCode.POLICY
     try:
         if isinstance(target, Target) and target.stream_id is not None and await target.resolve(s) is None:
-            target = Failure(NOT_FOUND, f"no stream {target.stream_id}")
+            target = Failure(ErrorCode.NOT_FOUND, f"no stream {target.stream_id}")
     except StorageError:
-        target, close_code = Failure(STREAM_ERROR, "storage is unavailable"), CLOSE_INTERNAL
+        target, close_code = Failure(ErrorCode.STREAM_ERROR, "storage is unavailable"), CloseCode.INTERNAL
     await websocket.accept()
-    wire = await Wire.attach(websocket.scope.get(SEND_KEY))
+    try:
+        wire: Wire | None = await Wire.attach(websocket.scope.get(SEND_KEY))
+    except NoWire as why:
+        wire = None
+        s.send_path.fell_back(str(why))
+    else:
+        s.send_path.attached()
     send = websocket.send if wire is None else wire.send
     if isinstance(target, Failure):
         await send(event_json(target))
         await websocket.close(close_code, target.code)
         return
-    await send(event_json(Status("connected")))
+    await send(event_json(Status(Phase.CONNECTED)))
     client = websocket.remote_addr or "unknown"
     with s.registry.open_viewer(client) as viewer:
         if wire is not None:
@@ -162,26 +168,26 @@ async def _handle_actions(viewer: Viewer, target: Target, s: Services) -> None:
         action = parse_action(await websocket.receive())
         if isinstance(action, Failure):
             viewer.notify(action)
-        elif action == "stop":
+        elif action is Action.STOP:
             if viewer.key is None:
-                viewer.notify(Status("stopped"))
+                viewer.notify(Status(Phase.STOPPED))
             else:
                 s.registry.detach(viewer)
         else:
-            await _start(viewer, target, s, restart=action == "reconnect")
+            await _start(viewer, target, s, restart=action is Action.RECONNECT)
 
 
 async def _start(viewer: Viewer, target: Target, s: Services, *, restart: bool) -> None:
     try:
         source = await target.resolve(s)
     except StorageError:
-        viewer.notify(Failure(STREAM_ERROR, "storage is unavailable"))
+        viewer.notify(Failure(ErrorCode.STREAM_ERROR, "storage is unavailable"))
         return
     if source is None:
-        viewer.notify(Failure(NOT_FOUND, f"no stream {target.stream_id}"))
+        viewer.notify(Failure(ErrorCode.NOT_FOUND, f"no stream {target.stream_id}"))
         if viewer.key is not None:
             s.registry.detach(viewer)
-        viewer.notify(Close(CLOSE_POLICY, NOT_FOUND))
+        viewer.notify(Close(CloseCode.POLICY, ErrorCode.NOT_FOUND))
         return
     if restart and s.registry.restart(target.key, source) and viewer.key == target.key:
         return  # every viewer of it, this one included, sees connecting then playing

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import re
 
-from .events import AUTH, NOT_FOUND, STREAM_ERROR, TIMEOUT, UNREACHABLE, Failure
+from .events import ErrorCode, Failure
 from .urls import mask_text
 
-_RULES: list[tuple[str, re.Pattern[str], str]] = [
-    (AUTH, re.compile(r"(failed|returned):? 40[13]\b|Unauthori[sz]ed|Forbidden|authorization failed",
+_RULES: list[tuple[ErrorCode, re.Pattern[str], str]] = [
+    (ErrorCode.AUTH, re.compile(r"(failed|returned):? 40[13]\b|Unauthori[sz]ed|Forbidden|authorization failed",
                       re.I), "camera refused the credentials"),
-    (NOT_FOUND, re.compile(r"(failed|returned):? 404\b|404 Not Found|\bNot Found\b", re.I),
+    (ErrorCode.NOT_FOUND, re.compile(r"(failed|returned):? 404\b|404 Not Found|\bNot Found\b", re.I),
      "camera has no such stream"),
-    (UNREACHABLE, re.compile(
+    (ErrorCode.UNREACHABLE, re.compile(
         r"Connection refused|No route to host|Network is unreachable|Name or service not known|"
         r"Temporary failure in name resolution|Failed to resolve hostname|"
         r"nodename nor servname|Cannot assign requested address|Host is unreachable", re.I),
      "camera unreachable"),
-    (TIMEOUT, re.compile(r"timed out|Timeout", re.I), "no media within the timeout"),
+    (ErrorCode.TIMEOUT, re.compile(r"timed out|Timeout", re.I), "no media within the timeout"),
 ]
 _NOISE = re.compile(r"^\s*(Input #|Output #|Stream #|Stream mapping|Press \[q\]|Metadata|"
                     r"Duration|title|encoder|comment|\[out#|frame=)", re.I)
@@ -35,7 +35,7 @@ def classify(stderr: str, *, password: str | None = None) -> Failure:
         if match:
             line = _line_at(stderr, match.start())
             return Failure(code, mask_text(f"{summary}: {line}", password)[:EXCERPT])
-    return Failure(STREAM_ERROR, mask_text(excerpt(stderr) or "ffmpeg ended", password)[:EXCERPT])
+    return Failure(ErrorCode.STREAM_ERROR, mask_text(excerpt(stderr) or "ffmpeg ended", password)[:EXCERPT])
 
 
 def excerpt(stderr: str) -> str:

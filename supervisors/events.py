@@ -1,35 +1,87 @@
-"""What a viewer's queue carries besides media bytes: status phases, errors and a close.
+"""The protocol's vocabulary, in one place, and what a viewer's queue carries besides media.
 
-Frozen values, shared by the engine and the web edge, which turns them into JSON frames.
+Phases, error codes, close codes, actions and transports are enums (SPEC §3, §4); `Status`,
+`Failure` and `Close` are frozen values shared by the engine and the web edge, which
+turns them into JSON frames and close frames.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum, StrEnum
+
 import attrs
 
-# error codes of SPEC §4
-AUTH = "AUTH"
-NOT_FOUND = "NOT_FOUND"
-TIMEOUT = "TIMEOUT"
-UNREACHABLE = "UNREACHABLE"
-STREAM_ERROR = "STREAM_ERROR"
-LIMIT = "LIMIT"
-BAD_REQUEST = "BAD_REQUEST"
-SLOW_CONSUMER = "SLOW_CONSUMER"
 
-FINAL_CODES = frozenset({AUTH, NOT_FOUND})  # not retried: the viewer is stopped
+class Phase(StrEnum):
+    """`{"type":"status","phase":...}` sent to one viewer."""
+
+    CONNECTED = "connected"
+    CONNECTING = "connecting"
+    PLAYING = "playing"
+    STOPPED = "stopped"
+
+
+class StreamPhase(StrEnum):
+    """An upstream's `status.phase` in REST."""
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    PLAYING = "playing"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
+class ErrorCode(StrEnum):
+    """The error codes of SPEC §4."""
+
+    AUTH = "AUTH"
+    NOT_FOUND = "NOT_FOUND"
+    TIMEOUT = "TIMEOUT"
+    UNREACHABLE = "UNREACHABLE"
+    STREAM_ERROR = "STREAM_ERROR"
+    LIMIT = "LIMIT"
+    BAD_REQUEST = "BAD_REQUEST"
+    SLOW_CONSUMER = "SLOW_CONSUMER"
+
+
+FINAL_CODES = frozenset({ErrorCode.AUTH, ErrorCode.NOT_FOUND})  # not retried: the viewer is stopped
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes this server sends (RFC 6455 §7.4.1)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    POLICY = 1008
+    TOO_BIG = 1009
+    INTERNAL = 1011
+
+
+class Action(StrEnum):
+    """`{"action":...}` a client sends on its socket."""
+
+    START = "start"
+    STOP = "stop"
+    RECONNECT = "reconnect"
+
+
+class Transport(StrEnum):
+    """How FFmpeg carries RTP from the camera."""
+
+    TCP = "tcp"
+    UDP = "udp"
 
 
 @attrs.frozen
 class Status:
-    phase: str  # connected | connecting | playing | stopped
+    phase: Phase
 
 
 @attrs.frozen
 class Failure(Exception):
     """An upstream or viewer failure; the message is already masked."""
 
-    code: str
+    code: ErrorCode
     message: str
 
     def __str__(self) -> str:
@@ -40,7 +92,7 @@ class Failure(Exception):
 class Close:
     """End the viewer's socket with this WebSocket close code."""
 
-    code: int
+    code: CloseCode
     reason: str = ""
 
 

@@ -7,6 +7,7 @@ cancelled upstream never leaves a process behind.
 
 from __future__ import annotations
 
+import errno
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -17,7 +18,7 @@ import attrs
 import trio
 
 from .classify import classify, video_info
-from .events import Failure
+from .events import ErrorCode, Failure, Transport
 from .urls import password_of, sharing_key
 
 KILL_GRACE = 2.0
@@ -30,11 +31,19 @@ class Source:
     """Where an upstream reads from."""
 
     url: str
-    transport: str = "tcp"
+    transport: Transport = Transport.TCP
 
     @property
     def key(self) -> str:
         return sharing_key(self.url)
+
+
+def describe_os_error(error: BaseException) -> str:
+    """What failed, for a person: "Too many open files (EMFILE)", without file paths."""
+    if isinstance(error, OSError) and error.strerror:
+        name = errno.errorcode.get(error.errno or 0)
+        return f"{error.strerror} ({name})" if name else error.strerror
+    return str(error) or type(error).__name__
 
 
 class Run(Protocol):
@@ -47,6 +56,8 @@ class Run(Protocol):
     def video(self) -> dict[str, object] | None: ...
 
 
+# Entering a Runner's context starts one attempt; it raises Failure(STREAM_ERROR) when the
+# process cannot be started. Leaving it (or cancelling it) ends and reaps the process.
 Runner = Callable[["Source"], AbstractAsyncContextManager[Run]]
 
 
@@ -132,9 +143,12 @@ def ffmpeg_runner(ffmpeg: str, *, timeout: float) -> Runner:
     async def run(source: Source) -> AsyncIterator[FFmpegRun]:
         argv = build_argv(ffmpeg, source, timeout=timeout)
         async with trio.open_nursery() as nursery:
-            process: trio.Process = await nursery.start(partial(
-                trio.run_process, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, check=False, deliver_cancel=terminate_then_kill))
+            try:
+                process: trio.Process = await nursery.start(partial(
+                    trio.run_process, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, check=False, deliver_cancel=terminate_then_kill))
+            except OSError as error:
+                raise Failure(ErrorCode.STREAM_ERROR, f"cannot start {ffmpeg}: {describe_os_error(error)}") from None
             assert process.stdout is not None and process.stderr is not None
             handle = FFmpegRun(process.stdout, StderrTail(), password_of(source.url))
             nursery.start_soon(handle._drain, process.stderr)

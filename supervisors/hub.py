@@ -4,7 +4,8 @@
 bytes object shared by every viewer) goes to each synced viewer with `offer`. A viewer
 that is not synced (just joined, overflowed, or the upstream restarted) gets PAT+PMT and
 the media from a keyframe on: at once from the cache when the upstream is running, else
-at the next keyframe. The cache holds PAT, PMT and the packets since the last keyframe,
+at the next keyframe. `restart` starts a new attempt: nothing of the old one reaches a
+viewer after its `connecting`. The cache holds PAT, PMT and the packets since the last keyframe,
 up to `gop_limit` bytes (beyond that only PAT/PMT, and joiners wait for a keyframe).
 """
 
@@ -48,6 +49,13 @@ class Hub:
         self._gop_bytes = 0
         for viewer in self.viewers:
             viewer.synced = False
+
+    def restart(self) -> None:
+        """A new attempt starts: the old one's media still queued for a viewer is dropped,
+        each viewer gets `connecting`, and its next media is PAT, PMT and a new keyframe."""
+        self.reset()
+        for viewer in self.viewers:
+            viewer.restart()
 
     def attach(self, viewer: Viewer) -> None:
         self.viewers.add(viewer)

@@ -21,13 +21,12 @@ import attrs
 import trio
 
 from .config import EngineConfig
-from .events import LIMIT, Close, Failure, Status
+from .events import Close, CloseCode, ErrorCode, Failure, Phase, Status, StreamPhase
 from .ffmpeg import Runner, Source, ffmpeg_runner
 from .upstream import Upstream, UpstreamStatus
 from .viewer import Viewer
 
 log = logging.getLogger(__name__)
-GOING_AWAY = 1001
 REMEMBERED = 1024  # statuses of ended upstreams kept for the REST view
 
 
@@ -99,18 +98,18 @@ class Registry:
         """
         if viewer.key == key:
             if viewer.announced:
-                viewer.notify(Status("playing"))
+                viewer.notify(Status(Phase.PLAYING))
             return
         if viewer.key is not None:
             self.detach(viewer)
         watched = self._clients.get(viewer.client, Counter())
         if key not in watched and len(watched) >= self.config.max_streams_per_client:
-            raise Failure(LIMIT, f"MAX_STREAMS_PER_CLIENT ({self.config.max_streams_per_client}) "
+            raise Failure(ErrorCode.LIMIT, f"MAX_STREAMS_PER_CLIENT ({self.config.max_streams_per_client}) "
                                  "reached for this client")
         upstream = self._upstreams.get(key)
         if upstream is None:
             if len(self._upstreams) >= self.config.max_streams:
-                raise Failure(LIMIT, f"MAX_CONCURRENT_STREAMS ({self.config.max_streams}) reached")
+                raise Failure(ErrorCode.LIMIT, f"MAX_CONCURRENT_STREAMS ({self.config.max_streams}) reached")
             upstream = self._start(key, source)
         self._clients.setdefault(viewer.client, Counter())[key] += 1
         viewer.key = key
@@ -205,7 +204,7 @@ class Registry:
 
     def status(self, key: str) -> UpstreamStatus:
         upstream = self._upstreams.get(key) or self._ended.get(key)
-        return upstream.status() if upstream is not None else UpstreamStatus(phase="idle")
+        return upstream.status() if upstream is not None else UpstreamStatus(phase=StreamPhase.IDLE)
 
     def statistics(self) -> RegistryStatistics:
         return RegistryStatistics(running=len(self._upstreams), max=self.config.max_streams,
@@ -216,7 +215,7 @@ class Registry:
         for viewer in list(self._viewers):
             self._detach(viewer)
             viewer.clear_media()
-            viewer.notify(Status("stopped"))
-            viewer.notify(Close(GOING_AWAY, "server shutting down"))
+            viewer.notify(Status(Phase.STOPPED))
+            viewer.notify(Close(CloseCode.GOING_AWAY, "server shutting down"))
         for upstream in list(self._upstreams.values()):
             upstream.retire()

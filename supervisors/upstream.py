@@ -22,8 +22,8 @@ import trio
 
 from .backoff import Backoff
 from .config import EngineConfig
-from .events import FINAL_CODES, STREAM_ERROR, TIMEOUT, Failure, Status
-from .ffmpeg import READ_SIZE, Run, Runner, Source
+from .events import FINAL_CODES, ErrorCode, Failure, StreamPhase
+from .ffmpeg import READ_SIZE, Run, Runner, Source, describe_os_error
 from .hub import Hub
 from .urls import mask_url
 from .viewer import Viewer
@@ -33,14 +33,14 @@ log = logging.getLogger(__name__)
 
 @attrs.frozen
 class ErrorRecord:
-    code: str
+    code: ErrorCode
     message: str
     at: float  # wall-clock seconds
 
 
 @attrs.frozen
 class UpstreamStatus:
-    phase: str  # idle | connecting | playing | stopped | error
+    phase: StreamPhase
     viewers: int = 0
     since: float | None = None  # wall-clock seconds
     error: ErrorRecord | None = None
@@ -70,7 +70,7 @@ class Upstream:
         self._attempt_scope = trio.CancelScope()
         self._restart = trio.Event()
         self._changed = trio.Event()
-        self._phase = "connecting"
+        self._phase = StreamPhase.CONNECTING
         self._since: float | None = None
         self._error: ErrorRecord | None = None
         self._video: dict[str, object] | None = None  # last known; read from the run's stderr
@@ -122,8 +122,8 @@ class Upstream:
                     await self._supervise()
                     nursery.cancel_scope.cancel()
         finally:
-            if self._phase != "error":
-                self._set_phase("stopped")
+            if self._phase is not StreamPhase.ERROR:
+                self._set_phase(StreamPhase.STOPPED)
             self.retire()
             self.hub.reset()  # drop the keyframe cache: an ended upstream holds no media
 
@@ -135,23 +135,21 @@ class Upstream:
                 self.restarts += 1
                 continue
             if failure.code in FINAL_CODES:  # not retried: retiring stops every viewer
-                self._set_phase("error")
+                self._set_phase(StreamPhase.ERROR)
                 return
-            self._set_phase("error")
+            self._set_phase(StreamPhase.ERROR)
             with trio.move_on_after(self._backoff.next()):
                 await self._restart.wait()
             self.restarts += 1
 
     async def _attempt(self) -> Failure | None:
         """One run of the media process; the failure that ended it, None if restarted."""
-        self._set_phase("connecting")
-        self.hub.reset()
-        self.hub.broadcast(Status("connecting"))
+        self._set_phase(StreamPhase.CONNECTING)
+        self.hub.restart()  # queued media of the last attempt is dropped; viewers see `connecting`
         log.info("upstream %s connecting (%s)", mask_url(self.source.url), self.source.transport)
         timeout = self._config.ffmpeg_timeout
         started = trio.current_time()
         healthy_from: float | None = None
-        launch_error: OSError | None = None
         failure: Failure | None = None
         with trio.CancelScope() as self._attempt_scope:
             try:
@@ -166,17 +164,16 @@ class Upstream:
                     finally:
                         self._video_info()
                         self._run = None  # an ended upstream keeps no stderr around
-            except* OSError as group:  # the media process could not be started at all
-                launch_error = group.exceptions[0]  # type: ignore[assignment]
+            except* Failure as group:  # the runner could not start the media process
+                failure = self._report(group.exceptions[0])  # type: ignore[arg-type]
+            except* OSError as group:  # the system failed us mid-attempt (fds, pipes)
+                failure = self._report(Failure(ErrorCode.STREAM_ERROR, describe_os_error(group.exceptions[0])))
         if self._attempt_scope.cancelled_caught:
             return None
         if healthy_from is not None and trio.current_time() - healthy_from >= self._config.healthy_after:
             self._backoff.reset()
         if failure is not None:
             return failure
-        if launch_error is not None:
-            return self._report(Failure(STREAM_ERROR, f"cannot start ffmpeg: "
-                                                      f"{launch_error.strerror or launch_error}"))
         return self._report(run.failure())
 
     async def _pump(self, run: Run) -> tuple[bool, float | None]:
@@ -194,7 +191,7 @@ class Upstream:
                 watchdog.relative_deadline = timeout
                 if first is None:
                     first = trio.current_time()
-                    self._set_phase("playing")
+                    self._set_phase(StreamPhase.PLAYING)
                     log.info("upstream %s playing", mask_url(self.source.url))
                 elif window := self._window():
                     chunk, ended = await self._gather(run, chunk, window)
@@ -220,8 +217,8 @@ class Upstream:
     @staticmethod
     def _stall(timeout: float, started: float, healthy_from: float | None) -> Failure:
         if healthy_from is None:
-            return Failure(TIMEOUT, f"no media within {timeout:g} s of the start")
-        return Failure(TIMEOUT, f"no bytes for {timeout:g} s while playing "
+            return Failure(ErrorCode.TIMEOUT, f"no media within {timeout:g} s of the start")
+        return Failure(ErrorCode.TIMEOUT, f"no bytes for {timeout:g} s while playing "
                                 f"(after {trio.current_time() - started:.1f} s)")
 
     def _report(self, failure: Failure) -> Failure:
@@ -243,7 +240,7 @@ class Upstream:
             self.retire()
             return
 
-    def _set_phase(self, phase: str) -> None:
+    def _set_phase(self, phase: StreamPhase) -> None:
         if phase != self._phase:
             self._phase = phase
             self._since = time.time()

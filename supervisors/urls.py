@@ -15,7 +15,9 @@ DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322}
 MASK = "***"
 MIN_LITERAL = 4
 
-_CONTROL = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
+_CONTROL_CLASS = r"\x00-\x1f\x7f-\x9f"  # C0, DEL and C1: never in a name or a URL
+CONTROL = re.compile(f"[{_CONTROL_CLASS}]")
+_NOT_IN_URL = re.compile(rf"[{_CONTROL_CLASS}\s]")
 # scheme://user:password@ in free text; the password runs to the last '@' before the path
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]*:)([^\s/?#]*)@")
 
@@ -34,7 +36,7 @@ def validate_url(url: object) -> str:
         raise InvalidUrl(f"must be at most {MAX_URL_LENGTH} characters")
     if url.startswith("-"):
         raise InvalidUrl("must not start with '-'")
-    if _CONTROL.search(url):
+    if _NOT_IN_URL.search(url):
         raise InvalidUrl("must not contain whitespace or control characters")
     try:
         parts = urlsplit(url)

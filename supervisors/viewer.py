@@ -1,22 +1,33 @@
-"""One socket's outbound queue: a bounded memory channel with a byte budget.
+"""One socket's outbound queue: one ordered deque, a byte budget, one drop counter, one wake-up.
 
-The hub feeds it with `offer` (never blocks: `send_nowait`); the socket's single writer
-task takes from it with `next`. Media that would overflow the budget empties the queue
-(freeing its memory even if the socket never reads), counts a drop and marks the viewer
-unsynced, so the hub resumes it at the next keyframe. A viewer that has not caught up
-(emptied its queue) SLOW_AFTER seconds after an overflow gets SLOW_CONSUMER and a 1008
-close (`give_up`; also used when even the room kept for events is full).
+Producers (the hub, the upstream, the registry) call synchronous methods that never
+block: `offer` (media), `notify` (a status, an error or a close), `restart` (the upstream
+started over), `stop` and `clear_media`. The socket's single writer takes items with
+`next` in exactly the order they were queued. What the queue guarantees:
 
-`next` also produces the per-viewer `playing` status: it is due before the first media
-bytes after a start or a `connecting`. It coalesces: media queued behind the first chunk
-goes out in the same message, so a writer that falls behind sends fewer, larger messages.
+- Order. Media, events and an unfinished express message share one deque; nothing is
+  ever moved ahead of anything queued before it. Media may be dropped, never reordered.
+- Budget. Queued media never exceeds `budget` bytes. Media that would exceed it empties
+  the queue of media (its memory is freed even if the socket never reads), counts one
+  drop and unsyncs the viewer, so the hub resumes it with PAT, PMT and the next keyframe.
+  A viewer that has not caught up (no media queued) `slow_after` seconds after its first
+  overflow, or that lets MAX_ITEMS items pile up, gets SLOW_CONSUMER and a 1008 close
+  (`give_up`), and nothing else from then on.
+- Restarts. `restart` drops the media of the previous attempt still queued and queues
+  `connecting`: after it, only the new attempt's media follows, from PAT, PMT and a
+  keyframe (the hub unsyncs the viewer).
+- `playing`. `next` yields a `playing` status before the first media after a start or a
+  `connecting`. Media queued back to back goes out as one message (at most
+  COALESCE_LIMIT bytes of it), never past an event.
 
 The express lane: the edge may give the viewer an `express` writer, which tries to put a
 chunk on the wire at once, synchronously, from the hub's fan-out (no task switch, no
-queue). It is used only when the viewer is idle: announced, nothing queued, and its
-writer not holding anything, so order is kept. Express answers False (not taken: the
-chunk is queued as usual), True (all written) or an `Unfinished` (written in part), which
-is queued so that the writer finishes it before anything else; `clear_media` keeps it.
+queue). It is used only when the viewer is idle: announced, nothing queued and its writer
+not holding an item, so order is kept. Express answers False (not taken: the chunk is
+queued as usual), True (all written) or an `Unfinished` (written in part), which is
+queued so that the writer finishes it before anything else; no drop ever removes it.
+
+Cancellation: `next` is a checkpoint; cancelled, it has taken nothing from the queue.
 """
 
 from __future__ import annotations
@@ -27,13 +38,12 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from .events import SLOW_CONSUMER, Close, Event, Failure, Status
+from .events import Close, CloseCode, ErrorCode, Event, Failure, Phase, Status
 
-MAX_MEDIA_ITEMS = 1024  # media chunks queued at most (the byte budget usually binds first)
-EVENT_RESERVE = 64  # room kept for status/error events beyond the media items
+MAX_ITEMS = 8192  # items queued at most (media beyond MEDIA_ITEMS overflows; events give up)
+EVENT_ROOM = 64  # of which this many are kept for events
 COALESCE_LIMIT = 1 << 20  # one WebSocket message carries at most this much queued media
 SLOW_AFTER = 10.0
-CLOSE_POLICY = 1008
 
 
 @attrs.frozen
@@ -49,104 +59,104 @@ Express = Callable[[bytes], bool | Unfinished]
 
 @attrs.frozen
 class ViewerStatistics:
-    queued_bytes: int
-    queued_items: int
-    drops: int
+    queued_bytes: int  # media bytes in the queue
+    queued_items: int  # items of any kind in the queue
+    drops: int  # overflows: each emptied the queue of media
     synced: bool
+    slow: bool
 
 
 class Viewer:
     """A socket's subscription state and outbound queue (see module docstring)."""
 
-    __slots__ = ("_announced", "_clock", "_holding", "_in_channel", "_media_items", "_overflow_since",
-                 "_queued", "_ready", "_recv", "_send", "_slow_after", "budget", "client", "drops",
-                 "express", "key", "slow", "synced")
+    __slots__ = ("_announced", "_bytes", "_clock", "_holding", "_items", "_lot", "_overflow_since",
+                 "_slow_after", "budget", "client", "drops", "express", "key", "slow", "synced")
 
     def __init__(self, client: str, *, budget: int, clock: Callable[[], float] = trio.current_time,
                  slow_after: float = SLOW_AFTER) -> None:
         self.client = client
         self.budget = budget
         self.key: str | None = None  # the upstream it is attached to
-        self.synced = False  # has received PAT+PMT+keyframe of the current upstream process
+        self.synced = False  # has received PAT+PMT+keyframe of the current upstream attempt
         self.slow = False
         self.drops = 0
+        self.express: Express | None = None  # set by the edge when its socket allows it
         self._clock = clock
         self._slow_after = slow_after
-        self.express: Express | None = None  # set by the edge when its socket allows it
-        self._send, self._recv = trio.open_memory_channel[Item](MAX_MEDIA_ITEMS + EVENT_RESERVE)
-        self._queued = 0  # media bytes in the channel
-        self._media_items = 0  # media chunks in the channel (events have their own room)
-        self._in_channel = 0  # items of any kind sent into the channel and not yet taken
-        self._ready: deque[Item] = deque()
+        self._items: deque[Item] = deque()
+        self._bytes = 0  # media bytes in `_items`
+        self._lot = trio.lowlevel.ParkingLot()  # the writer, waiting for an item
         self._holding = False  # the writer has an item from `next` it has not finished sending
-        self._announced = False
+        self._announced = False  # `playing` was sent since the last start or `connecting`
         self._overflow_since: float | None = None
 
-    # --- producer side (hub, registry): synchronous, never blocks ------------------------
+    # --- producer side (hub, upstream, registry): synchronous, never blocks ---------------
 
     def offer(self, *parts: bytes) -> bool:
-        """Queue media; False if it overflowed (queue emptied, viewer unsynced)."""
+        """Queue media (all of `parts` or none); False if it overflowed or the viewer gave up."""
+        if self.slow:
+            return False
         if self._overflow_since is not None and self._clock() - self._overflow_since > self._slow_after:
             self.give_up()
             return False
         # idle (nothing before this chunk still to send): it may go out at once; inline, as
         # this runs for every viewer of every chunk
         if (self.express is not None and len(parts) == 1 and self._announced and not self._holding
-                and not self._in_channel and not self._ready and not self.slow):
+                and not self._items):
             taken = self.express(parts[0])
             if taken is True:
                 return True
             if taken is not False:
-                self._put(taken)
+                self._append(taken)
                 return True
         size = sum(len(p) for p in parts)
-        if self._queued + size > self.budget or self._media_items + len(parts) > MAX_MEDIA_ITEMS:
+        if self._bytes + size > self.budget or len(self._items) + len(parts) > MAX_ITEMS - EVENT_ROOM:
             self._overflow()
             return False
-        for part in parts:
-            self._put(part)
-        self._queued += size
-        self._media_items += len(parts)
+        self._items.extend(parts)
+        self._bytes += size
+        if self._lot:
+            self._lot.unpark()
         return True
 
     def notify(self, event: Event) -> None:
-        """Queue a status, error or close; a viewer whose event room is full is closed."""
-        try:
-            self._put(event)
-        except trio.WouldBlock:
+        """Queue a status, an error or a close; ignored once the viewer gave up. A viewer
+        that lets MAX_ITEMS items pile up is given up on."""
+        if self.slow:
+            return
+        if len(self._items) >= MAX_ITEMS:
             self.give_up()
+            return
+        self._append(event)
 
-    def _put(self, item: Item) -> None:
-        self._send.send_nowait(item)
-        self._in_channel += 1
-
-    def _take_nowait(self) -> Item:
-        item = self._recv.receive_nowait()
-        self._in_channel -= 1
-        return item
+    def restart(self) -> None:
+        """Its upstream starts a new attempt: drop the old attempt's media, queue `connecting`."""
+        self.clear_media()
+        self.synced = False
+        self.notify(Status(Phase.CONNECTING))
 
     def stop(self) -> None:
         """Unsubscribed: nothing queued before reaches the socket; `stopped` is next."""
         self.clear_media()
         self.synced = False
         self.key = None
-        self.notify(Status("stopped"))
+        self.notify(Status(Phase.STOPPED))
 
     def clear_media(self) -> None:
         """Drop the queued media; events (and an unfinished message) stay, in order."""
-        kept = [item for item in self._ready if not isinstance(item, bytes)]
-        self._ready.clear()
-        while True:
-            try:
-                item = self._take_nowait()
-            except trio.WouldBlock:
-                break
-            if not isinstance(item, bytes):
-                kept.append(item)
-        self._queued = 0
-        self._media_items = 0
-        for item in kept:
-            self._put(item)
+        if self._bytes:
+            self._items = deque(item for item in self._items if not isinstance(item, bytes))
+            self._bytes = 0
+
+    def give_up(self) -> None:
+        """Too far behind: SLOW_CONSUMER and a 1008 close are all it gets from now on."""
+        if self.slow:
+            return
+        self.clear_media()
+        self._append(Failure(ErrorCode.SLOW_CONSUMER,
+                             f"viewer stayed too far behind for over {self._slow_after:g} s"))
+        self._append(Close(CloseCode.POLICY, "slow consumer"))
+        self.slow = True
 
     def _overflow(self) -> None:
         self.clear_media()
@@ -155,71 +165,73 @@ class Viewer:
         if self._overflow_since is None:
             self._overflow_since = self._clock()
 
-    def give_up(self) -> None:
-        """Too far behind: SLOW_CONSUMER and a 1008 close are all it gets from now on."""
-        if self.slow:
-            return
-        self.slow = True
-        self.clear_media()
-        message = f"viewer stayed too far behind for over {self._slow_after:g} s"
-        for event in (Failure(SLOW_CONSUMER, message), Close(CLOSE_POLICY, "slow consumer")):
-            try:
-                self._put(event)
-            except trio.WouldBlock:  # full of events: make room, the close matters most
-                self._take_nowait()
-                self._put(event)
+    def _append(self, item: Item) -> None:
+        self._items.append(item)
+        if self._lot:
+            self._lot.unpark()
 
     # --- consumer side (the socket's writer task) ----------------------------------------
 
     async def next(self) -> Item:
         """The next thing to send: an event, or queued media coalesced into one message.
 
-        Calling it again says the previous item has been sent."""
+        Calling it again says the previous item has been sent. Waits until there is one.
+        Cancellation: a checkpoint; if cancelled, nothing was taken."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            item = self.next_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return item
+        while True:
+            await self._lot.park()
+            try:
+                return self.next_nowait()
+            except trio.WouldBlock:  # woken, and another call took it first
+                continue
+
+    def next_nowait(self) -> Item:
+        """Like `next`, without waiting: raises trio.WouldBlock when nothing is queued."""
         self._holding = False
-        if not self._ready:
-            item = await self._recv.receive()
-            self._in_channel -= 1
-            self._ready.append(self._gather(item) if isinstance(item, bytes) else item)
-        self._holding = True
-        item = self._ready.popleft()
+        if not self._items:
+            raise trio.WouldBlock
+        item = self._items[0]
         if isinstance(item, bytes):
             if not self._announced:
                 self._announced = True
-                self._ready.appendleft(item)
-                return Status("playing")
-        elif isinstance(item, Status) and item.phase in ("connecting", "stopped"):
-            self._announced = False
+                item = Status(Phase.PLAYING)
+            else:
+                item = self._gather()
+        else:
+            self._items.popleft()
+            if isinstance(item, Status) and item.phase in (Phase.CONNECTING, Phase.STOPPED):
+                self._announced = False
+        self._holding = True
         return item
 
-    def _gather(self, first: bytes) -> bytes:
-        """One message of media: `first` and the media queued behind it."""
-        self._took(first)
+    def _gather(self) -> bytes:
+        """One message of the media at the head of the queue, up to COALESCE_LIMIT bytes."""
+        items = self._items
+        first = items.popleft()
+        assert isinstance(first, bytes)
         parts = [first]
         size = len(first)
-        while size < COALESCE_LIMIT:
-            try:
-                item = self._take_nowait()
-            except trio.WouldBlock:
-                break
-            if not isinstance(item, bytes):
-                self._ready.append(item)
-                break
-            self._took(item)
-            parts.append(item)
-            size += len(item)
-        if self._queued == 0:
+        while size < COALESCE_LIMIT and items and isinstance(items[0], bytes):
+            part = items.popleft()
+            assert isinstance(part, bytes)
+            parts.append(part)
+            size += len(part)
+        self._bytes -= size
+        if not self._bytes:
             self._overflow_since = None  # caught up
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def _took(self, media: bytes) -> None:
-        self._queued -= len(media)
-        self._media_items -= 1
+        return first if len(parts) == 1 else b"".join(parts)
 
     @property
     def announced(self) -> bool:
         return self._announced
 
     def statistics(self) -> ViewerStatistics:
-        return ViewerStatistics(queued_bytes=self._queued,
-                                queued_items=self._send.statistics().current_buffer_used,
-                                drops=self.drops, synced=self.synced)
+        return ViewerStatistics(queued_bytes=self._bytes, queued_items=len(self._items),
+                                drops=self.drops, synced=self.synced, slow=self.slow)

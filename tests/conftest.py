@@ -24,8 +24,8 @@ async def server(nursery: trio.Nursery) -> Server:
 def asgi_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sockets use Quart's `websocket.send`, as under a server without a wire."""
 
-    async def no_wire(send: object) -> None:
-        return None
+    async def no_wire(send: object) -> wire.Wire:
+        raise wire.NoWire("the test asked for the ASGI path")
 
     monkeypatch.setattr(wire.Wire, "attach", no_wire)
 

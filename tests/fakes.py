@@ -1,7 +1,8 @@
 """In-process stand-ins for FFmpeg, for timing tests on trio's autojump clock.
 
 `FakeSource` plays a script, one behaviour per start of the media process:
-"play" (a chunk of MPEG-TS every 40 ms, keyframe every second, forever),
+"play" (a chunk of MPEG-TS every 40 ms, keyframe every second, forever; the frames of
+the n-th start are numbered from n * ATTEMPT, see `frame_number`),
 "play:N" (the same for N seconds, then exit), "freeze:N" (plays N seconds, then goes
 silent without exiting), "stall" (no output), "refused"/"auth"/
 "not_found" (exit at once with that FFmpeg stderr). The last behaviour repeats.
@@ -20,6 +21,7 @@ from supervisors.events import Failure
 from supervisors.ffmpeg import Source
 
 VIDEO_PID = 0x100
+ATTEMPT = 1_000_000  # frames of the n-th start of a FakeSource are numbered from n * ATTEMPT
 STDERR = {
     "refused": "[tcp @ 0x1] Connection to tcp://10.0.0.5:554 failed: Connection refused\n",
     "auth": "[rtsp @ 0x1] method DESCRIBE failed: 401 Unauthorized\n",
@@ -46,6 +48,16 @@ def pmt() -> bytes:
     section = bytes([0x02, 0xB0, 0x12, 0x00, 0x01, 0xC1, 0x00, 0x00, 0xE1, 0x00, 0xF0, 0x00,
                      0x1B, 0xE1, 0x00, 0xF0, 0x00]) + b"\0" * 4
     return packet(0x1000, b"\x00" + section, start=True)
+
+
+def frame_number(packet: bytes) -> int | None:
+    """The `index` a packet of `frame` carries, None for any other packet."""
+    if ((packet[1] & 0x1F) << 8 | packet[2]) != VIDEO_PID:
+        return None
+    start = 4 + (1 + packet[4] if packet[3] & 0x20 else 0)
+    if packet[1] & 0x40:  # the PES start: header and NAL before the number
+        start += 14
+    return int.from_bytes(packet[start : start + 4], "big")
 
 
 def frame(index: int, *, key: bool, size: int = 4) -> bytes:
@@ -112,9 +124,10 @@ class FakeSource:
         async with send:
             end = trio.current_time() + seconds
             index = 0
+            attempt = len(self.starts) - 1
             while trio.current_time() < end:
                 key = index % 25 == 0
-                chunk = (pat() + pmt() if key else b"") + frame(index, key=key)
+                chunk = (pat() + pmt() if key else b"") + frame(attempt * ATTEMPT + index, key=key)
                 await send.send(chunk)
                 index += 1
                 self.frames += 1

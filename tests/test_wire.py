@@ -35,12 +35,13 @@ def test_frames_parse_as_one_whole_message(size: int, opcode: int) -> None:
     assert second.opcode == Opcode.BINARY and second.payload == b"!"
 
 
-async def test_a_server_without_a_wire_gets_none() -> None:
+async def test_a_server_without_a_wire_is_told_why() -> None:
     async def some_send(message: object) -> None:
         pass
 
-    assert await wire.Wire.attach(some_send) is None
-    assert await wire.Wire.attach(None) is None
+    for send in (some_send, None):
+        with pytest.raises(wire.NoWire, match="not served by Hypercorn"):
+            await wire.Wire.attach(send)
 
 
 @pytest.mark.parametrize("path", ["wire", "asgi"])
