@@ -40,6 +40,7 @@ class LeanViewer:
     resource: str
     deflate: bool = False  # offer permessage-deflate, as browsers do
     keep: bool = False  # keep the media bytes in `media`
+    raw: bytearray | None = None  # if given, every byte received after the handshake, as it came
     stream: trio.SocketStream | None = None
     handshake: bytes = b""  # the server's 101 response head
     media: bytearray = attrs.Factory(bytearray)
@@ -53,6 +54,7 @@ class LeanViewer:
     closed: bool = False
     got_media: trio.Event = attrs.Factory(trio.Event)
     _buf: bytearray = attrs.Factory(bytearray)
+    _pause: trio.CancelScope = attrs.Factory(trio.CancelScope)
     _text: trio.Event = attrs.Factory(trio.Event)
     _inflate: zlib._Decompress = attrs.Factory(lambda: zlib.decompressobj(-15))
     compressed: int = 0  # messages that came deflated
@@ -76,6 +78,8 @@ class LeanViewer:
             raise ConnectionError(head[:80])
         self.handshake = head
         self._buf = bytearray(rest)
+        if self.raw is not None:
+            self.raw += rest
 
     async def send_action(self, action: str) -> None:
         assert self.stream is not None
@@ -96,11 +100,14 @@ class LeanViewer:
             self._parse()
             while True:
                 if self.pause_until > trio.current_time():
-                    await trio.sleep_until(self.pause_until)
+                    with trio.CancelScope() as self._pause:  # `resume` ends it early
+                        await trio.sleep_until(self.pause_until)
                 data = await self.stream.receive_some(READ)
                 if not data:
                     break
                 self._buf += data
+                if self.raw is not None:
+                    self.raw += data
                 await self._respond(self._parse())
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -161,6 +168,15 @@ class LeanViewer:
         view.release()
         del buf[:pos]
         return pings
+
+    def resume(self) -> None:
+        """Read again now, whatever `pause_until` said."""
+        self.pause_until = 0.0
+        self._pause.cancel()
+
+    async def send_close(self, code: int = 1000) -> None:
+        assert self.stream is not None
+        await self.stream.send_all(_frame(0x8, code.to_bytes(2, "big")))
 
     async def aclose(self) -> None:
         if self.stream is not None:

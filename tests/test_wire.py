@@ -153,3 +153,55 @@ async def test_a_client_gone_in_the_middle_of_a_frame_leaves_nothing_behind(
     await viewer.aclose()  # gone without a close frame
     await wait_for(lambda: server.registry.statistics().viewers == 0, within=10)
     await wait_for(lambda: len(os.listdir("/proc/self/fd")) <= fds, within=10)
+
+
+async def test_a_close_from_the_client_never_lands_inside_a_half_written_frame(
+        nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that reads slowly sends a close while a large media frame is half on the
+    wire. The rest of the frame must come before Hypercorn's close reply (or the socket
+    must end): wsproto, given every byte the client received, finds only whole frames,
+    each a whole number of TS packets, and the close last."""
+    camera = Camera(feeds={"live": Feed(size="640x360", bitrate="2M", noise=True, gop=50)})
+    await nursery.start(camera.run)
+    server = await start_server(nursery)
+    assert server.registry is not None  # half a second per message: frames of ~125 KB
+    server.registry.config = attrs.evolve(server.registry.config, batch_from=1, batch_window=0.5)
+    viewer = lean(server, f"url={camera.url()}", raw=bytearray())
+    await viewer.connect(receive_buffer=16 * 1024)
+    express = wire.Wire.express
+    half_written = trio.Event()
+
+    def stalling(self: wire.Wire, media: bytes) -> bool | Unfinished:
+        result = express(self, media)
+        if isinstance(result, Unfinished) and not half_written.is_set():
+            viewer.pause_until = math.inf  # the client stops reading: the rest stays unsent
+            half_written.set()
+        return result
+
+    monkeypatch.setattr(wire.Wire, "express", stalling)
+    async with trio.open_nursery() as client:
+        client.start_soon(viewer.run)
+        await viewer.send_action("start")
+        with trio.fail_after(40):
+            while not half_written.is_set():  # read in bursts until the kernel takes a frame in part
+                viewer.pause_until = trio.current_time() + 3.5
+                await trio.sleep(4)
+        await trio.sleep(0.5)
+        await viewer.send_close()
+        await trio.sleep(1)  # Hypercorn has read the close and wants to answer it
+        viewer.resume()  # read everything, to the end of the connection
+        await wait_for(lambda: viewer.closed, within=15)
+    await viewer.aclose()
+    assert viewer.raw is not None
+    parser = FrameProtocol(client=True, extensions=[])
+    parser.receive_bytes(bytes(viewer.raw))
+    frames = list(parser.received_frames())  # raises ParseFailed on a torn or foreign frame
+    media = [f for f in frames if f.opcode is Opcode.BINARY]
+    assert len(media) > 2 and all(f.frame_finished and f.message_finished for f in frames)
+    assert all(len(f.payload) % PACKET == 0 and f.payload[::PACKET] == b"\x47" * (len(f.payload) // PACKET)
+               for f in media), "a media frame with foreign bytes inside"
+    assert frames[-1].opcode is Opcode.CLOSE, [f.opcode for f in frames[-3:]]
+    before_close = sum(len(wire.frame_header(len(f.payload))) + len(f.payload) for f in frames[:-1])
+    raw = bytes(viewer.raw)
+    assert raw[before_close] == 0x88 and before_close + 2 + raw[before_close + 1] == len(raw), \
+        "the close is not one whole frame at the very end"
