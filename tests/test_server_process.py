@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import shutil
 import signal
+import ssl
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
+import trio_websocket
+import trustme
 
 from tests.camera import Camera
-from tests.helpers import BIN, ROOT, Server, env, ffmpeg_children, process_gone, spawn, wait_for
+from tests.helpers import BIN, ROOT, Process, Server, env, ffmpeg_children, process_gone, spawn, wait_for
 
 
 async def test_sigterm_stops_viewers_ends_ffmpeg_and_exits_within_5s(
@@ -105,3 +108,67 @@ async def test_sigterm_exits_within_5s_even_with_a_client_that_stopped_reading(
             server.process.kill()
             with trio.CancelScope(shield=True):
                 await server.process.wait()
+
+
+FALLBACK_WARNING = "WebSocket media goes through the ASGI send path"
+
+
+def hypercorn_argv(*extra: str) -> list[str]:
+    hypercorn = shutil.which("hypercorn", path=str(BIN))
+    assert hypercorn is not None
+    return [hypercorn, "-k", "trio", "-c", str(ROOT / "deploy/hypercorn.toml"), "--bind", "127.0.0.1:0",
+            *extra, "app.asgi:app"]
+
+
+async def stop(server: Process) -> None:
+    server.process.send_signal(signal.SIGTERM)
+    with trio.CancelScope(shield=True), trio.fail_after(10):
+        await server.process.wait()
+
+
+@pytest.mark.parametrize("how", ["rtsp-viewer serve", "hypercorn -c deploy/hypercorn.toml"])
+async def test_the_lean_send_path_attaches_as_operators_run_the_server(
+        how: str, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Media costs several times the CPU without the wire: the health says which path the
+    sockets use, and here it must be the wire."""
+    argv = [str(BIN / "rtsp-viewer"), "serve", "--port", "0"] if how.startswith("rtsp") else hypercorn_argv()
+    server = await spawn(nursery, argv, env(tmp_path))
+    try:
+        remote = Server(await server.url(), settings=None)  # type: ignore[arg-type]
+        async with remote.http() as http:
+            assert (await http.get("/api/health/")).json()["send_path"] is None  # no socket yet
+            async with remote.viewer("url=rtsp://127.0.0.1:9/none") as viewer:
+                await viewer.status("connected")
+                health = (await http.get("/api/health/")).json()
+    finally:
+        await stop(server)
+    assert health["send_path"] == "wire" and "send_path_reason" not in health, health
+    assert FALLBACK_WARNING not in server.stderr
+
+
+async def test_without_the_wire_one_warning_says_why_and_the_health_shows_it(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    """TLS terminated in Hypercorn: frames must go through its SSLStream, so sockets use
+    Quart's send. They still work; the operator is told once, and the health says so."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    client_tls = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    server = await spawn(nursery, hypercorn_argv("--certfile", str(tmp_path / "server.pem"),
+                                                 "--keyfile", str(tmp_path / "server.pem")), env(tmp_path))
+    try:
+        base = await server.url()
+        assert base.startswith("https://")
+        for _ in range(3):
+            async with trio_websocket.open_websocket_url(
+                    f"{base.replace('https', 'wss')}/ws/stream?url=rtsp://127.0.0.1:9/none",
+                    ssl_context=client_tls) as ws:
+                assert '"connected"' in await ws.get_message()
+        async with httpx.AsyncClient(base_url=base, verify=client_tls) as http:
+            health = (await http.get("/api/health/")).json()
+    finally:
+        await stop(server)
+    assert health["send_path"] == "asgi" and "TLS" in health["send_path_reason"], health
+    warnings = [line for line in server.stderr.splitlines() if FALLBACK_WARNING in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0] and "TLS" in warnings[0], warnings
