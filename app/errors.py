@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Quart, jsonify
+from quart import Quart, Response, g, jsonify, request
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -35,7 +35,22 @@ def error_response(status: int, code: str, message: str,
     return jsonify({"error": body}), status
 
 
+def _body_unread() -> bool:
+    """The request came with a body that nobody read to its end."""
+    has_body = bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    return has_body and not g.get("body_read", False)
+
+
 def install(app: Quart) -> None:
+    @app.after_request
+    async def _close_if_body_unread(response: Response) -> Response:
+        """A response sent before the request's body was read (413, 415, 404, 405, ...)
+        ends the connection: the unread rest of the body would otherwise stand where
+        the client's next request on a keep-alive connection is expected, and hang it."""
+        if _body_unread():
+            response.headers["Connection"] = "close"
+        return response
+
     @app.errorhandler(ApiError)
     async def _api(error: ApiError) -> ResponseReturnValue:
         return error_response(error.status, error.code, error.message, error.fields)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from quart import Blueprint, jsonify, request
+from quart import Blueprint, g, jsonify, request
 from quart.typing import ResponseReturnValue
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from supervisors import ErrorCode, Failure, Source
 
@@ -27,14 +28,16 @@ def _view(record: StreamRecord) -> dict[str, object]:
 
 
 async def _body() -> object:
+    if request.mimetype != "application/json":
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "body must be application/json")
     length = request.content_length
     if length is not None and length > MAX_BODY:
         raise ApiError(413, "TOO_LARGE", f"body over {MAX_BODY} bytes")
-    if request.mimetype != "application/json":
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "body must be application/json")
-    raw = await request.get_data(cache=False)
-    if len(raw) > MAX_BODY:
-        raise ApiError(413, "TOO_LARGE", f"body over {MAX_BODY} bytes")
+    try:
+        raw = await request.get_data(cache=False)
+    except RequestEntityTooLarge:  # a chunked body that grew past MAX_CONTENT_LENGTH
+        raise ApiError(413, "TOO_LARGE", f"body over {MAX_BODY} bytes") from None
+    g.body_read = True  # the connection may carry the client's next request (errors.install)
     try:
         return json.loads(raw)
     except ValueError:
