@@ -1,7 +1,9 @@
 """`rtsp-viewer serve [--host --port]`: the app under Hypercorn's trio worker, embedded.
 
 On SIGTERM/SIGINT: every viewer gets `stopped` and a 1001 close, every upstream ends
-(SIGTERM to FFmpeg, SIGKILL after 2 s, reaped), and the process exits within 5 s.
+(SIGTERM to FFmpeg, SIGKILL after 2 s, reaped), and the process exits within 5 s: 0 when
+every connection closed in time, EXIT_FORCED when one held it and it was ended anyway.
+`serve` is the server alone (embeddable); the signal and exit policy is `main`'s.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
-from functools import partial
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
@@ -29,6 +30,7 @@ from .settings import Settings, load_or_exit
 log = logging.getLogger(__name__)
 GOODBYE_WAIT = 1.0  # seconds viewers get to receive their close frames
 EXIT_DEADLINE = 4.0  # seconds after SIGTERM/SIGINT when a stuck connection no longer holds us
+EXIT_FORCED = 1  # the exit status when it did
 PING_INTERVAL = 15.0  # WebSocket pings; a live client answers each with a pong (each costs
 # ~0.7 ms of CPU, mostly waking the client: `python -m bench idle` measured 200 viewers at
 # 1.5 % of a core when pinged every 10 s, 0.9 % every 15 s)
@@ -72,16 +74,60 @@ def hypercorn_config(settings: Settings, *, ping_interval: float = PING_INTERVAL
     return config
 
 
-async def _until_signal(app: QuartTrio, stopping: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("received %s: shutting down", signal.Signals(signum).name)
-            break
-    stopping.set()
-    s: Services = app.extensions["rtsp"]
-    s.registry.shutdown()  # stopped + 1001 to every viewer; every FFmpeg is being ended
-    with trio.move_on_after(GOODBYE_WAIT):
-        await s.registry.wait_no_viewers()
+async def serve(settings: Settings, *, app: QuartTrio | None = None,
+                shutdown_trigger: Callable[[], Awaitable[None]] = trio.sleep_forever,
+                ping_interval: float = PING_INTERVAL, dead_after: int = DEAD_AFTER,
+                task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve the app under Hypercorn's trio worker; reports the bound addresses.
+
+    When `shutdown_trigger` returns, every viewer gets `stopped` and a 1001 close, every
+    upstream ends (FFmpeg reaped), viewers get GOODBYE_WAIT seconds to read their close,
+    then Hypercorn shuts down and this returns. It installs no signal handler and never
+    ends the process, so it can run embedded (the tests run it in-process); `main` adds
+    that policy.
+
+    Cancellation: cancelling it stops serving at once; the engine still ends and reaps
+    every FFmpeg before it returns.
+    """
+    app = app or create_app(settings)
+    config = hypercorn_config(settings, ping_interval=ping_interval, dead_after=dead_after)
+
+    async def shutdown() -> None:
+        await shutdown_trigger()
+        s: Services = app.extensions["rtsp"]
+        s.registry.shutdown()  # stopped + 1001 to every viewer; every FFmpeg is being ended
+        with trio.move_on_after(GOODBYE_WAIT):
+            await s.registry.wait_no_viewers()
+
+    await hypercorn_serve(app, config, shutdown_trigger=shutdown, task_status=task_status)  # type: ignore[arg-type]
+
+
+async def serve_until_signal(settings: Settings) -> int:
+    """The process policy of `rtsp-viewer serve`: serve until SIGTERM or SIGINT, then shut
+    down gracefully; if connections still hold the server EXIT_DEADLINE seconds after the
+    signal, end the process anyway (FFmpeg first), with a non-zero status.
+
+    Returns the exit status of a graceful shutdown (0)."""
+    app = create_app(settings)
+    stopping = trio.Event()
+
+    async def until_signal() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s: shutting down", signal.Signals(signum).name)
+                break
+        stopping.set()
+
+    async def run(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve(settings, app=app, shutdown_trigger=until_signal, task_status=task_status)
+        nursery.cancel_scope.cancel()  # served and shut down: no deadline left to keep
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(run)
+        nursery.start_soon(_exit_if_stuck, app, stopping)
+        log.info("serving on %s", " ".join(binds))
+        print(f"rtsp-viewer: serving on {' '.join(binds)}", file=sys.stderr, flush=True)
+    return 0
 
 
 async def _exit_if_stuck(app: QuartTrio, stopping: trio.Event) -> None:
@@ -91,31 +137,10 @@ async def _exit_if_stuck(app: QuartTrio, stopping: trio.Event) -> None:
     s: Services = app.extensions["rtsp"]
     with trio.move_on_after(5.0 - EXIT_DEADLINE - 0.2):  # FFmpeg first: never leave one behind
         await s.registry.wait_no_upstreams()
-    log.warning("connections still open %g s after the signal: exiting anyway", EXIT_DEADLINE)
+    log.warning("connections still open %g s after the signal: exiting anyway (status %d)",
+                EXIT_DEADLINE, EXIT_FORCED)
     logging.shutdown()
-    os._exit(0)
-
-
-async def serve(settings: Settings, *, app: QuartTrio | None = None, ping_interval: float = PING_INTERVAL,
-                dead_after: int = DEAD_AFTER,
-                task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until SIGTERM/SIGINT (or cancellation); reports the bound addresses."""
-    app = app or create_app(settings)
-    config = hypercorn_config(settings, ping_interval=ping_interval, dead_after=dead_after)
-
-    stopping = trio.Event()
-
-    async def run(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-        await hypercorn_serve(app, config, shutdown_trigger=partial(_until_signal, app, stopping),  # type: ignore[arg-type]
-                              task_status=task_status)
-        nursery.cancel_scope.cancel()  # served and shut down: no deadline left to keep
-
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(run)
-        nursery.start_soon(_exit_if_stuck, app, stopping)
-        log.info("serving on %s", " ".join(binds))
-        print(f"rtsp-viewer: serving on {' '.join(binds)}", file=sys.stderr, flush=True)
-        task_status.started(binds)
+    os._exit(EXIT_FORCED)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -131,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.port is not None:
         settings = attrs.evolve(settings, port=args.port)
     configure(settings.log_level, settings.log_format)
-    trio.run(serve, settings)
+    sys.exit(trio.run(serve_until_signal, settings))
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ class FakeRun:
     def __attrs_post_init__(self) -> None:
         self.stdout = self
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, _max_bytes: int | None = None) -> bytes:
         try:
             return await self.chunks.receive()
         except trio.EndOfChannel:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
 
-from supervisors import EngineConfig, Failure, Phase, Registry, Source, Status
+from supervisors import EngineConfig, ErrorCode, Failure, Phase, Registry, Source, Status
+from supervisors.ffmpeg import ffmpeg_runner
 from supervisors.hub import Hub
 from supervisors.mpegts import Aligner, Index
 from supervisors.viewer import Unfinished, Viewer
@@ -105,10 +109,10 @@ async def test_watchdog_times_out_a_silent_start_and_a_stalled_stream(
         timeouts = [t for t, e in log if isinstance(e, Failure) and e.code == "TIMEOUT"]
         assert len(timeouts) == 1 and timeouts[0] - t0 == pytest.approx(10, abs=0.05)
         await trio.sleep(30)
-    timeouts = [t for t, e in log if isinstance(e, Failure) and e.code == "TIMEOUT"]
-    # the second start plays 3 s of media, then exits (EOF): STREAM_ERROR, retried
+    # the second start plays 3 s of media, then exits (EOF): STREAM_ERROR, retried; the
+    # third (and every later one) is silent again
     codes = [e.code for _, e in log if isinstance(e, Failure)]
-    assert codes[:2] == ["TIMEOUT", "STREAM_ERROR"]
+    assert codes[:3] == ["TIMEOUT", "STREAM_ERROR", "TIMEOUT"]
 
 
 async def test_stall_while_playing_times_out_after_timeout_without_bytes(
@@ -161,10 +165,13 @@ async def test_restart_resets_backoff_and_announces_connecting(nursery: trio.Nur
         registry.attach(viewer, "k", URL)
         await trio.sleep(20)  # in a long backoff now
         tries = len(fake.starts)
+        before = _events(viewer)
+        assert phases(before).count("connecting") == tries
         registry.restart("k", Source("rtsp://cam/other"))
         await trio.sleep(0.01)
-        assert len(fake.starts) == tries + 1
+        assert len(fake.starts) == tries + 1  # at once, not after the backoff
         assert fake.sources[-1].url == "rtsp://cam/other"
+        assert phases(_events(viewer)) == ["connecting", "playing"]  # the new try is announced, and plays
 
 
 def test_aligner_gives_whole_packets_from_any_split() -> None:
@@ -349,3 +356,47 @@ async def test_a_stream_that_failed_for_good_frees_the_clients_slot(
         registry.attach(viewer, "b", Source("rtsp://cam/other"))  # no LIMIT: the slot is free
         await trio.sleep(1)
         assert registry.status("b").phase == "playing"
+
+
+@attrs.define
+class FailingRun:
+    """A media process whose output pipe fails with an OSError mid-attempt."""
+
+    stdout: FailingRun = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.stdout = self
+
+    async def receive_some(self, _max_bytes: int | None = None) -> bytes:
+        await trio.sleep(1)
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    async def finish(self) -> None:
+        pass
+
+    def failure(self) -> Failure:
+        raise AssertionError("the OSError is the failure")
+
+    def video(self) -> None:
+        return None
+
+
+@asynccontextmanager
+async def failing_runner(source: Source) -> AsyncIterator[FailingRun]:
+    yield FailingRun()
+
+
+@pytest.mark.parametrize(("runner", "message"), [
+    (failing_runner, "Too many open files (EMFILE)"),  # the process started: something else failed
+    (ffmpeg_runner("/nonexistent/ffmpeg", timeout=5),
+     "cannot start /nonexistent/ffmpeg: No such file or directory (ENOENT)"),
+])
+async def test_an_os_error_in_an_attempt_is_reported_as_what_failed(
+        nursery: trio.Nursery, runner: Any, message: str) -> None:
+    registry = Registry(EngineConfig(ffmpeg="unused"), runner=runner)
+    await nursery.start(registry.run)
+    log: list[object] = []
+    await record(registry, 1.5, drain, log)
+    failures = [e for e in log if isinstance(e, Failure)]
+    assert failures and failures[0].code == ErrorCode.STREAM_ERROR and failures[0].message == message, failures
+    assert registry.status("k").error.message == message  # type: ignore[union-attr]

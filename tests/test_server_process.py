@@ -10,9 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 import trustme
 
+from app import cli
+from app.cli import EXIT_FORCED, serve
+from app.factory import create_app
+from app.settings import Settings
 from tests.camera import Camera
 from tests.helpers import BIN, ROOT, Process, Server, env, ffmpeg_children, process_gone, spawn, wait_for
 
@@ -172,3 +177,44 @@ async def test_without_the_wire_one_warning_says_why_and_the_health_shows_it(
     assert health["send_path"] == "asgi" and "TLS" in health["send_path_reason"], health
     warnings = [line for line in server.stderr.splitlines() if FALLBACK_WARNING in line]
     assert len(warnings) == 1 and "WARNING" in warnings[0] and "TLS" in warnings[0], warnings
+
+
+async def test_serve_runs_embedded_touching_no_signal_and_returns_on_its_trigger(
+        camera: Camera, nursery: trio.Nursery) -> None:
+    """`serve` is the server alone: no signal handler while it runs, and it shuts down
+    (viewers get `stopped` and 1001, FFmpeg is reaped) when its trigger returns."""
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    settings = Settings(port=0, database_url="sqlite:///:memory:", linger=30)  # type: ignore[call-arg]
+    stop, done = trio.Event(), trio.Event()
+
+    async def run(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve(settings, shutdown_trigger=stop.wait, task_status=task_status)
+        done.set()
+
+    binds = await nursery.start(run)
+    remote = Server(binds[0], settings)
+    async with remote.viewer(f"url={camera.url()}") as viewer:
+        await viewer.play()
+        children = ffmpeg_children()
+        assert len(children) == 1
+        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
+        stop.set()
+        await viewer.status("stopped", within=5)
+        assert await viewer.closed(within=5) == 1001
+    with trio.fail_after(5):
+        await done.wait()
+    assert all(process_gone(pid) for pid in children)
+
+
+async def test_a_forced_exit_exits_non_zero(monkeypatch: pytest.MonkeyPatch,
+                                            autojump_clock: trio.testing.MockClock) -> None:
+    """Connections that still hold the server EXIT_DEADLINE s after the signal: the process
+    is ended anyway, and its status says it was not a clean shutdown."""
+    statuses: list[int] = []
+    monkeypatch.setattr(cli.os, "_exit", statuses.append)
+    monkeypatch.setattr(cli.logging, "shutdown", lambda: None)
+    app = create_app(Settings(port=0, database_url="sqlite:///:memory:"))  # type: ignore[call-arg]
+    stopping = trio.Event()
+    stopping.set()
+    await cli._exit_if_stuck(app, stopping)
+    assert statuses == [EXIT_FORCED] and EXIT_FORCED != 0
