@@ -119,6 +119,7 @@ async def test_ffmpeg_killed_from_outside_is_restarted(camera: Camera, server: S
 
 @pytest.mark.parametrize(("ping_interval", "dead_after"), [(0.5, 2), (PING_INTERVAL, DEAD_AFTER)],
                          ids=["scaled", "defaults"])
+@pytest.mark.slow
 async def test_vanished_client_is_removed_and_its_ffmpeg_ends(camera: Camera, nursery: trio.Nursery,
                                                               ping_interval: float, dead_after: int) -> None:
     """A client that stops answering (no close frame, no pong) is gone within dead_after (< 30 s)."""
@@ -148,6 +149,7 @@ def open_fds() -> int:
     return len(list(Path("/proc/self/fd").iterdir()))
 
 
+@pytest.mark.slow
 async def test_churn_leaves_no_process_fd_or_task(nursery: trio.Nursery) -> None:
     feeds = {name: Camera().feeds["live"] for name in ("a", "b", "c")}
     camera = Camera(feeds=feeds)
@@ -218,6 +220,7 @@ async def non_reading_client(nursery: trio.Nursery, base: str, resource: str) ->
 MEMORY_BOUND_KIB = 48 * 1024
 
 
+@pytest.mark.slow
 async def test_non_reading_viewer_is_bounded_and_cut_off_while_others_keep_full_rate(
         nursery: trio.Nursery, tmp_path: Path) -> None:
     camera = Camera(feeds={"live": Feed(size="640x360", bitrate="2M", noise=True, gop=50)})

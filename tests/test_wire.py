@@ -70,6 +70,7 @@ async def test_a_browser_like_client_that_offers_deflate_gets_plain_media(
     assert errors == "" and "h264" in video
 
 
+@pytest.mark.slow
 async def test_a_client_that_reads_in_bursts_gets_every_byte_through_partial_writes(
         nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that stops reading for longer than the socket buffers hold makes the
