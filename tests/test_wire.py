@@ -119,17 +119,19 @@ async def test_a_client_that_reads_in_bursts_gets_every_byte_through_partial_wri
     assert bytes(bursty.media)[2 * PACKET :] in bytes(steady.media)
 
 
-async def test_a_client_gone_in_the_middle_of_a_frame_leaves_nothing_behind(
-        nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The rest of a frame taken in part holds the connection's lock; a client that goes
-    away before reading it must not leave Hypercorn's ping (or close) waiting for it."""
+async def half_written_frame(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, client: trio.Nursery,
+                             **server_options: object) -> tuple[Server, LeanViewer, int]:
+    """A playing client of a 2 Mbit/s camera, with messages of half a second (~125 KB)
+    and a 16 KiB receive window, read in bursts until the kernel takes a frame in part;
+    then it stops reading, so the rest of that frame stays unsent (the client runs in
+    `client`; `resume` reads again). Also the server process's open fds before the client."""
     camera = Camera(feeds={"live": Feed(size="640x360", bitrate="2M", noise=True, gop=50)})
     await nursery.start(camera.run)
-    server = await start_server(nursery, ping_interval=1)
+    server = await start_server(nursery, **server_options)  # type: ignore[arg-type]
     assert server.registry is not None
     server.registry.config = attrs.evolve(server.registry.config, batch_from=1, batch_window=0.5)
     fds = len(os.listdir("/proc/self/fd"))
-    viewer = lean(server, f"url={camera.url()}")
+    viewer = lean(server, f"url={camera.url()}", raw=bytearray())
     await viewer.connect(receive_buffer=16 * 1024)
     express = wire.Wire.express
     partial = trio.Event()
@@ -142,16 +144,25 @@ async def test_a_client_gone_in_the_middle_of_a_frame_leaves_nothing_behind(
         return result
 
     monkeypatch.setattr(wire.Wire, "express", stalling)
+    client.start_soon(viewer.run)
+    await viewer.send_action("start")
+    with trio.fail_after(40):
+        while not partial.is_set():  # read in bursts until the kernel takes a frame in part
+            viewer.pause_until = trio.current_time() + 3.5
+            await trio.sleep(4)
+    return server, viewer, fds
+
+
+async def test_a_client_gone_in_the_middle_of_a_frame_leaves_nothing_behind(
+        nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rest of a frame taken in part holds the connection's lock; a client that goes
+    away before reading it must not leave Hypercorn's ping (or close) waiting for it."""
     async with trio.open_nursery() as client:
-        client.start_soon(viewer.run)
-        await viewer.send_action("start")
-        with trio.fail_after(40):
-            while not partial.is_set():  # read in bursts until the kernel takes a frame in part
-                viewer.pause_until = trio.current_time() + 3.5
-                await trio.sleep(4)
+        server, viewer, fds = await half_written_frame(nursery, monkeypatch, client, ping_interval=1)
         await trio.sleep(2.5)  # Hypercorn's pings (every 1 s here) now wait for the lock
         client.cancel_scope.cancel()
     await viewer.aclose()  # gone without a close frame
+    assert server.registry is not None
     await wait_for(lambda: server.registry.statistics().viewers == 0, within=10)
     await wait_for(lambda: len(os.listdir("/proc/self/fd")) <= fds, within=10)
 
@@ -162,31 +173,8 @@ async def test_a_close_from_the_client_never_lands_inside_a_half_written_frame(
     wire. The rest of the frame must come before Hypercorn's close reply (or the socket
     must end): wsproto, given every byte the client received, finds only whole frames,
     each a whole number of TS packets, and the close last."""
-    camera = Camera(feeds={"live": Feed(size="640x360", bitrate="2M", noise=True, gop=50)})
-    await nursery.start(camera.run)
-    server = await start_server(nursery)
-    assert server.registry is not None  # half a second per message: frames of ~125 KB
-    server.registry.config = attrs.evolve(server.registry.config, batch_from=1, batch_window=0.5)
-    viewer = lean(server, f"url={camera.url()}", raw=bytearray())
-    await viewer.connect(receive_buffer=16 * 1024)
-    express = wire.Wire.express
-    half_written = trio.Event()
-
-    def stalling(self: wire.Wire, media: bytes) -> bool | Unfinished:
-        result = express(self, media)
-        if isinstance(result, Unfinished) and not half_written.is_set():
-            viewer.pause_until = math.inf  # the client stops reading: the rest stays unsent
-            half_written.set()
-        return result
-
-    monkeypatch.setattr(wire.Wire, "express", stalling)
     async with trio.open_nursery() as client:
-        client.start_soon(viewer.run)
-        await viewer.send_action("start")
-        with trio.fail_after(40):
-            while not half_written.is_set():  # read in bursts until the kernel takes a frame in part
-                viewer.pause_until = trio.current_time() + 3.5
-                await trio.sleep(4)
+        _, viewer, _ = await half_written_frame(nursery, monkeypatch, client)
         await trio.sleep(0.5)
         await viewer.send_close()
         await trio.sleep(1)  # Hypercorn has read the close and wants to answer it
