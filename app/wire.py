@@ -157,7 +157,7 @@ class Wire:
         if not isinstance(server, TCPServer):
             raise NoWire("not Hypercorn's trio worker (asyncio or another worker class)")
         if not isinstance(getattr(server, "stream", None), trio.SocketStream):
-            raise NoWire("TLS is terminated in Hypercorn (CERTFILE/KEYFILE): frames must go through its SSLStream")
+            raise NoWire("TLS is terminated in Hypercorn (--certfile/--keyfile): frames must go through its SSLStream")
         lock = getattr(server, "send_lock", None)
         if not (isinstance(lock, trio.Lock)
                 and all(hasattr(stream, name) for name in ("closed", "state", "connection"))):

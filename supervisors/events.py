@@ -48,12 +48,11 @@ FINAL_CODES = frozenset({ErrorCode.AUTH, ErrorCode.NOT_FOUND})  # not retried: t
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes this server sends (RFC 6455 §7.4.1)."""
+    """WebSocket close codes this server sends (RFC 6455 §7.4.1); Hypercorn sends 1009
+    (message too big) itself."""
 
-    NORMAL = 1000
     GOING_AWAY = 1001
     POLICY = 1008
-    TOO_BIG = 1009
     INTERNAL = 1011
 
 

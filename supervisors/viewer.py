@@ -40,8 +40,8 @@ import trio
 
 from .events import Close, CloseCode, ErrorCode, Event, Failure, Phase, Status
 
-MAX_ITEMS = 8192  # items queued at most (media beyond MEDIA_ITEMS overflows; events give up)
-EVENT_ROOM = 64  # of which this many are kept for events
+MAX_ITEMS = 8192  # items queued at most: media overflows at MAX_ITEMS - EVENT_ROOM, an event
+EVENT_ROOM = 64  # beyond MAX_ITEMS gives up (the byte budget usually binds long before)
 COALESCE_LIMIT = 1 << 20  # one WebSocket message carries at most this much queued media
 SLOW_AFTER = 10.0
 
@@ -144,9 +144,8 @@ class Viewer:
 
     def clear_media(self) -> None:
         """Drop the queued media; events (and an unfinished message) stay, in order."""
-        if self._bytes:
-            self._items = deque(item for item in self._items if not isinstance(item, bytes))
-            self._bytes = 0
+        self._items = deque(item for item in self._items if not isinstance(item, bytes))
+        self._bytes = 0
 
     def give_up(self) -> None:
         """Too far behind: SLOW_CONSUMER and a 1008 close are all it gets from now on."""
