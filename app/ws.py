@@ -1,4 +1,4 @@
-"""`/ws/stream`: one viewer per socket (SPEC §4).
+"""`/ws/stream` (SPEC §4) and `/ws/stream.ts` (stock players): one viewer per socket.
 
 Each socket has two tasks in one nursery: the reader, which handles the client's
 actions, and the writer, the only task that sends, which drains the viewer's queue
@@ -31,6 +31,7 @@ from supervisors import (
     Transport,
     Unfinished,
     Viewer,
+    media_close_code,
     validate_url,
 )
 
@@ -100,9 +101,12 @@ def parse_action(message: str | bytes) -> Action | Failure:
     return Action(action)
 
 
-@blueprint.websocket("/ws/stream", strict_slashes=False)
-async def stream_socket() -> None:
-    s = services()
+Send = Callable[[str | bytes], Awaitable[None]]
+OnEvent = Callable[[Event, Send], Awaitable[bool]]  # True: the socket is done
+
+
+async def _accept(s: Services) -> tuple[Target | Failure, CloseCode, Wire | None, Send]:
+    """Accept the socket; what it watches (or why it cannot), and how to send on it."""
     target = parse_query(dict(websocket.args))
     close_code = CloseCode.POLICY
     try:
@@ -118,27 +122,71 @@ async def stream_socket() -> None:
         s.send_path.fell_back(str(why))
     else:
         s.send_path.attached()
-    send = websocket.send if wire is None else wire.send
-    if isinstance(target, Failure):
-        await send(event_json(target))
-        await websocket.close(close_code, target.code)
-        return
-    await send(event_json(Status(Phase.CONNECTED)))
-    client = websocket.remote_addr or "unknown"
-    with s.registry.open_viewer(client) as viewer:
+    return target, close_code, wire, websocket.send if wire is None else wire.send
+
+
+async def _serve(s: Services, target: Target, wire: Wire | None, send: Send, on_event: OnEvent, *,
+                 actions: bool) -> None:
+    """One viewer for this socket: its writer sends media and hands events to `on_event`;
+    the reader handles the client's actions, or (`actions=False`) starts at once and
+    discards what the client sends."""
+    with s.registry.open_viewer(websocket.remote_addr or "unknown") as viewer:
         if wire is not None:
             viewer.express = wire.express
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_write, viewer, nursery.cancel_scope, send, wire)
-                await _read(viewer, target, s)
+                nursery.start_soon(_write, viewer, nursery.cancel_scope, send, wire, on_event)
+                await _read(viewer, target, s, actions=actions)
         finally:
             if wire is not None:
                 wire.end()
 
 
-async def _write(viewer: Viewer, done: trio.CancelScope, send: Callable[[str | bytes], Awaitable[None]],
-                 wire: Wire | None) -> None:
+@blueprint.websocket("/ws/stream", strict_slashes=False)
+async def stream_socket() -> None:
+    """The protocol of SPEC §4: JSON status and errors, actions, binary MPEG-TS."""
+    s = services()
+    target, close_code, wire, send = await _accept(s)
+    if isinstance(target, Failure):
+        await send(event_json(target))
+        await websocket.close(close_code, target.code)
+        return
+    await send(event_json(Status(Phase.CONNECTED)))
+    await _serve(s, target, wire, send, _as_json, actions=True)
+
+
+@blueprint.websocket("/ws/stream.ts", strict_slashes=False)
+async def media_socket() -> None:
+    """For stock players (mpegts.js, JSMpeg-style loaders): plays at once and sends only
+    binary MPEG-TS; a failure closes it with 4000 + its HTTP status and the error code as
+    the reason (HTTP_STATUS); status is left to REST."""
+    s = services()
+    target, _, wire, send = await _accept(s)
+    if isinstance(target, Failure):
+        await websocket.close(media_close_code(target.code), target.code)
+        return
+    await _serve(s, target, wire, send, _as_close, actions=False)
+
+
+async def _as_json(event: Event, send: Send) -> bool:
+    if isinstance(event, Close):
+        await websocket.close(event.code, event.reason)
+        return True
+    await send(event_json(event))
+    return False
+
+
+async def _as_close(event: Event, send: Send) -> bool:
+    if isinstance(event, Failure):
+        await websocket.close(media_close_code(event.code), event.code)
+        return True
+    if isinstance(event, Close):
+        await websocket.close(event.code, event.reason)
+        return True
+    return False  # status: the REST view has it
+
+
+async def _write(viewer: Viewer, done: trio.CancelScope, send: Send, wire: Wire | None, on_event: OnEvent) -> None:
     while True:
         item: bytes | Event | Unfinished = await viewer.next()
         if isinstance(item, bytes):
@@ -146,17 +194,19 @@ async def _write(viewer: Viewer, done: trio.CancelScope, send: Callable[[str | b
         elif isinstance(item, Unfinished):
             assert wire is not None  # only the wire's express lane makes them
             await wire.finish(item)
-        elif isinstance(item, Close):
-            await websocket.close(item.code, item.reason)
+        elif await on_event(item, send):
             done.cancel()
             return
-        else:
-            await send(event_json(item))
 
 
-async def _read(viewer: Viewer, target: Target, s: Services) -> None:
+async def _read(viewer: Viewer, target: Target, s: Services, *, actions: bool) -> None:
     try:
-        await _handle_actions(viewer, target, s)
+        if actions:
+            await _handle_actions(viewer, target, s)
+        else:
+            await _start(viewer, target, s, restart=False)
+            while True:  # read (the client may send anything), so its close is seen
+                await websocket.receive()
     finally:
         # the client went away (quart-trio cancels us): leave the upstream now, even if
         # the writer is still stuck sending to a peer that stopped reading

@@ -5,6 +5,7 @@ The web edge uses only what is exported here; nothing in this package imports `a
 
 from .config import EngineConfig
 from .events import (
+    HTTP_STATUS,
     Action,
     Close,
     CloseCode,
@@ -15,6 +16,7 @@ from .events import (
     Status,
     StreamPhase,
     Transport,
+    media_close_code,
 )
 from .ffmpeg import Source
 from .registry import Registry, RegistryStatistics
@@ -23,7 +25,7 @@ from .urls import CONTROL, InvalidUrl, mask_text, mask_url, validate_url
 from .viewer import Unfinished, Viewer
 
 __all__ = [
-    "CONTROL", "Action", "Close", "CloseCode", "EngineConfig", "ErrorCode", "ErrorRecord", "Event", "Failure", "InvalidUrl",
+    "CONTROL", "HTTP_STATUS", "Action", "Close", "CloseCode", "EngineConfig", "ErrorCode", "ErrorRecord", "Event", "Failure", "InvalidUrl",
     "Phase", "Registry", "RegistryStatistics", "Source", "Status", "StreamPhase", "Transport",
-    "Unfinished", "UpstreamStatus", "Viewer", "mask_text", "mask_url", "validate_url",
+    "Unfinished", "UpstreamStatus", "Viewer", "mask_text", "mask_url", "media_close_code", "validate_url",
 ]

@@ -46,6 +46,25 @@ class ErrorCode(StrEnum):
 
 FINAL_CODES = frozenset({ErrorCode.AUTH, ErrorCode.NOT_FOUND})  # not retried: the viewer is stopped
 
+# The stock-player streams (`/ws/stream.ts`, `.../stream.ts`) speak no JSON: a failure is an
+# HTTP status before the first byte, and after it (or on the socket) a close code of
+# 4000 + that status, with the error code as the reason.
+HTTP_STATUS = {
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.AUTH: 403,  # the camera refused our credentials: not the client's (no 401 prompt)
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.SLOW_CONSUMER: 408,
+    ErrorCode.LIMIT: 429,
+    ErrorCode.STREAM_ERROR: 502,
+    ErrorCode.UNREACHABLE: 503,
+    ErrorCode.TIMEOUT: 504,
+}
+
+
+def media_close_code(code: ErrorCode) -> int:
+    """The WebSocket close code a stock-player socket ends with on this failure."""
+    return 4000 + HTTP_STATUS[code]
+
 
 class CloseCode(IntEnum):
     """WebSocket close codes this server sends (RFC 6455 §7.4.1); Hypercorn sends 1009

@@ -1,0 +1,77 @@
+"""`GET /api/streams/{id}/stream.ts`: one camera as a chunked MPEG-TS response.
+
+For VLC, ffplay, `ffmpeg -i` and mpegts.js's HTTP loader (as go2rtc's `/api/stream.ts`).
+The response is a viewer like a socket's: the same shared upstream, GOP cache (it starts
+with PAT, PMT and a keyframe), limits and slow-viewer rules. Before the first byte a
+failure is an error body with its HTTP status (`HTTP_STATUS`: LIMIT 429, AUTH 403, ...);
+after it, a failure or SLOW_CONSUMER ends the response.
+
+Cancellation: when the client goes away quart-trio cancels the request; closing the body
+generator leaves the upstream at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+
+import trio
+from quart import Blueprint, Response, request
+from quart.typing import ResponseReturnValue
+
+from supervisors import HTTP_STATUS, Close, ErrorCode, Failure, Source
+
+from .errors import ApiError
+from .services import Services, services
+from .streams import stream_key
+
+blueprint = Blueprint("stream_http", __name__)
+MIMETYPE = "video/mp2t"
+
+
+@blueprint.route("/api/streams/<int:stream_id>/stream.ts", methods=["GET"])
+async def stream_ts(stream_id: int) -> ResponseReturnValue:
+    s = services()
+    record = await s.store.get(stream_id)
+    if record is None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"no stream {stream_id}")
+    media = _media(s, stream_key(stream_id), Source(record.url, record.transport), request.remote_addr or "unknown")
+    # the first item decides the status: media (200, streaming) or a failure (its error body)
+    with trio.move_on_after(s.settings.ffmpeg_timeout + 1) as waited:
+        first = await anext(media)
+    if waited.cancelled_caught:
+        first = Failure(ErrorCode.TIMEOUT, f"no media within {s.settings.ffmpeg_timeout:g} s")
+    if isinstance(first, Failure):
+        await media.aclose()
+        raise ApiError(HTTP_STATUS[first.code], first.code, first.message)
+    response = Response(_body(first, media), mimetype=MIMETYPE, headers={"Cache-Control": "no-store"})
+    response.timeout = None  # live: no RESPONSE_TIMEOUT
+    return response
+
+
+async def _body(first: bytes, media: AsyncGenerator[bytes | Failure, None]) -> AsyncIterator[bytes]:
+    async with aclosing(media):
+        yield first
+        async for item in media:
+            if isinstance(item, Failure):
+                return
+            yield item
+
+
+async def _media(s: Services, key: str, source: Source, client: str) -> AsyncGenerator[bytes | Failure, None]:
+    """A viewer's media; a failure (then nothing more) ends it."""
+    with s.registry.open_viewer(client) as viewer:
+        try:
+            s.registry.attach(viewer, key, source)
+        except Failure as failure:
+            yield failure
+            return
+        while True:
+            item = await viewer.next()
+            if isinstance(item, bytes):
+                yield item
+            elif isinstance(item, Failure):
+                yield item
+                return
+            elif isinstance(item, Close):
+                return
