@@ -1,0 +1,84 @@
+"""A real headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
+
+Playwright's sync API runs in a worker thread (`trio.to_thread`), so the server under
+test keeps running in the test's own trio loop. `watch` opens a page and samples its
+`<video>` element: size, playback position and `getVideoPlaybackQuality()`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import partial
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--autoplay-policy=no-user-gesture-required"]
+SAMPLE = """() => {
+    const v = document.querySelector('video');
+    const q = v.getVideoPlaybackQuality();
+    return [performance.now() / 1000, v.videoWidth, v.videoHeight, v.currentTime,
+            q.totalVideoFrames, q.droppedVideoFrames];
+}"""
+
+
+def require_chromium() -> None:
+    """Skip where no browser is installed, except in CI: there it is an error."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI needs /usr/bin/chromium (apt-get install chromium): ./scripts/test installs it as root")
+        pytest.skip("no /usr/bin/chromium: apt-get install chromium")
+
+
+@attrs.frozen
+class Sample:
+    at: float  # page clock, seconds
+    width: int
+    height: int
+    position: float  # video.currentTime
+    presented: int  # totalVideoFrames
+    dropped: int  # droppedVideoFrames
+
+
+@attrs.frozen
+class Watched:
+    samples: list[Sample]
+    console: list[str]
+
+    def steady(self, after: float) -> tuple[Sample, Sample]:
+        """The first sample `after` seconds into the watch, and the last one."""
+        start = self.samples[0].at + after
+        return next(s for s in self.samples if s.at >= start), self.samples[-1]
+
+
+def _watch(url: str, seconds: float, screenshot: Path) -> Watched:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 500})
+            console: list[str] = []
+            page.on("console", lambda message: console.append(message.text))
+            page.goto(url)
+            samples = []
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                samples.append(Sample(*page.evaluate(SAMPLE)))
+                time.sleep(0.25)
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot))
+            return Watched(samples, console)
+        finally:
+            browser.close()
+
+
+async def watch(url: str, seconds: float, screenshot: Path) -> Watched:
+    """Open `url` in headless Chromium, sample its video for `seconds`, save a screenshot."""
+    require_chromium()
+    return await trio.to_thread.run_sync(partial(_watch, url, seconds, screenshot))
