@@ -17,6 +17,7 @@ import attrs
 
 from .events import Event
 from .mpegts import Aligner, Index
+from .timeline import Retimer
 from .viewer import Viewer
 
 GOP_LIMIT = 2 << 20
@@ -32,9 +33,10 @@ class HubStatistics:
 class Hub:
     """Viewers of one upstream, and what a joining viewer needs to start at a keyframe."""
 
-    def __init__(self, *, gop_limit: int = GOP_LIMIT,
-                 on_slow: Callable[[Viewer], None] = lambda v: None) -> None:
+    def __init__(self, *, gop_limit: int = GOP_LIMIT, on_slow: Callable[[Viewer], None] = lambda v: None,
+                 timeline: int | None = None) -> None:
         self.viewers: set[Viewer] = set()
+        self._retimer = Retimer(timeline)  # outlives `reset`: one timeline per stream
         self.bytes_in = 0
         self._gop_limit = gop_limit
         self._on_slow = on_slow
@@ -50,9 +52,15 @@ class Hub:
         for viewer in self.viewers:
             viewer.synced = False
 
+    def timeline_end(self) -> int | None:
+        """Where the next attempt's timestamps begin (90 kHz), None before any media."""
+        return self._retimer.end()
+
     def restart(self) -> None:
         """A new attempt starts: the old one's media still queued for a viewer is dropped,
-        each viewer gets `connecting`, and its next media is PAT, PMT and a new keyframe."""
+        each viewer gets `connecting`, and its next media is PAT, PMT and a new keyframe,
+        its timestamps going on from the last ones sent (`timeline.Retimer`)."""
+        self._retimer.restart()
         self.reset()
         for viewer in self.viewers:
             viewer.restart()
@@ -79,6 +87,7 @@ class Hub:
         if not data:
             return
         key = self._index.scan(data)
+        data = self._retimer.apply(data, (self._index.video_pid, self._index.pcr_pid), key)
         if key is not None:
             self._gop = [data[key:] if key else data]
             self._gop_bytes = len(self._gop[0])

@@ -57,6 +57,7 @@ class Index:
     pmt_pid: int | None = None
     video_pid: int | None = None
     video_type: int | None = None
+    pcr_pid: int | None = None
 
     @property
     def header(self) -> bytes | None:
@@ -127,6 +128,7 @@ class Index:
             i += 5 + (((section[i + 3] & 0x0F) << 8) | section[i + 4])
         self.pmt = bytes(packet)
         self.video_pid, self.video_type = video if video else (None, None)
+        self.pcr_pid = ((section[8] & 0x1F) << 8) | section[9]
 
 
 def _section(packet: bytes) -> bytes | None:

@@ -148,10 +148,10 @@ class Registry:
     def _start(self, key: str, source: Source) -> Upstream:
         if self._nursery is None:
             raise RuntimeError("registry is not running")
+        ended = self._ended.pop(key, None)  # its timestamps go on: players keep their decoders
         upstream = Upstream(key, source, self.config, self._runner, self._retired, self._too_slow,
-                            self._batch_window)
+                            self._batch_window, timeline=ended.hub.timeline_end() if ended else None)
         self._upstreams[key] = upstream
-        self._ended.pop(key, None)
         self._nursery.start_soon(self._guarded, upstream)
         return upstream
 

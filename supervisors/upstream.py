@@ -56,10 +56,11 @@ class Upstream:
     def __init__(self, key: str, source: Source, config: EngineConfig, runner: Runner,
                  on_retire: Callable[[Upstream], None],
                  on_slow: Callable[[Viewer], None] = lambda viewer: None,
-                 window: Callable[[], float] = lambda: 0.0) -> None:
+                 window: Callable[[], float] = lambda: 0.0, timeline: int | None = None) -> None:
         self.key = key
         self.source = source
-        self.hub = Hub(gop_limit=config.gop_limit, on_slow=on_slow)
+        # `timeline`: where the stream's last upstream left its timestamps (90 kHz)
+        self.hub = Hub(gop_limit=config.gop_limit, on_slow=on_slow, timeline=timeline)
         self.restarts = 0
         self._config = config
         self._runner = runner

@@ -37,6 +37,7 @@ def require_chromium() -> None:
 
 @attrs.frozen
 class Sample:
+    wall: float  # time.monotonic() when taken (the test's clock too)
     at: float  # page clock, seconds
     width: int
     height: int
@@ -49,6 +50,10 @@ class Sample:
 class Watched:
     samples: list[Sample]
     console: list[str]
+
+    def since(self, wall: float) -> list[Sample]:
+        """The samples taken from `wall` (time.monotonic()) on."""
+        return [s for s in self.samples if s.wall >= wall]
 
     def steady(self, after: float) -> tuple[Sample, Sample]:
         """The first sample `after` seconds into the watch, and the last one."""
@@ -69,7 +74,7 @@ def _watch(url: str, seconds: float, screenshot: Path) -> Watched:
             samples = []
             end = time.monotonic() + seconds
             while time.monotonic() < end:
-                samples.append(Sample(*page.evaluate(SAMPLE)))
+                samples.append(Sample(time.monotonic(), *page.evaluate(SAMPLE)))
                 time.sleep(0.25)
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot))

@@ -244,3 +244,23 @@ async def spawn(nursery: trio.Nursery, argv: list[str], environ: dict[str, str])
 def rss_kib(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+
+def timestamps(data: bytes, pid: int = 0x100) -> list[tuple[str, int]]:
+    """("dts", t) of each video PES start (its PTS when it has no DTS) and ("pcr", t) of each
+    PCR on `pid`, in the order received; 90 kHz."""
+    found = []
+    for packet in ts_packets(data):
+        if ((packet[1] & 0x1F) << 8 | packet[2]) != pid:
+            continue
+        payload = 4
+        if packet[3] & 0x20:  # adaptation field
+            if packet[4] >= 7 and packet[5] & 0x10:  # PCR: 33-bit base
+                b = packet[6:11]
+                found.append(("pcr", b[0] << 25 | b[1] << 17 | b[2] << 9 | b[3] << 1 | b[4] >> 7))
+            payload += 1 + packet[4]
+        if packet[1] & 0x40 and packet[payload : payload + 3] == b"\x00\x00\x01" and packet[payload + 7] & 0x80:
+            at = payload + (14 if packet[payload + 7] & 0x40 else 9)  # DTS if present, else PTS
+            p = packet[at : at + 5]
+            found.append(("dts", ((p[0] >> 1) & 7) << 30 | p[1] << 22 | (p[2] >> 1) << 15 | p[3] << 7 | p[4] >> 1))
+    return found

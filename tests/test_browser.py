@@ -7,12 +7,13 @@ dropped. A screenshot of each lands in the test's output folder.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.browser import watch
+from tests.browser import Watched, watch
 from tests.camera import Camera, Feed
 from tests.helpers import Server, start_server
 
@@ -42,3 +43,34 @@ async def test_stock_mpegts_js_plays_with_its_stock_config(
     assert 0.8 <= rate <= 1.2, f"currentTime advanced at {rate:.2f}x real time"
     assert last.presented - first.presented >= 0.8 * 25 * (last.at - first.at)  # a 25 fps camera
     assert last.dropped == first.dropped, "frames dropped in steady state"
+
+
+async def test_stock_mpegts_js_plays_on_across_a_reconnect_with_one_player(
+        camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Another client's `reconnect` restarts the upstream: a new FFmpeg, whose timestamps
+    the relay puts on the stream's timeline, so the same player instance keeps playing;
+    the picture moves again within 1.5 s and then at real-time rate."""
+    server: Server = await start_server(nursery)
+    stream_id = await server.create(camera_640.url())
+    watched: list[Watched] = []
+
+    async def browse() -> None:
+        watched.append(await watch(f"{server.base}/static/minimal.html?id={stream_id}", 14, tmp_path / "reconnect.png"))
+
+    async with trio.open_nursery() as browsing:
+        browsing.start_soon(browse)
+        await trio.sleep(5)
+        async with server.viewer(f"id={stream_id}") as other:
+            await other.send("reconnect")
+            restarted = time.monotonic()
+            await other.status("playing")
+            flowing = time.monotonic()  # media flows again
+    samples = watched[0].samples
+    at_restart = max((s for s in samples if s.wall <= restarted), key=lambda s: s.wall)
+    moving = [s for s in samples if s.wall >= flowing + 1.5]
+    assert moving, "the watch ended too early"
+    first, last = moving[0], moving[-1]
+    assert first.position > at_restart.position + 0.5, "the picture did not move again within 1.5 s"
+    rate = (last.position - first.position) / (last.wall - first.wall)
+    assert 0.8 <= rate <= 1.2, f"after the restart currentTime advanced at {rate:.2f}x real time"
+    assert last.presented > first.presented and last.width == 640

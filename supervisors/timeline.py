@@ -1,0 +1,134 @@
+"""One timeline per stream: PTS, DTS and PCR never jump across upstream restarts.
+
+Each FFmpeg run starts its timestamps afresh, near 0 or wherever the camera's burst puts
+them. A player that keeps its decoder (mpegts.js, MSE) then freezes on a jump back, or
+stalls at a gap forward. The `Retimer` keeps what every viewer receives on one
+timeline: every later attempt is shifted so that its first keyframe comes one frame
+after the last frame sent, and all its PTS, DTS and PCR move by that same shift (modulo
+2^33, as the fields wrap), so their relations within the attempt are kept exactly. A
+jump within an attempt is smoothed the same way: in its first SETTLING frames any step
+but about one frame (FFmpeg leaves the timestamps of its first packet unset when it
+starts with little probing, so the second frame comes 0.5-3 s "later"), after that a
+DTS that goes back or more than a second forward. Until a shift is needed, chunks pass through
+untouched (no copy).
+
+The cost is per chunk, never per viewer: one pass over the packets of the video PID,
+and, once shifted, one copy of the chunk. Pure code; nothing here awaits.
+"""
+
+from __future__ import annotations
+
+PACKET = 188
+WRAP = 1 << 33  # PTS, DTS and the PCR base are 33-bit, 90 kHz
+HZ = 90_000
+FRAME = HZ // 25  # assumed frame step until two timestamps have been seen
+SETTLING = 2  # an attempt's first frames: any step but about one frame is a jump
+
+
+class Retimer:
+    """Shifts the timestamps of one stream's attempts onto one timeline (module docstring)."""
+
+    __slots__ = ("_last", "_settling", "_shift", "_start", "_step")
+
+    def __init__(self, start: int | None = None) -> None:
+        self._start = start  # where the current attempt must begin; None: where it likes
+        self._shift: int | None = 0 if start is None else None  # None: not known yet
+        self._last: int | None = None  # the last DTS (or PTS) sent, on the timeline
+        self._step = FRAME
+        self._settling = SETTLING  # frames of this attempt still held to the frame step
+
+    def restart(self) -> None:
+        """A new attempt follows: its first timestamp goes one frame after the last sent."""
+        if self._last is not None:
+            self._start = (self._last + self._step) % WRAP
+        self._shift = None if self._start is not None else 0
+        self._settling = SETTLING
+
+    def end(self) -> int | None:
+        """Where a next attempt would begin (90 kHz), or None if nothing was timed yet."""
+        return None if self._last is None else (self._last + self._step) % WRAP
+
+    def apply(self, data: bytes, pids: tuple[int | None, ...], key: int | None) -> bytes:
+        """`data` (whole packets) with the timestamps on `pids` (video, PCR) on the stream's
+        timeline. `key` is the offset of a keyframe in `data`, if any: a new attempt's
+        shift is fixed there, as viewers resume an attempt at its first keyframe (what
+        comes before it reaches nobody and is passed through as it is)."""
+        if pids[0] is None:
+            return data
+        if self._shift is None:
+            if key is None or (first := _decoding_ts(data, key)) is None:
+                return data
+            self._shift = (self._start - first) % WRAP  # type: ignore[operator]
+        out: bytearray | None = None
+        for off in range(0, len(data), PACKET):
+            if ((data[off + 1] & 0x1F) << 8 | data[off + 2]) not in pids:
+                continue
+            decoding = _decoding_ts(data, off) if data[off + 1] & 0x40 else None
+            if decoding is not None:
+                decoding = (decoding + self._shift) % WRAP
+                if self._last is not None:
+                    step = (decoding - self._last) % WRAP
+                    usual = self._step // 2 <= step <= self._step * 2 if self._settling else 0 < step < HZ
+                    if usual:
+                        self._step = step
+                    else:  # a jump within the attempt (after FFmpeg's first packet): smooth it
+                        self._shift = (self._shift + self._last + self._step - decoding) % WRAP
+                        decoding = (self._last + self._step) % WRAP
+                    self._settling = max(0, self._settling - 1)
+                self._last = decoding
+            shift = self._shift
+            if not shift:
+                continue
+            if data[off + 3] & 0x20 and data[off + 4] >= 7 and data[off + 5] & 0x10:  # a PCR
+                out = out if out is not None else bytearray(data)
+                _put_pcr(out, off + 6, (_pcr(data, off + 6) + shift) % WRAP)
+            if decoding is not None:
+                out = out if out is not None else bytearray(data)
+                at = _pes(data, off) + 9
+                _put_ts(out, at, (_ts(data, at) + shift) % WRAP)
+                if data[at - 2] & 0x40:  # and a DTS
+                    _put_ts(out, at + 5, decoding)
+        return data if out is None else bytes(out)
+
+
+def _pes(data: bytes, off: int) -> int:
+    """Where the payload of the packet at `off` starts."""
+    return off + 4 + (1 + data[off + 4] if data[off + 3] & 0x20 else 0)
+
+
+def _decoding_ts(data: bytes, off: int) -> int | None:
+    """The DTS (else the PTS) of the PES that the packet at `off` starts, or None."""
+    payload = _pes(data, off)
+    if payload + 19 > off + PACKET or data[payload : payload + 3] != b"\x00\x00\x01":
+        return None
+    flags = data[payload + 7]
+    if not flags & 0x80:
+        return None
+    return _ts(data, payload + 14) if flags & 0x40 else _ts(data, payload + 9)
+
+
+def _ts(data: bytes | bytearray, at: int) -> int:
+    """A 33-bit PTS or DTS field (5 bytes with marker bits)."""
+    return ((data[at] >> 1) & 0x07) << 30 | data[at + 1] << 22 | (data[at + 2] >> 1) << 15 | \
+        data[at + 3] << 7 | data[at + 4] >> 1
+
+
+def _put_ts(out: bytearray, at: int, value: int) -> None:
+    out[at] = (out[at] & 0xF1) | ((value >> 30) & 0x07) << 1  # keeps the prefix and marker
+    out[at + 1] = (value >> 22) & 0xFF
+    out[at + 2] = ((value >> 15) & 0x7F) << 1 | 1
+    out[at + 3] = (value >> 7) & 0xFF
+    out[at + 4] = (value & 0x7F) << 1 | 1
+
+
+def _pcr(data: bytes | bytearray, at: int) -> int:
+    """The 33-bit base of a PCR (the 9-bit extension is left as it is)."""
+    return data[at] << 25 | data[at + 1] << 17 | data[at + 2] << 9 | data[at + 3] << 1 | data[at + 4] >> 7
+
+
+def _put_pcr(out: bytearray, at: int, base: int) -> None:
+    out[at] = (base >> 25) & 0xFF
+    out[at + 1] = (base >> 17) & 0xFF
+    out[at + 2] = (base >> 9) & 0xFF
+    out[at + 3] = (base >> 1) & 0xFF
+    out[at + 4] = (base & 1) << 7 | (out[at + 4] & 0x7F)
