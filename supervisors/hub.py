@@ -66,16 +66,30 @@ class Hub:
             viewer.restart()
 
     def attach(self, viewer: Viewer) -> None:
+        """Add a viewer; it starts from the cached keyframe, or waits for the next one.
+        A socket that played before (stop and start, or another stream) goes on with its
+        own timeline: its media pass through a Retimer of its own (a copy per chunk for
+        it alone) so that its timestamps never jump."""
         self.viewers.add(viewer)
         viewer.synced = False
+        viewer.retimer = None if viewer.resume_at is None else Retimer(viewer.resume_at, self._retimer.step)
         header = self._index.header
         if header is not None and self._gop:
-            viewer.synced = viewer.offer(header, *self._gop)
+            gop = self._gop
+            if (retimer := viewer.retimer) is not None:
+                pids = self._pids()
+                gop = [retimer.apply(part, pids, 0 if i == 0 else None) for i, part in enumerate(gop)]
+            viewer.synced = viewer.offer(header, *gop)
 
     def detach(self, viewer: Viewer) -> None:
         if viewer in self.viewers:
             self.viewers.discard(viewer)
             self._drops_gone += viewer.drops
+            end = viewer.retimer.end() if viewer.retimer is not None else None
+            viewer.resume_at = end if end is not None else self._retimer.end()
+
+    def _pids(self) -> tuple[int | None, ...]:
+        return self._index.video_pid, self._index.pcr_pid
 
     def broadcast(self, event: Event) -> None:
         for viewer in self.viewers:
@@ -87,7 +101,8 @@ class Hub:
         if not data:
             return
         key = self._index.scan(data)
-        data = self._retimer.apply(data, (self._index.video_pid, self._index.pcr_pid), key)
+        pids = self._pids()
+        data = self._retimer.apply(data, pids, key)
         if key is not None:
             self._gop = [data[key:] if key else data]
             self._gop_bytes = len(self._gop[0])
@@ -98,10 +113,12 @@ class Hub:
                 self._gop, self._gop_bytes = [], 0
         header = self._index.header
         for viewer in list(self.viewers):
+            retimer = viewer.retimer
             if viewer.synced:
-                viewer.synced = viewer.offer(data)
+                viewer.synced = viewer.offer(data if retimer is None else retimer.apply(data, pids, key))
             elif key is not None and header is not None:
-                viewer.synced = viewer.offer(header, self._gop[0])
+                first = self._gop[0]
+                viewer.synced = viewer.offer(header, first if retimer is None else retimer.apply(first, pids, 0))
             if viewer.slow:
                 self._on_slow(viewer)
 

@@ -177,6 +177,7 @@ class Registry:
             del self._upstreams[upstream.key]
             for viewer in list(upstream.hub.viewers):  # still attached: its stream ended
                 self._detach(viewer)
+                upstream.hub.detach(viewer)  # (no longer among the running: _detach skipped it)
                 viewer.stop()
             self._ended[upstream.key] = upstream
             while len(self._ended) > REMEMBERED:

@@ -30,11 +30,11 @@ class Retimer:
 
     __slots__ = ("_last", "_settling", "_shift", "_start", "_step")
 
-    def __init__(self, start: int | None = None) -> None:
+    def __init__(self, start: int | None = None, step: int = FRAME) -> None:
         self._start = start  # where the current attempt must begin; None: where it likes
         self._shift: int | None = 0 if start is None else None  # None: not known yet
         self._last: int | None = None  # the last DTS (or PTS) sent, on the timeline
-        self._step = FRAME
+        self._step = step
         self._settling = SETTLING  # frames of this attempt still held to the frame step
 
     def restart(self) -> None:
@@ -43,6 +43,11 @@ class Retimer:
             self._start = (self._last + self._step) % WRAP
         self._shift = None if self._start is not None else 0
         self._settling = SETTLING
+
+    @property
+    def step(self) -> int:
+        """The frame step last seen, 90 kHz."""
+        return self._step
 
     def end(self) -> int | None:
         """Where a next attempt would begin (90 kHz), or None if nothing was timed yet."""

@@ -39,6 +39,7 @@ import attrs
 import trio
 
 from .events import Close, CloseCode, ErrorCode, Event, Failure, Phase, Status
+from .timeline import Retimer
 
 MAX_ITEMS = 8192  # items queued at most: media overflows at MAX_ITEMS - EVENT_ROOM, an event
 EVENT_ROOM = 64  # beyond MAX_ITEMS gives up (the byte budget usually binds long before)
@@ -70,7 +71,8 @@ class Viewer:
     """A socket's subscription state and outbound queue (see module docstring)."""
 
     __slots__ = ("_announced", "_bytes", "_clock", "_holding", "_items", "_lot", "_overflow_since",
-                 "_slow_after", "budget", "client", "drops", "express", "key", "slow", "synced")
+                 "_slow_after", "budget", "client", "drops", "express", "key", "resume_at", "retimer", "slow",
+                 "synced")
 
     def __init__(self, client: str, *, budget: int, clock: Callable[[], float] = trio.current_time,
                  slow_after: float = SLOW_AFTER) -> None:
@@ -81,6 +83,10 @@ class Viewer:
         self.slow = False
         self.drops = 0
         self.express: Express | None = None  # set by the edge when its socket allows it
+        # this socket's own timeline, once it has left an upstream: where it ended (90 kHz),
+        # and the Retimer the hub passes its media through from the next attach on
+        self.resume_at: int | None = None
+        self.retimer: Retimer | None = None
         self._clock = clock
         self._slow_after = slow_after
         self._items: deque[Item] = deque()

@@ -7,6 +7,7 @@ import itertools
 import os
 import signal
 
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -108,3 +109,25 @@ async def test_a_reconnect_and_a_killed_ffmpeg_keep_the_timestamps_going(
     steps = [(b - a) % WRAP for a, b in itertools.pairwise(dts)]
     assert len(dts) > 100 and all(0 < s <= HZ // 10 for s in steps), [s / HZ for s in steps if not 0 < s <= HZ // 10]
     assert all(0 <= (b - a) % WRAP < HZ for a, b in itertools.pairwise(pcr))
+
+
+@pytest.mark.parametrize("pause", [0.2, 1.5], ids=["within LINGER", "beyond LINGER"])
+async def test_a_socket_that_stops_and_starts_again_keeps_its_timestamps_going(
+        camera: Camera, nursery: trio.Nursery, pause: float) -> None:
+    """Stop, then start on the same socket: from the cached keyframe of the same upstream
+    (within LINGER) or from a new upstream (beyond it), the socket's DTS go on one frame
+    after the last it got, never back and never ahead by the time it was away."""
+    server = await start_server(nursery, linger=0.5)
+    async with server.viewer(f"url={camera.url()}") as viewer:
+        for _ in range(2):
+            await viewer.play()
+            await trio.sleep(2)
+            await viewer.send("stop")
+            await viewer.status("stopped")
+            await trio.sleep(pause)
+        await viewer.play()
+        await trio.sleep(2)
+        data = b"".join(viewer.media)
+    dts = [t for kind, t in timestamps(data) if kind == "dts"]
+    steps = [(b - a) % WRAP for a, b in itertools.pairwise(dts)]
+    assert len(dts) > 100 and all(0 < s <= HZ // 10 for s in steps), [s / HZ for s in steps if not 0 < s <= HZ // 10]
