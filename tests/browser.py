@@ -61,7 +61,7 @@ class Watched:
         return next(s for s in self.samples if s.at >= start), self.samples[-1]
 
 
-def _watch(url: str, seconds: float, screenshot: Path) -> Watched:
+def _watch(url: str, seconds: float, screenshot: Path, playing: trio.Event | None) -> Watched:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -71,10 +71,12 @@ def _watch(url: str, seconds: float, screenshot: Path) -> Watched:
             console: list[str] = []
             page.on("console", lambda message: console.append(message.text))
             page.goto(url)
-            samples = []
+            samples: list[Sample] = []
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 samples.append(Sample(time.monotonic(), *page.evaluate(SAMPLE)))
+                if playing is not None and not playing.is_set() and samples[-1].presented > 0:
+                    trio.from_thread.run_sync(playing.set)
                 time.sleep(0.25)
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot))
@@ -83,7 +85,8 @@ def _watch(url: str, seconds: float, screenshot: Path) -> Watched:
             browser.close()
 
 
-async def watch(url: str, seconds: float, screenshot: Path) -> Watched:
-    """Open `url` in headless Chromium, sample its video for `seconds`, save a screenshot."""
+async def watch(url: str, seconds: float, screenshot: Path, playing: trio.Event | None = None) -> Watched:
+    """Open `url` in headless Chromium, sample its video for `seconds` (counted from the
+    page's start), save a screenshot; `playing` is set once a frame has been presented."""
     require_chromium()
-    return await trio.to_thread.run_sync(partial(_watch, url, seconds, screenshot))
+    return await trio.to_thread.run_sync(partial(_watch, url, seconds, screenshot, playing))

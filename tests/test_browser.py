@@ -45,6 +45,7 @@ async def test_stock_mpegts_js_plays_with_its_stock_config(
     assert last.dropped == first.dropped, "frames dropped in steady state"
 
 
+@pytest.mark.slow
 async def test_stock_mpegts_js_plays_on_across_a_reconnect_with_one_player(
         camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
     """Another client's `reconnect` restarts the upstream: a new FFmpeg, whose timestamps
@@ -53,13 +54,17 @@ async def test_stock_mpegts_js_plays_on_across_a_reconnect_with_one_player(
     server: Server = await start_server(nursery)
     stream_id = await server.create(camera_640.url())
     watched: list[Watched] = []
+    playing = trio.Event()
 
     async def browse() -> None:
-        watched.append(await watch(f"{server.base}/static/minimal.html?id={stream_id}", 14, tmp_path / "reconnect.png"))
+        watched.append(await watch(f"{server.base}/static/minimal.html?id={stream_id}", 16,
+                                   tmp_path / "reconnect.png", playing))
 
     async with trio.open_nursery() as browsing:
         browsing.start_soon(browse)
-        await trio.sleep(5)
+        with trio.fail_after(10):
+            await playing.wait()
+        await trio.sleep(2)
         async with server.viewer(f"id={stream_id}") as other:
             await other.send("reconnect")
             restarted = time.monotonic()
