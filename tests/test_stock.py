@@ -114,15 +114,19 @@ async def test_http_stream_ts_starts_at_a_keyframe_and_ends_with_its_client(came
     await wait_for(lambda: server.registry.statistics().viewers == 0, within=5)  # gone with its client
 
 
-@pytest.mark.parametrize("case", ["unknown id", "auth", "limit"])
+@pytest.mark.parametrize("case", ["unknown id", "auth", "limit", "silent camera"])
 async def test_http_stream_ts_failures_before_media_are_error_bodies(nursery: trio.Nursery, case: str) -> None:
-    server = await start_server(nursery, max_concurrent_streams=1)
+    server = await start_server(nursery, max_concurrent_streams=1, ffmpeg_timeout=1.5)
     cam = Camera(auth="basic")
     await nursery.start(cam.run)
-    code = {"unknown id": ErrorCode.NOT_FOUND, "auth": ErrorCode.AUTH, "limit": ErrorCode.LIMIT}[case]
+    if case == "silent camera":
+        cam.stall()
+    code = {"unknown id": ErrorCode.NOT_FOUND, "auth": ErrorCode.AUTH, "limit": ErrorCode.LIMIT,
+            "silent camera": ErrorCode.TIMEOUT}[case]
     stream_id = 999
     if case != "unknown id":
-        stream_id = await server.create(cam.url(password="wrong-pass" if case == "auth" else None, path="other"))
+        url = {"auth": cam.url(password="wrong-pass"), "limit": cam.url("other"), "silent camera": cam.url()}[case]
+        stream_id = await server.create(url)
     async with server.http() as http:
         if case == "limit":
             async with server.viewer(f"url={cam.url()}") as playing:
@@ -132,3 +136,5 @@ async def test_http_stream_ts_failures_before_media_are_error_bodies(nursery: tr
             response = await http.get(f"/api/streams/{stream_id}/stream.ts")
     assert response.status_code == HTTP_STATUS[code], response.text
     assert response.json()["error"]["code"] == code
+    assert server.registry is not None
+    await wait_for(lambda: server.registry.statistics().viewers == 0, within=5)  # nothing left behind
