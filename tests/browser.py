@@ -50,6 +50,7 @@ class Sample:
 class Watched:
     samples: list[Sample]
     console: list[str]
+    messages: list[dict[str, object]]  # the page's `window.messages`, if it keeps them
 
     def since(self, wall: float) -> list[Sample]:
         """The samples taken from `wall` (time.monotonic()) on."""
@@ -80,7 +81,7 @@ def _watch(url: str, seconds: float, screenshot: Path, playing: trio.Event | Non
                 time.sleep(0.25)
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot))
-            return Watched(samples, console)
+            return Watched(samples, console, page.evaluate("() => window.messages || []"))
         finally:
             browser.close()
 

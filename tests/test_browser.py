@@ -15,7 +15,7 @@ import trio
 
 from tests.browser import Watched, watch
 from tests.camera import Camera, Feed
-from tests.helpers import Server, start_server
+from tests.helpers import Server, start_server, wait_for
 
 WATCH = 8.0  # seconds in the browser
 STEADY = 3.0  # after this long a player is past its start
@@ -79,3 +79,48 @@ async def test_stock_mpegts_js_plays_on_across_a_reconnect_with_one_player(
     rate = (last.position - first.position) / (last.wall - first.wall)
     assert 0.8 <= rate <= 1.2, f"after the restart currentTime advanced at {rate:.2f}x real time"
     assert last.presented > first.presented and last.width == 640
+
+
+@pytest.mark.slow
+async def test_the_protocol_loader_keeps_one_socket_and_player_through_a_camera_outage(
+        camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """app/static/protocol.html: mpegts.js with protocol-loader.js on /ws/stream. The
+    camera goes silent and drops its sessions for 3 s; the server reports the failure,
+    retries and plays again on the same socket, and the same player shows the picture
+    again within 1.5 s of media flowing."""
+    server: Server = await start_server(nursery, ffmpeg_timeout=1.5)
+    stream_id = await server.create(camera_640.url())
+    watched: list[Watched] = []
+    playing = trio.Event()
+
+    async def browse() -> None:
+        watched.append(await watch(f"{server.base}/static/protocol.html?id={stream_id}", 20,
+                                   tmp_path / "outage.png", playing))
+
+    assert server.registry is not None
+    async with trio.open_nursery() as browsing:
+        browsing.start_soon(browse)
+        with trio.fail_after(10):
+            await playing.wait()
+        await trio.sleep(2)
+        camera_640.stall()
+        camera_640.drop()
+        out = time.monotonic()
+        await trio.sleep(3)
+        resumed = time.time()
+        camera_640.resume()
+        status = server.registry.status
+        await wait_for(lambda: status(f"id:{stream_id}").phase == "playing"
+                       and (status(f"id:{stream_id}").since or 0) >= resumed, within=10)
+        flowing = time.monotonic()
+    samples = watched[0].samples
+    at_outage = max((s for s in samples if s.wall <= out), key=lambda s: s.wall)
+    moving = [s for s in samples if s.wall >= flowing + 1.5]
+    assert moving, "the watch ended too early"
+    assert moving[0].position > at_outage.position + 0.5, "the picture did not move again within 1.5 s"
+    assert moving[-1].position - moving[0].position > 0.8 * (moving[-1].wall - moving[0].wall)
+    kinds = [m.get("phase") or m.get("code") for m in watched[0].messages]
+    assert kinds.count("connected") == 1, kinds  # one socket all along
+    assert kinds[:3] == ["connected", "connecting", "playing"], kinds
+    failed = next(i for i, kind in enumerate(kinds) if kind in ("STREAM_ERROR", "TIMEOUT"))
+    assert "connecting" in kinds[failed:] and kinds[-1] == "playing", kinds

@@ -1,0 +1,85 @@
+// A loader for mpegts.js that speaks the full `/ws/stream` protocol (SPEC §4): it sends
+// {"action":"start"} when the socket opens, hands binary frames (MPEG-TS) to the player,
+// and JSON frames (status, error) to `onMessage` instead of failing on them as mpegts.js's
+// own WebSocket loader does. The socket, and so the player, stays up across the camera's
+// restarts and outages: the server retries, sends `connecting` and `playing`, and keeps
+// the timestamps on one timeline, so the player plays on.
+//
+//   const player = mpegts.createPlayer(
+//       {type: "mpegts", isLive: true, url: `ws://${location.host}/ws/stream?id=1`},
+//       {customLoader: protocolLoader((message, socket) => show(message))});
+//
+// `socket.send(JSON.stringify({action: "stop" | "start" | "reconnect"}))` drives it.
+"use strict";
+
+function protocolLoader(onMessage, onClose = () => {}) {
+  return class ProtocolLoader extends mpegts.BaseLoader {
+    static isSupported() {
+      return typeof WebSocket !== "undefined";
+    }
+
+    constructor() {
+      super("rtsp-viewer-protocol-loader");
+      this.TAG = "ProtocolLoader";
+      this._needStash = false;  // live: every byte goes to the demuxer at once
+      this._socket = null;
+      this._received = 0;
+      this._aborting = false;
+    }
+
+    destroy() {
+      if (this._socket) {
+        this.abort();
+      }
+      super.destroy();
+    }
+
+    open(dataSource) {
+      const socket = this._socket = new WebSocket(dataSource.url);
+      socket.binaryType = "arraybuffer";
+      this._status = mpegts.LoaderStatus.kConnecting;
+      socket.onopen = () => {
+        this._status = mpegts.LoaderStatus.kBuffering;
+        socket.send(JSON.stringify({action: "start"}));
+      };
+      socket.onmessage = (event) => {
+        if (typeof event.data === "string") {
+          onMessage(JSON.parse(event.data), socket);
+          return;
+        }
+        const start = this._received;
+        this._received += event.data.byteLength;
+        if (this._onDataArrival) {
+          this._onDataArrival(event.data, start, this._received);
+        }
+      };
+      socket.onclose = (event) => {
+        if (this._aborting) {  // the player asked for it
+          this._aborting = false;
+          return;
+        }
+        this._status = mpegts.LoaderStatus.kComplete;
+        onClose(event);
+        if (this._onComplete) {
+          this._onComplete(0, this._received - 1);
+        }
+      };
+      socket.onerror = () => {
+        this._status = mpegts.LoaderStatus.kError;
+        if (this._onError) {
+          this._onError(mpegts.LoaderErrors.EXCEPTION, {code: -1, msg: "WebSocket error"});
+        }
+      };
+    }
+
+    abort() {
+      const socket = this._socket;
+      if (socket && (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN)) {
+        this._aborting = true;
+        socket.close();
+      }
+      this._socket = null;
+      this._status = mpegts.LoaderStatus.kComplete;
+    }
+  };
+}
