@@ -14,7 +14,7 @@ from quart_trio import QuartTrio
 from supervisors import EngineConfig, Registry
 from supervisors.ffmpeg import Runner
 
-from . import errors, health, stream_http, streams, wire, ws
+from . import errors, health, page, stream_http, streams, wire, ws
 from .services import Services
 from .settings import Settings
 from .store import StorageError, Store
@@ -57,6 +57,6 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
 
     app.asgi_app = wire.capture_send(app.asgi_app)  # type: ignore[method-assign, assignment]
     errors.install(app)
-    for module in (health, streams, stream_http, ws):
+    for module in (health, page, streams, stream_http, ws):
         app.register_blueprint(module.blueprint)
     return app

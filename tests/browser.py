@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 import attrs
 import pytest
 import trio
 
 CHROMIUM = Path("/usr/bin/chromium")
+T = TypeVar("T")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--autoplay-policy=no-user-gesture-required"]
 SAMPLE = """() => {
@@ -84,6 +87,35 @@ def _watch(url: str, seconds: float, screenshot: Path, playing: trio.Event | Non
             return Watched(samples, console, page.evaluate("() => window.messages || []"))
         finally:
             browser.close()
+
+
+def sample(page: Any) -> Sample:
+    """The first `<video>` of the page, now."""
+    return Sample(time.monotonic(), *page.evaluate(SAMPLE))
+
+
+def _drive(url: str, script: Callable[[Any], T], screenshot: Path) -> T:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 800})
+            page.goto(url)
+            try:
+                return script(page)
+            finally:
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(screenshot))
+        finally:
+            browser.close()
+
+
+async def drive(url: str, script: Callable[[Any], T], screenshot: Path) -> T:
+    """Open `url` and run `script(page)` (Playwright's sync Page) in the browser's thread;
+    it may call back into the test's trio loop with `trio.from_thread.run(_sync)`."""
+    require_chromium()
+    return await trio.to_thread.run_sync(partial(_drive, url, script, screenshot))
 
 
 async def watch(url: str, seconds: float, screenshot: Path, playing: trio.Event | None = None) -> Watched:

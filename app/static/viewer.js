@@ -1,0 +1,242 @@
+// The viewer page: the stream list (polled from REST), the add / edit form, and one live
+// tile per stream. A tile plays with mpegts.js on the full protocol (protocol-loader.js):
+// its socket stays up while the server retries the camera, so the same player plays on;
+// if the socket itself closes, the tile opens a new one with backoff (1, 2, 4 … 30 s),
+// except after AUTH, NOT_FOUND or LIMIT, which need a person. A page put away (pagehide,
+// the back/forward cache) releases every socket; shown again (pageshow), it reconnects.
+"use strict";
+
+const FINAL = new Set(["AUTH", "NOT_FOUND", "LIMIT"]);
+const LOW_LATENCY = {enableStashBuffer: false, liveBufferLatencyChasing: true,
+                     liveBufferLatencyMaxLatency: 0.5, liveBufferLatencyMinRemain: 0.1};
+const tiles = new Map();  // stream id -> Tile
+window.tiles = tiles;
+
+async function api(method, path, body) {
+  const init = {method, headers: {}};
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  const text = await response.text();
+  return {ok: response.ok, status: response.status, body: text ? JSON.parse(text) : null};
+}
+
+class Tile {
+  constructor(stream) {
+    this.id = stream.id;
+    this.messages = [];  // every status and error this tile got, in order
+    this.backoff = 1;
+    this.stopped = false;  // by a person (or a final error): no reconnecting
+    this.el = document.createElement("article");
+    this.el.className = "tile";
+    this.el.dataset.id = stream.id;
+    this.el.innerHTML = `<h2></h2><video muted autoplay playsinline></video>
+      <div class="bar"><span class="phase">idle</span><span class="error"></span>
+      <button data-action="start">start</button><button data-action="stop">stop</button>
+      <button data-action="reconnect">reconnect</button></div>`;
+    this.video = this.el.querySelector("video");
+    this.phase = this.el.querySelector(".phase");
+    this.error = this.el.querySelector(".error");
+    for (const button of this.el.querySelectorAll("button")) {
+      button.onclick = () => this.act(button.dataset.action);
+    }
+    this.update(stream);
+    document.getElementById("tiles").append(this.el);
+  }
+
+  update(stream) {
+    this.el.querySelector("h2").textContent = stream.name;
+  }
+
+  connect() {
+    this.release();
+    this.phase.textContent = "connecting";
+    const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws/stream?id=${this.id}`;
+    const loader = protocolLoader((message, socket) => this.onMessage(message, socket), () => this.onClose());
+    this.player = mpegts.createPlayer({type: "mpegts", isLive: true, url}, {customLoader: loader, ...LOW_LATENCY});
+    this.player.attachMediaElement(this.video);
+    this.player.load();
+    this.player.play();
+  }
+
+  onMessage(message, socket) {
+    this.socket = socket;
+    this.messages.push(message);
+    if (message.type === "status") {
+      this.phase.textContent = message.phase;
+      if (message.phase === "playing") {
+        this.error.textContent = "";
+        this.backoff = 1;
+      }
+    } else if (message.type === "error") {
+      this.error.textContent = `${message.code}: ${message.message}`;
+      if (FINAL.has(message.code)) {
+        this.stopped = true;
+      }
+    }
+  }
+
+  onClose() {
+    this.socket = null;
+    this.phase.textContent = "disconnected";
+    if (this.stopped || this.released) {
+      return;
+    }
+    const delay = this.backoff * (0.8 + 0.4 * Math.random());
+    this.backoff = Math.min(this.backoff * 2, 30);
+    this.timer = setTimeout(() => this.connect(), delay * 1000);
+  }
+
+  act(action) {
+    if (action === "start" && !this.socket) {
+      this.stopped = false;
+      this.connect();
+      return;
+    }
+    this.stopped = action === "stop";
+    if (this.socket) {
+      this.socket.send(JSON.stringify({action}));
+    }
+  }
+
+  release() {
+    clearTimeout(this.timer);
+    if (this.player) {
+      this.released = true;  // the close that follows is ours
+      this.player.destroy();  // closes the socket: the server drops the viewer at once
+      this.player = null;
+      this.socket = null;
+    }
+    this.released = false;
+  }
+
+  remove() {
+    this.stopped = true;
+    this.release();
+    this.el.remove();
+  }
+}
+
+function row(stream) {
+  const tr = document.createElement("tr");
+  const status = stream.status;
+  const video = status.video ? `${status.video.codec} ${status.video.width}x${status.video.height}` : "";
+  const error = status.error ? `${status.error.code}: ${status.error.message}` : "";
+  for (const text of [stream.name, status.phase, status.viewers, video, error]) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    tr.append(td);
+  }
+  const actions = document.createElement("td");
+  const edit = document.createElement("button");
+  edit.textContent = "edit";
+  edit.onclick = () => fill(stream);
+  const remove = document.createElement("button");
+  remove.textContent = "delete";
+  remove.onclick = async () => {
+    await api("DELETE", `/api/streams/${stream.id}/`);
+    await refresh();
+  };
+  actions.append(edit, remove);
+  tr.append(actions);
+  return tr;
+}
+
+async function refresh() {
+  const listed = await api("GET", "/api/streams/");
+  if (!listed.ok) {
+    return;
+  }
+  document.getElementById("rows").replaceChildren(...listed.body.map(row));
+  const seen = new Set();
+  for (const stream of listed.body) {
+    seen.add(stream.id);
+    const tile = tiles.get(stream.id);
+    if (tile) {
+      tile.update(stream);
+    } else {
+      const created = new Tile(stream);
+      tiles.set(stream.id, created);
+      created.connect();
+    }
+  }
+  for (const [id, tile] of tiles) {
+    if (!seen.has(id)) {
+      tile.remove();
+      tiles.delete(id);
+    }
+  }
+}
+
+const form = document.getElementById("edit");
+let editing = null;  // the stream being edited (its url comes back masked: sent only if changed)
+
+function fill(stream) {
+  editing = stream;
+  form.elements.id.value = stream.id;
+  form.elements.name.value = stream.name;
+  form.elements.url.value = stream.url;
+  form.elements.transport.value = stream.transport;
+  document.getElementById("save").textContent = "save";
+  document.getElementById("cancel").hidden = false;
+}
+
+function clearForm() {
+  editing = null;
+  form.reset();
+  document.getElementById("save").textContent = "add";
+  document.getElementById("cancel").hidden = true;
+}
+
+document.getElementById("cancel").onclick = clearForm;
+
+form.onsubmit = async (event) => {
+  event.preventDefault();
+  for (const span of form.querySelectorAll(".field-error")) {
+    span.textContent = "";
+  }
+  document.getElementById("form-error").textContent = "";
+  const body = {name: form.elements.name.value, url: form.elements.url.value,
+                transport: form.elements.transport.value};
+  if (editing && body.url === editing.url) {
+    delete body.url;  // masked: sending it back would replace the stored password
+  }
+  const saved = editing ? await api("PATCH", `/api/streams/${editing.id}/`, body)
+                        : await api("POST", "/api/streams/", body);
+  if (!saved.ok) {
+    const error = (saved.body && saved.body.error) || {message: `HTTP ${saved.status}`};
+    const fields = error.fields || {};
+    for (const [name, message] of Object.entries(fields)) {
+      const span = form.querySelector(`.field-error[data-for="${name}"]`);
+      if (span) {
+        span.textContent = message;
+      }
+    }
+    if (!Object.keys(fields).length) {
+      document.getElementById("form-error").textContent = error.message;
+    }
+    return;
+  }
+  clearForm();
+  await refresh();
+};
+
+window.addEventListener("pagehide", () => {
+  for (const tile of tiles.values()) {
+    tile.release();
+  }
+});
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) {  // back from the back/forward cache
+    for (const tile of tiles.values()) {
+      if (!tile.stopped) {
+        tile.connect();
+      }
+    }
+  }
+});
+
+refresh();
+setInterval(refresh, 2000);

@@ -1,0 +1,147 @@
+"""The viewer page at `/` in a real headless Chromium: the list, the form and the tiles."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.browser import drive, sample
+from tests.camera import Camera, Feed
+from tests.helpers import Server, start_server, wait_for
+from tests.lean import LeanViewer
+
+TILE_MESSAGES = "() => [...window.tiles.values()][0].messages.map(m => m.phase || m.code)"
+
+
+@pytest.fixture
+async def camera_640(nursery: trio.Nursery) -> Camera:
+    cam = Camera(feeds={"live": Feed(size="640x360", bitrate="1M")})
+    await nursery.start(cam.run)
+    return cam
+
+
+def until(page: Any, expression: str, within: float = 10) -> None:
+    page.wait_for_function(expression, timeout=within * 1000)
+
+
+def plays_on(page: Any, seconds: float = 3) -> tuple[float, int, int]:
+    """(rate of currentTime to real time, frames presented, frames dropped) over `seconds`."""
+    first = sample(page)
+    time.sleep(seconds)
+    last = sample(page)
+    return ((last.position - first.position) / (last.wall - first.wall), last.presented - first.presented,
+            last.dropped - first.dropped)
+
+
+@pytest.mark.parametrize("start", ["cold", "joining"])
+async def test_a_tile_plays_its_stream(camera_640: Camera, nursery: trio.Nursery, tmp_path: Path, start: str) -> None:
+    server = await start_server(nursery)
+    stream_id = await server.create(camera_640.url(), name="front door")
+    if start == "joining":  # the camera's upstream already runs for another viewer
+        host, port = server.base.removeprefix("http://").split(":")
+        other = LeanViewer(host, int(port), f"/ws/stream.ts?id={stream_id}")
+        await other.connect()
+        nursery.start_soon(other.run)
+        with trio.fail_after(15):
+            await other.got_media.wait()
+
+    def script(page: Any) -> tuple[str, str, int, tuple[float, int, int]]:
+        until(page, "document.querySelector('.tile video').videoWidth > 0")
+        time.sleep(2)  # past the start
+        steady = plays_on(page)
+        name = page.text_content(".tile h2")
+        phase = page.text_content(".tile .phase")
+        return name, phase, page.evaluate("document.querySelector('.tile video').videoWidth"), steady
+
+    name, phase, width, (rate, presented, dropped) = await drive(f"{server.base}/", script, tmp_path / f"tile-{start}.png")
+    if start == "joining":
+        await other.aclose()
+    assert (name, phase, width) == ("front door", "playing", 640)
+    assert 0.8 <= rate <= 1.2 and presented >= 0.8 * 25 * 3 and dropped == 0, (rate, presented, dropped)
+
+
+async def test_the_add_form_shows_a_validation_message_at_its_field(server: Server, tmp_path: Path) -> None:
+    def script(page: Any) -> tuple[str, str, int]:
+        page.fill("input[name=name]", "garage")
+        page.fill("input[name=url]", "http://camera/stream")
+        page.click("#save")
+        until(page, "document.querySelector('.field-error[data-for=url]').textContent !== ''")
+        return (page.text_content(".field-error[data-for=url]"), page.text_content(".field-error[data-for=name]"),
+                page.evaluate("document.querySelectorAll('#rows tr').length"))
+
+    url_error, name_error, rows = await drive(f"{server.base}/", script, tmp_path / "validation.png")
+    assert url_error == "scheme must be rtsp or rtsps" and name_error == "" and rows == 0
+    async with server.http() as http:
+        assert (await http.get("/api/streams/")).json() == []  # nothing stored
+
+
+async def test_auth_is_shown_in_the_tile_and_not_retried(nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await start_server(nursery)
+    cam = Camera(auth="digest")
+    await nursery.start(cam.run)
+    await server.create(cam.url(password="wrong-pass"))
+
+    def script(page: Any) -> tuple[str, list[str]]:
+        until(page, "document.querySelector('.tile .error').textContent.startsWith('AUTH')")
+        time.sleep(4)  # a retry would have come within the backoff's first steps
+        return page.text_content(".tile .error"), page.evaluate(TILE_MESSAGES)
+
+    error, messages = await drive(f"{server.base}/", script, tmp_path / "auth.png")
+    assert error.startswith("AUTH:") and "wrong-pass" not in error
+    assert messages == ["connected", "connecting", "AUTH", "stopped"], messages
+
+
+async def test_leaving_the_page_releases_its_viewer_within_a_second(
+        camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await start_server(nursery)
+    await server.create(camera_640.url())
+    assert server.registry is not None
+    left: list[float] = []
+
+    def script(page: Any) -> None:
+        until(page, "document.querySelector('.tile video').videoWidth > 0")
+        page.goto("about:blank")
+        left.append(time.monotonic())
+
+    await drive(f"{server.base}/", script, tmp_path / "left.png")
+    await wait_for(lambda: server.registry.statistics().viewers == 0, within=5, step=0.02)
+    assert time.monotonic() - left[0] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["reconnect", "stop and start beyond LINGER"])
+async def test_one_player_plays_on_across_a_reconnect_or_a_stop_and_start(
+        camera_640: Camera, nursery: trio.Nursery, tmp_path: Path, how: str) -> None:
+    """The tile's buttons on its one socket and player: the picture moves again within
+    1.5 s of `playing` and then plays at real-time rate."""
+    server = await start_server(nursery, linger=0.5)
+    await server.create(camera_640.url())
+
+    def script(page: Any) -> tuple[float, float, tuple[float, int, int], list[str], bool]:
+        until(page, "document.querySelector('.tile video').videoWidth > 0")
+        page.evaluate("window.firstPlayer = [...window.tiles.values()][0].player")
+        time.sleep(2)
+        if how == "reconnect":
+            page.click(".tile button[data-action=reconnect]")
+        else:
+            page.click(".tile button[data-action=stop]")
+            until(page, "document.querySelector('.tile .phase').textContent === 'stopped'")
+            time.sleep(1.5)  # LINGER is 0.5 s: the upstream has ended
+            page.click(".tile button[data-action=start]")
+        before = sample(page).position
+        until(page, f"({TILE_MESSAGES})().filter(p => p === 'playing').length >= 2")
+        time.sleep(1.5)
+        moved = sample(page).position - before
+        steady = plays_on(page)
+        same = page.evaluate("window.firstPlayer === [...window.tiles.values()][0].player")
+        return before, moved, steady, page.evaluate(TILE_MESSAGES), same
+
+    _, moved, (rate, presented, _), messages, same = await drive(f"{server.base}/", script, tmp_path / "resume.png")
+    assert same, "the tile made a new player"
+    assert messages.count("connected") == 1, messages  # one socket
+    assert moved > 0.5, f"the picture moved {moved:.2f} s in the 1.5 s after playing"
+    assert 0.8 <= rate <= 1.2 and presented > 0, (rate, presented)
