@@ -1,7 +1,8 @@
 """`python -m bench.browser`: stock mpegts.js in headless Chromium, first frame and latency.
 
 For `app/static/minimal.html` (mpegts.js on `/ws/stream.ts`, with its stock config, then
-with `&lowlatency`: no stash buffer, latency chasing) against a 640x360 2 Mbit/s camera,
+with `&lowlatency`: no stash buffer, latency chasing) and for the viewer page at `/` (one
+tile: mpegts.js on `/ws/stream`, low latency), against a 640x360 2 Mbit/s camera,
 alternating rounds of:
 - cold: no upstream running (LINGER=0), navigation to the first presented frame;
 - joining: another viewer keeps the upstream up, navigation to the first presented frame.
@@ -21,6 +22,7 @@ import sys
 import time
 from functools import partial
 
+import httpx
 import trio
 
 from bench.__main__ import start_camera
@@ -30,10 +32,12 @@ from tests.lean import LeanViewer
 
 HOOK = """
 window.__firstFrame = null;
-document.addEventListener('DOMContentLoaded', () => {
+const hook = () => {  // the viewer page makes its video once the stream list is in
   const video = document.querySelector('video');
+  if (!video) { setTimeout(hook, 5); return; }
   video.requestVideoFrameCallback((now) => { window.__firstFrame = now / 1000; });
-});
+};
+document.addEventListener('DOMContentLoaded', hook);
 """
 LAG = """() => { const v = document.querySelector('video');
   return v.buffered.length ? v.buffered.end(v.buffered.length - 1) - v.currentTime : null; }"""
@@ -83,7 +87,6 @@ async def main(argv: list[str]) -> None:
             server = await spawn(nursery, [str(BIN / "rtsp-viewer"), "serve", "--port", "0"], env)
             base = await server.url()
             host, port = base.removeprefix("http://").split(":")
-            resource = f"/ws/stream.ts?url={url}"
             other: list[LeanViewer] = []
 
             async def joining_started() -> None:
@@ -98,13 +101,20 @@ async def main(argv: list[str]) -> None:
                 await other.pop().aclose()
 
             kinds = ["cold", "joining"] * args.rounds
-            print("\n## mpegts.js in headless Chromium (app/static/minimal.html, /ws/stream.ts)")
+            print("\n## mpegts.js in headless Chromium (minimal.html on /ws/stream.ts, the viewer page on /ws/stream)")
             print("| config | start | rounds | first frame after navigation, median (max) s "
                   "| live latency, median (max) s |")
             print("|---|---|---|---|---|")
-            for config, query in (("stock", ""), ("low latency", "&lowlatency")):
+            async with httpx.AsyncClient(base_url=base) as http:
+                created = await http.post("/api/streams/", json={"name": "bench", "url": url})
+            stream_id = created.json()["id"]
+            resource = f"/ws/stream.ts?id={stream_id}"  # the joiner's: the same upstream as the pages'
+            pages = (("stock", f"/static/minimal.html?id={stream_id}"),
+                     ("low latency", f"/static/minimal.html?id={stream_id}&lowlatency"),
+                     ("viewer page", "/"))
+            for config, path in pages:
                 results = await trio.to_thread.run_sync(partial(
-                    _rounds, f"{base}/static/minimal.html?url={url}{query}", kinds, joining_started, joining_stopped))
+                    _rounds, f"{base}{path}", kinds, joining_started, joining_stopped))
                 for kind in ("cold", "joining"):
                     firsts = [f for k, f, _ in results if k == kind]
                     lags = [lag for k, _, lag in results if k == kind]

@@ -113,12 +113,13 @@ async def test_leaving_the_page_releases_its_viewer_within_a_second(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["reconnect", "stop and start beyond LINGER"])
-async def test_one_player_plays_on_across_a_reconnect_or_a_stop_and_start(
+@pytest.mark.parametrize("how", ["reconnect", "stop and start beyond LINGER", "camera outage"])
+async def test_one_player_plays_on_across_a_reconnect_a_stop_and_start_or_an_outage(
         camera_640: Camera, nursery: trio.Nursery, tmp_path: Path, how: str) -> None:
-    """The tile's buttons on its one socket and player: the picture moves again within
-    1.5 s of `playing` and then plays at real-time rate."""
-    server = await start_server(nursery, linger=0.5)
+    """The tile's buttons, or a camera that goes silent and drops its sessions for 3 s:
+    the tile keeps its one socket and player, the picture moves again within 1.5 s of the
+    next `playing` and then plays at real-time rate."""
+    server = await start_server(nursery, linger=0.5, ffmpeg_timeout=1.5)
     await server.create(camera_640.url())
 
     def script(page: Any) -> tuple[float, float, tuple[float, int, int], list[str], bool]:
@@ -127,6 +128,11 @@ async def test_one_player_plays_on_across_a_reconnect_or_a_stop_and_start(
         time.sleep(2)
         if how == "reconnect":
             page.click(".tile button[data-action=reconnect]")
+        elif how == "camera outage":
+            trio.from_thread.run_sync(camera_640.stall)
+            trio.from_thread.run_sync(camera_640.drop)
+            time.sleep(3)
+            trio.from_thread.run_sync(camera_640.resume)
         else:
             page.click(".tile button[data-action=stop]")
             until(page, "document.querySelector('.tile .phase').textContent === 'stopped'")
