@@ -151,3 +151,23 @@ async def test_one_player_plays_on_across_a_reconnect_a_stop_and_start_or_an_out
     assert messages.count("connected") == 1, messages  # one socket
     assert moved > 0.5, f"the picture moved {moved:.2f} s in the 1.5 s after playing"
     assert 0.8 <= rate <= 1.2 and presented > 0, (rate, presented)
+
+
+async def test_a_tile_whose_socket_closes_opens_a_new_one_by_itself(
+        camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The server closes every viewer's socket (1001, as on shutdown): the tile waits its
+    backoff (about 1 s), opens a new socket, and plays again."""
+    server = await start_server(nursery)
+    await server.create(camera_640.url())
+    assert server.registry is not None
+    registry = server.registry
+
+    def script(page: Any) -> tuple[list[str], int]:
+        until(page, "document.querySelector('.tile video').videoWidth > 0")
+        trio.from_thread.run_sync(registry.shutdown)  # stopped + 1001 to every viewer
+        until(page, f"({TILE_MESSAGES})().filter(p => p === 'playing').length >= 2", within=15)
+        time.sleep(1)
+        return page.evaluate(TILE_MESSAGES), page.evaluate("document.querySelector('.tile video').videoWidth")
+
+    messages, width = await drive(f"{server.base}/", script, tmp_path / "reopened.png")
+    assert messages.count("connected") == 2 and messages[-1] == "playing" and width == 640, messages
