@@ -20,7 +20,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -313,6 +316,23 @@ async def bench_slow(rig: Rig, seconds: float, server: Process) -> None:
           f"{server.stderr.count('SLOW_CONSUMER')} times")
 
 
+@asynccontextmanager
+async def camera_and_server(env: dict[str, str], **camera: Any) -> AsyncIterator[tuple[str, Process, trio.Nursery]]:
+    """The bench's camera and an `rtsp-viewer serve` process, ended (and reaped) after."""
+    process, url = await start_camera(**camera)
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await spawn(nursery, [str(BIN / "rtsp-viewer"), "serve", "--port", "0"], env)
+            yield url, server, nursery
+            server.process.terminate()
+            await server.process.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        process.terminate()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+
+
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("what", nargs="*", default=["latency", "fanout", "teardown", "slow"])
@@ -329,39 +349,29 @@ async def main(argv: list[str]) -> None:
     parser.add_argument("--no-deflate", action="store_true",
                         help="viewers do not offer permessage-deflate (browsers do)")
     args = parser.parse_args(argv)
-    camera, url = await start_camera(args.codec, args.audio, burst=not args.no_burst)
     env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LINGER": "0", "LOG_LEVEL": "WARNING",
            "MAX_STREAMS_PER_CLIENT": "1000", "MAX_CONCURRENT_STREAMS": "100"}
-    try:
-        async with trio.open_nursery() as nursery:
-            server = await spawn(nursery, [str(BIN / "rtsp-viewer"), "serve", "--port", "0"], env)
-            rig = Rig(url, server.process.pid, await server.url(), deflate=not args.no_deflate)
-            print(f"camera {url} ({args.codec}{', with audio' if args.audio else ''}); server {rig.host}:{rig.port} (pid {server.process.pid}); "
-                  f"{os.cpu_count()} cores")
-            if "latency" in args.what:
-                await bench_latency(rig, args.rounds)
-            if "fanout" in args.what:
-                rigs = {"ours": rig}
-                relay = None
-                if not args.no_relay:
-                    relay, rigs["rtsp-relay"] = await start_relay(url, deflate=not args.no_deflate)
-                await bench_fanout(rigs, [int(n) for n in args.viewers.split(",")], args.seconds, args.repeat)
-                if relay is not None:
-                    relay.terminate()
-                    await relay.wait()
-            if "idle" in args.what:
-                await bench_idle(rig, 200, 20)
-            if "teardown" in args.what:
-                await bench_teardown(rig, args.rounds, 100)
-            if "slow" in args.what:
-                await bench_slow(rig, args.slow_seconds, server)
-            server.process.terminate()
-            await server.process.wait()
-            nursery.cancel_scope.cancel()
-    finally:
-        camera.terminate()
-        with trio.CancelScope(shield=True):
-            await camera.wait()
+    async with camera_and_server(env, codec=args.codec, audio=args.audio, burst=not args.no_burst) as (url, server, _):
+        rig = Rig(url, server.process.pid, await server.url(), deflate=not args.no_deflate)
+        print(f"camera {url} ({args.codec}{', with audio' if args.audio else ''}); server {rig.host}:{rig.port} (pid {server.process.pid}); "
+              f"{os.cpu_count()} cores")
+        if "latency" in args.what:
+            await bench_latency(rig, args.rounds)
+        if "fanout" in args.what:
+            rigs = {"ours": rig}
+            relay = None
+            if not args.no_relay:
+                relay, rigs["rtsp-relay"] = await start_relay(url, deflate=not args.no_deflate)
+            await bench_fanout(rigs, [int(n) for n in args.viewers.split(",")], args.seconds, args.repeat)
+            if relay is not None:
+                relay.terminate()
+                await relay.wait()
+        if "idle" in args.what:
+            await bench_idle(rig, 200, 20)
+        if "teardown" in args.what:
+            await bench_teardown(rig, args.rounds, 100)
+        if "slow" in args.what:
+            await bench_slow(rig, args.slow_seconds, server)
 
 
 if __name__ == "__main__":

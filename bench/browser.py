@@ -25,9 +25,8 @@ from functools import partial
 import httpx
 import trio
 
-from bench.__main__ import start_camera
+from bench.__main__ import camera_and_server
 from tests.browser import ARGS, CHROMIUM
-from tests.helpers import BIN, spawn
 from tests.lean import LeanViewer
 
 HOOK = """
@@ -80,54 +79,43 @@ async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.browser")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each kind, alternating")
     args = parser.parse_args(argv)
-    camera, url = await start_camera()
     env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LINGER": "0", "LOG_LEVEL": "WARNING"}
-    try:
-        async with trio.open_nursery() as nursery:
-            server = await spawn(nursery, [str(BIN / "rtsp-viewer"), "serve", "--port", "0"], env)
-            base = await server.url()
-            host, port = base.removeprefix("http://").split(":")
-            other: list[LeanViewer] = []
+    async with camera_and_server(env) as (url, server, nursery):
+        base = await server.url()
+        host, port = base.removeprefix("http://").split(":")
+        other: list[LeanViewer] = []
 
-            async def joining_started() -> None:
-                viewer = LeanViewer(host, int(port), resource)
-                await viewer.connect()
-                nursery.start_soon(viewer.run)
-                with trio.fail_after(15):
-                    await viewer.got_media.wait()
-                other.append(viewer)
+        async def joining_started() -> None:
+            viewer = LeanViewer(host, int(port), resource)
+            await viewer.connect()
+            nursery.start_soon(viewer.run)
+            with trio.fail_after(15):
+                await viewer.got_media.wait()
+            other.append(viewer)
 
-            async def joining_stopped() -> None:
-                await other.pop().aclose()
+        async def joining_stopped() -> None:
+            await other.pop().aclose()
 
-            kinds = ["cold", "joining"] * args.rounds
-            print("\n## mpegts.js in headless Chromium (minimal.html on /ws/stream.ts, the viewer page on /ws/stream)")
-            print("| config | start | rounds | first frame after navigation, median (max) s "
-                  "| live latency, median (max) s |")
-            print("|---|---|---|---|---|")
-            async with httpx.AsyncClient(base_url=base) as http:
-                created = await http.post("/api/streams/", json={"name": "bench", "url": url})
-            stream_id = created.json()["id"]
-            resource = f"/ws/stream.ts?id={stream_id}"  # the joiner's: the same upstream as the pages'
-            pages = (("stock", f"/static/minimal.html?id={stream_id}"),
-                     ("low latency", f"/static/minimal.html?id={stream_id}&lowlatency"),
-                     ("viewer page", "/"))
-            for config, path in pages:
-                results = await trio.to_thread.run_sync(partial(
-                    _rounds, f"{base}{path}", kinds, joining_started, joining_stopped))
-                for kind in ("cold", "joining"):
-                    firsts = [f for k, f, _ in results if k == kind]
-                    lags = [lag for k, _, lag in results if k == kind]
-                    print(f"| {config} | {kind} | {len(firsts)} | {statistics.median(firsts):.3f} ({max(firsts):.3f}) "
-                          f"| {statistics.median(lags):.3f} ({max(lags):.3f}) |")
-            server.process.terminate()
-            await server.process.wait()
-            nursery.cancel_scope.cancel()
-    finally:
-        camera.terminate()
-        with trio.CancelScope(shield=True):
-            await camera.wait()
-
+        kinds = ["cold", "joining"] * args.rounds
+        print("\n## mpegts.js in headless Chromium (minimal.html on /ws/stream.ts, the viewer page on /ws/stream)")
+        print("| config | start | rounds | first frame after navigation, median (max) s "
+              "| live latency, median (max) s |")
+        print("|---|---|---|---|---|")
+        async with httpx.AsyncClient(base_url=base) as http:
+            created = await http.post("/api/streams/", json={"name": "bench", "url": url})
+        stream_id = created.json()["id"]
+        resource = f"/ws/stream.ts?id={stream_id}"  # the joiner's: the same upstream as the pages'
+        pages = (("stock", f"/static/minimal.html?id={stream_id}"),
+                 ("low latency", f"/static/minimal.html?id={stream_id}&lowlatency"),
+                 ("viewer page", "/"))
+        for config, path in pages:
+            results = await trio.to_thread.run_sync(partial(
+                _rounds, f"{base}{path}", kinds, joining_started, joining_stopped))
+            for kind in ("cold", "joining"):
+                firsts = [f for k, f, _ in results if k == kind]
+                lags = [lag for k, _, lag in results if k == kind]
+                print(f"| {config} | {kind} | {len(firsts)} | {statistics.median(firsts):.3f} ({max(firsts):.3f}) "
+                      f"| {statistics.median(lags):.3f} ({max(lags):.3f}) |")
 
 if __name__ == "__main__":
     trio.run(main, sys.argv[1:])

@@ -8,6 +8,7 @@ dropped. A screenshot of each lands in the test's output folder.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,37 @@ async def test_stock_mpegts_js_plays_with_its_stock_config(
     assert last.dropped == first.dropped, "frames dropped in steady state"
 
 
+async def watch_interrupted(url: str, seconds: float, screenshot: Path,
+                            interrupt: Callable[[], Awaitable[tuple[float, float]]]) -> tuple[Watched, float, float]:
+    """Watch `url`; 2 s after it plays, run `interrupt`, which returns when (monotonic) the
+    picture's source went away and when media flowed again."""
+    watched: list[Watched] = []
+    playing = trio.Event()
+
+    async def browse() -> None:
+        watched.append(await watch(url, seconds, screenshot, playing))
+
+    async with trio.open_nursery() as browsing:
+        browsing.start_soon(browse)
+        with trio.fail_after(10):
+            await playing.wait()
+        await trio.sleep(2)
+        gone, flowing = await interrupt()
+    return watched[0], gone, flowing
+
+
+def assert_resumed(watched: Watched, gone: float, flowing: float) -> None:
+    """The picture moved again within 1.5 s of media flowing, then at real-time rate."""
+    at_gone = max((s for s in watched.samples if s.wall <= gone), key=lambda s: s.wall)
+    moving = watched.since(flowing + 1.5)
+    assert moving, "the watch ended too early"
+    first, last = moving[0], moving[-1]
+    assert first.position > at_gone.position + 0.5, "the picture did not move again within 1.5 s"
+    rate = (last.position - first.position) / (last.wall - first.wall)
+    assert 0.8 <= rate <= 1.2, f"after the restart currentTime advanced at {rate:.2f}x real time"
+    assert last.presented > first.presented and last.width == 640
+
+
 @pytest.mark.slow
 async def test_stock_mpegts_js_plays_on_across_a_reconnect_with_one_player(
         camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
@@ -53,32 +85,17 @@ async def test_stock_mpegts_js_plays_on_across_a_reconnect_with_one_player(
     the picture moves again within 1.5 s and then at real-time rate."""
     server: Server = await start_server(nursery)
     stream_id = await server.create(camera_640.url())
-    watched: list[Watched] = []
-    playing = trio.Event()
 
-    async def browse() -> None:
-        watched.append(await watch(f"{server.base}/static/minimal.html?id={stream_id}", 16,
-                                   tmp_path / "reconnect.png", playing))
-
-    async with trio.open_nursery() as browsing:
-        browsing.start_soon(browse)
-        with trio.fail_after(10):
-            await playing.wait()
-        await trio.sleep(2)
+    async def reconnect() -> tuple[float, float]:
         async with server.viewer(f"id={stream_id}") as other:
             await other.send("reconnect")
             restarted = time.monotonic()
             await other.status("playing")
-            flowing = time.monotonic()  # media flows again
-    samples = watched[0].samples
-    at_restart = max((s for s in samples if s.wall <= restarted), key=lambda s: s.wall)
-    moving = [s for s in samples if s.wall >= flowing + 1.5]
-    assert moving, "the watch ended too early"
-    first, last = moving[0], moving[-1]
-    assert first.position > at_restart.position + 0.5, "the picture did not move again within 1.5 s"
-    rate = (last.position - first.position) / (last.wall - first.wall)
-    assert 0.8 <= rate <= 1.2, f"after the restart currentTime advanced at {rate:.2f}x real time"
-    assert last.presented > first.presented and last.width == 640
+            return restarted, time.monotonic()
+
+    watched, gone, flowing = await watch_interrupted(
+        f"{server.base}/static/minimal.html?id={stream_id}", 16, tmp_path / "reconnect.png", reconnect)
+    assert_resumed(watched, gone, flowing)
 
 
 @pytest.mark.slow
@@ -90,36 +107,24 @@ async def test_the_protocol_loader_keeps_one_socket_and_player_through_a_camera_
     again within 1.5 s of media flowing."""
     server: Server = await start_server(nursery, ffmpeg_timeout=1.5)
     stream_id = await server.create(camera_640.url())
-    watched: list[Watched] = []
-    playing = trio.Event()
-
-    async def browse() -> None:
-        watched.append(await watch(f"{server.base}/static/protocol.html?id={stream_id}", 20,
-                                   tmp_path / "outage.png", playing))
-
     assert server.registry is not None
-    async with trio.open_nursery() as browsing:
-        browsing.start_soon(browse)
-        with trio.fail_after(10):
-            await playing.wait()
-        await trio.sleep(2)
+    status = server.registry.status
+
+    async def outage() -> tuple[float, float]:
         camera_640.stall()
         camera_640.drop()
         out = time.monotonic()
         await trio.sleep(3)
         resumed = time.time()
         camera_640.resume()
-        status = server.registry.status
         await wait_for(lambda: status(f"id:{stream_id}").phase == "playing"
                        and (status(f"id:{stream_id}").since or 0) >= resumed, within=10)
-        flowing = time.monotonic()
-    samples = watched[0].samples
-    at_outage = max((s for s in samples if s.wall <= out), key=lambda s: s.wall)
-    moving = [s for s in samples if s.wall >= flowing + 1.5]
-    assert moving, "the watch ended too early"
-    assert moving[0].position > at_outage.position + 0.5, "the picture did not move again within 1.5 s"
-    assert moving[-1].position - moving[0].position > 0.8 * (moving[-1].wall - moving[0].wall)
-    kinds = [m.get("phase") or m.get("code") for m in watched[0].messages]
+        return out, time.monotonic()
+
+    watched, gone, flowing = await watch_interrupted(
+        f"{server.base}/static/protocol.html?id={stream_id}", 20, tmp_path / "outage.png", outage)
+    assert_resumed(watched, gone, flowing)
+    kinds = [m.get("phase") or m.get("code") for m in watched.messages]
     assert kinds.count("connected") == 1, kinds  # one socket all along
     assert kinds[:3] == ["connected", "connecting", "playing"], kinds
     failed = next(i for i, kind in enumerate(kinds) if kind in ("STREAM_ERROR", "TIMEOUT"))
