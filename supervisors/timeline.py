@@ -66,6 +66,8 @@ class Retimer:
             self._shift = (self._start - first) % WRAP  # type: ignore[operator]
         out: bytearray | None = None
         for off in range(0, len(data), PACKET):
+            if not (self._shift or data[off + 1] & 0x40):  # unshifted: only PES starts matter
+                continue
             if ((data[off + 1] & 0x1F) << 8 | data[off + 2]) not in pids:
                 continue
             decoding = _decoding_ts(data, off) if data[off + 1] & 0x40 else None
