@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio:
-    app = QuartTrio(__name__)
+    app = QuartTrio(__name__, static_folder=None)  # page.py serves app/static
     app.config["MAX_CONTENT_LENGTH"] = streams.MAX_BODY
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 3
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ def stream_key(stream_id: int) -> str:
     return f"id:{stream_id}"
 
 
-def _view(record: StreamRecord) -> dict[str, object]:
+def stream_view(record: StreamRecord) -> dict[str, object]:
     return stream_json(record, services().registry.status(stream_key(record.id)))
 
 
@@ -60,19 +60,19 @@ async def _record(stream_id: int) -> StreamRecord:
 
 @blueprint.route("/api/streams/", strict_slashes=False, methods=["GET"])
 async def list_streams() -> ResponseReturnValue:
-    return jsonify([_view(r) for r in await services().store.all()])
+    return jsonify([stream_view(r) for r in await services().store.all()])
 
 
 @blueprint.route("/api/streams/", strict_slashes=False, methods=["POST"])
 async def create_stream() -> ResponseReturnValue:
     data = await _input()
     record = await services().store.create(data.name, data.url, data.transport)
-    return jsonify(_view(record)), 201, {"Location": f"/api/streams/{record.id}/"}
+    return jsonify(stream_view(record)), 201, {"Location": f"/api/streams/{record.id}/"}
 
 
 @blueprint.route("/api/streams/<int:stream_id>/", strict_slashes=False, methods=["GET"])
 async def get_stream(stream_id: int) -> ResponseReturnValue:
-    return jsonify(_view(await _record(stream_id)))
+    return jsonify(stream_view(await _record(stream_id)))
 
 
 @blueprint.route("/api/streams/<int:stream_id>/", strict_slashes=False, methods=["PATCH"])
@@ -85,7 +85,7 @@ async def patch_stream(stream_id: int) -> ResponseReturnValue:
         raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
     if (record.url, record.transport) != (base.url, base.transport):
         s.registry.restart(stream_key(stream_id), Source(record.url, record.transport))
-    return jsonify(_view(record))
+    return jsonify(stream_view(record))
 
 
 @blueprint.route("/api/streams/<int:stream_id>/", strict_slashes=False, methods=["DELETE"])

@@ -78,6 +78,8 @@ def _rounds(url: str, kinds: list[str], joining_started: object, joining_stopped
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.browser")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each kind, alternating")
+    parser.add_argument("--only", choices=["stock", "low latency", "viewer page"], action="append",
+                        help="measure only this page (repeatable)")
     args = parser.parse_args(argv)
     env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LINGER": "0", "LOG_LEVEL": "WARNING"}
     async with camera_and_server(env) as (url, server, nursery):
@@ -109,6 +111,8 @@ async def main(argv: list[str]) -> None:
                  ("low latency", f"/static/minimal.html?id={stream_id}&lowlatency"),
                  ("viewer page", "/"))
         for config, path in pages:
+            if args.only and config not in args.only:
+                continue
             results = await trio.to_thread.run_sync(partial(
                 _rounds, f"{base}{path}", kinds, joining_started, joining_stopped))
             for kind in ("cold", "joining"):

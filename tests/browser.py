@@ -94,11 +94,13 @@ def sample(page: Any) -> Sample:
     return Sample(time.monotonic(), *page.evaluate(SAMPLE))
 
 
-def _drive(url: str, script: Callable[[Any], T], screenshot: Path) -> T:
+def _drive(url: str, script: Callable[[Any], T], screenshot: Path, bfcache: bool) -> T:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        # Playwright turns Chromium's back/forward cache off unless told otherwise
+        ignored = ["--disable-back-forward-cache"] if bfcache else None
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, ignore_default_args=ignored)
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 800})
             page.goto(url)
@@ -111,11 +113,12 @@ def _drive(url: str, script: Callable[[Any], T], screenshot: Path) -> T:
             browser.close()
 
 
-async def drive(url: str, script: Callable[[Any], T], screenshot: Path) -> T:
+async def drive(url: str, script: Callable[[Any], T], screenshot: Path, *, bfcache: bool = False) -> T:
     """Open `url` and run `script(page)` (Playwright's sync Page) in the browser's thread;
-    it may call back into the test's trio loop with `trio.from_thread.run(_sync)`."""
+    it may call back into the test's trio loop with `trio.from_thread.run(_sync)`.
+    `bfcache`: leave Chromium's back/forward cache on, as in a user's browser."""
     require_chromium()
-    return await trio.to_thread.run_sync(partial(_drive, url, script, screenshot))
+    return await trio.to_thread.run_sync(partial(_drive, url, script, screenshot, bfcache))
 
 
 async def watch(url: str, seconds: float, screenshot: Path, playing: trio.Event | None = None) -> Watched:

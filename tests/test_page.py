@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +173,120 @@ async def test_a_tile_whose_socket_closes_opens_a_new_one_by_itself(
 
     messages, width = await drive(f"{server.base}/", script, tmp_path / "reopened.png")
     assert messages.count("connected") == 2 and messages[-1] == "playing" and width == 640, messages
+
+
+async def test_a_page_back_from_the_back_forward_cache_plays_again(
+        camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Going to another page puts this one in Chromium's back/forward cache (its sockets
+    closed on `pagehide`, so the server drops the viewer); going back restores it from
+    the cache (`pageshow` with `persisted`) and its tile plays again on a new socket."""
+    server = await start_server(nursery)
+    await server.create(camera_640.url())
+    assert server.registry is not None
+    registry = server.registry
+
+    def script(page: Any) -> tuple[int, bool, list[str], int]:
+        until(page, "document.querySelector('.tile video').videoWidth > 0")
+        page.evaluate("window.addEventListener('pageshow', (e) => { window.restored = e.persisted; })")
+        page.goto(f"{server.base}/static/vendor/README")
+        trio.from_thread.run(partial(wait_for, lambda: registry.statistics().viewers == 0, within=5, step=0.02))
+        away = registry.statistics().viewers
+        page.go_back(wait_until="commit")  # a page restored from the cache fires no load
+        until(page, f"({TILE_MESSAGES})().filter(p => p === 'playing').length >= 2")
+        until(page, "document.querySelector('.tile video').currentTime > 0")
+        before = sample(page).position
+        time.sleep(1.5)
+        moving = sample(page).position - before
+        return away, page.evaluate("window.restored === true"), page.evaluate(TILE_MESSAGES), moving
+
+    away, restored, messages, moving = await drive(f"{server.base}/", script, tmp_path / "bfcache.png", bfcache=True)
+    assert away == 0
+    assert restored, "the page was loaded anew, not restored from the back/forward cache"
+    assert messages.count("connected") == 2 and messages[-1] == "playing", messages
+    assert moving > 1.0, f"the picture moved {moving:.2f} s in 1.5 s"
+    assert registry.statistics().viewers == 0  # the browser is closed
+
+
+async def test_edit_and_delete_through_the_form(camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Edit renames a stream and keeps its password (the form does not send back the
+    masked URL), shows a field's error at the field, and delete removes the row, the
+    tile, the stored stream and its viewer."""
+    server = await start_server(nursery)
+    cam = Camera(auth="digest", feeds={"live": Feed(size="640x360", bitrate="1M")})
+    await nursery.start(cam.run)
+    stream_id = await server.create(cam.url(), name="porch")
+    assert server.registry is not None
+    registry = server.registry
+
+    def script(page: Any) -> tuple[str, str, str, int, int]:
+        until(page, "document.querySelector('.tile video').videoWidth > 0")
+        page.click("#rows tr:first-child button:text('edit')")
+        page.fill("input[name=name]", "")
+        page.click("#save")
+        until(page, "document.querySelector('.field-error[data-for=name]').textContent !== ''")
+        name_error = page.text_content(".field-error[data-for=name]")
+        page.fill("input[name=name]", "back porch")
+        page.click("#save")
+        until(page, "document.querySelector('#rows td').textContent === 'back porch'")
+        until(page, "document.querySelector('.tile h2').textContent === 'back porch'")
+        tile_name = page.text_content(".tile h2")
+        stored = trio.from_thread.run(partial(_get, server, stream_id))
+        page.click(".tile button[data-action=reconnect]")  # a new camera session: the password still opens it
+        until(page, f"({TILE_MESSAGES})().filter(p => p === 'playing').length >= 2")
+        messages = page.evaluate(TILE_MESSAGES)
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.click("#rows tr:first-child button:text('delete')")
+        until(page, "document.querySelectorAll('#rows tr').length === 0")
+        until(page, "document.querySelectorAll('.tile').length === 0")
+        trio.from_thread.run(partial(wait_for, lambda: registry.statistics().viewers == 0, within=5, step=0.02))
+        return name_error, tile_name, stored, messages, registry.statistics().viewers
+
+    name_error, tile_name, stored, messages, after = await drive(f"{server.base}/", script, tmp_path / "edit.png")
+    assert name_error and tile_name == "back porch"
+    assert stored["url"] == cam.url().replace(cam.password, "***") and stored["status"]["viewers"] == 1, stored
+    assert "AUTH" not in messages and messages[-1] == "playing", messages
+    assert after == 0
+    async with server.http() as http:
+        assert (await http.get("/api/streams/")).json() == []
+
+
+async def _get(server: Server, stream_id: int) -> Any:
+    async with server.http() as http:
+        return (await http.get(f"/api/streams/{stream_id}/")).json()
+
+
+async def test_static_files_revalidate_with_an_etag_and_nothing_outside_is_served(server: Server) -> None:
+    async with server.http() as http:
+        first = await http.get("/static/vendor/mpegts.js")
+        etag = first.headers["etag"]
+        again = await http.get("/static/vendor/mpegts.js", headers={"If-None-Match": etag})
+        head = await http.head("/static/viewer.css")
+        outside = [await http.get(path) for path in (
+            "/static/../page.py", "/static/%2e%2e/page.py", "/static/..%2fpage.py", "/static/nope.js", "/static/")]
+    assert first.status_code == 200 and first.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert first.headers["cache-control"] == "no-cache" and b"mpegts" in first.content[:100]
+    assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag)
+    assert head.status_code == 200 and head.headers["content-type"] == "text/css; charset=utf-8"
+    for response in outside:
+        assert response.status_code == 404 and response.json()["error"]["code"] == "NOT_FOUND", response.text
+
+
+async def test_the_page_carries_the_stream_list_and_a_name_cannot_break_out_of_it(
+        server: Server, tmp_path: Path) -> None:
+    """The list in the page is what REST returns, and a name made to end the script
+    element that holds it (or to run its own) is shown as text, never run."""
+    name = "</script><script>window.pwned = 1</script><!-- \u2028 &amp; --> end"
+    await server.create("rtsp://127.0.0.1:9/cam", name=name)
+    async with server.http() as http:
+        page = await http.get("/")
+        listed = (await http.get("/api/streams/")).json()
+    assert page.headers["cache-control"] == "no-cache" and b"<script>window.pwned" not in page.content
+    embedded = page.text.split('<script id="stream-list" type="application/json">')[1].split("</script>")[0]
+    assert [s["name"] for s in json.loads(embedded)] == [s["name"] for s in listed] == [name]
+
+    def script(page: Any) -> tuple[str, str, bool]:
+        until(page, "document.querySelectorAll('#rows tr').length === 1")
+        return (page.text_content("#rows td"), page.text_content(".tile h2"),
+                page.evaluate("window.pwned === undefined"))
+
+    assert await drive(f"{server.base}/", script, tmp_path / "name.png") == (name, name, True)

@@ -10,9 +10,31 @@
 //       {customLoader: protocolLoader((message, socket) => show(message))});
 //
 // `socket.send(JSON.stringify({action: "stop" | "start" | "reconnect"}))` drives it.
+// To save the player's set-up time before the first frame, open the socket first and
+// hand it over: `protocolLoader(onMessage, onClose, openProtocolSocket(url))`.
 "use strict";
 
-function protocolLoader(onMessage, onClose = () => {}) {
+// A socket of the full protocol, opened now: it sends start as soon as it opens and
+// holds what arrives until a loader takes it with `socket.take(handlers)`.
+function openProtocolSocket(url) {
+  const socket = new WebSocket(url);
+  socket.binaryType = "arraybuffer";
+  const held = [];
+  const hold = (event) => held.push(event);
+  socket.onopen = () => socket.send(JSON.stringify({action: "start"}));
+  socket.onmessage = socket.onclose = socket.onerror = hold;
+  socket.take = (handlers) => {  // {message, close, error}: called now for what was held
+    socket.onmessage = handlers.message;
+    socket.onclose = handlers.close;
+    socket.onerror = handlers.error;
+    for (const event of held.splice(0)) {
+      handlers[event.type](event);
+    }
+  };
+  return socket;
+}
+
+function protocolLoader(onMessage, onClose = () => {}, early = null) {
   return class ProtocolLoader extends mpegts.BaseLoader {
     static isSupported() {
       return typeof WebSocket !== "undefined";
@@ -35,41 +57,39 @@ function protocolLoader(onMessage, onClose = () => {}) {
     }
 
     open(dataSource) {
-      const socket = this._socket = new WebSocket(dataSource.url);
-      socket.binaryType = "arraybuffer";
-      this._status = mpegts.LoaderStatus.kConnecting;
-      socket.onopen = () => {
-        this._status = mpegts.LoaderStatus.kBuffering;
-        socket.send(JSON.stringify({action: "start"}));
-      };
-      socket.onmessage = (event) => {
-        if (typeof event.data === "string") {
-          onMessage(JSON.parse(event.data), socket);
-          return;
-        }
-        const start = this._received;
-        this._received += event.data.byteLength;
-        if (this._onDataArrival) {
-          this._onDataArrival(event.data, start, this._received);
-        }
-      };
-      socket.onclose = (event) => {
-        if (this._aborting) {  // the player asked for it
-          this._aborting = false;
-          return;
-        }
-        this._status = mpegts.LoaderStatus.kComplete;
-        onClose(event);
-        if (this._onComplete) {
-          this._onComplete(0, this._received - 1);
-        }
-      };
-      socket.onerror = () => {
-        this._status = mpegts.LoaderStatus.kError;
-        if (this._onError) {
-          this._onError(mpegts.LoaderErrors.EXCEPTION, {code: -1, msg: "WebSocket error"});
-        }
-      };
+      const socket = this._socket = early || openProtocolSocket(dataSource.url);
+      early = null;  // a socket serves one open
+      this._status = mpegts.LoaderStatus.kBuffering;
+      socket.take({
+        message: (event) => {
+          if (typeof event.data === "string") {
+            onMessage(JSON.parse(event.data), socket);
+            return;
+          }
+          const start = this._received;
+          this._received += event.data.byteLength;
+          if (this._onDataArrival) {
+            this._onDataArrival(event.data, start, this._received);
+          }
+        },
+        close: (event) => {
+          if (this._aborting) {  // the player asked for it
+            this._aborting = false;
+            return;
+          }
+          this._status = mpegts.LoaderStatus.kComplete;
+          onClose(event);
+          if (this._onComplete) {
+            this._onComplete(0, this._received - 1);
+          }
+        },
+        error: () => {
+          this._status = mpegts.LoaderStatus.kError;
+          if (this._onError) {
+            this._onError(mpegts.LoaderErrors.EXCEPTION, {code: -1, msg: "WebSocket error"});
+          }
+        },
+      });
     }
 
     abort() {

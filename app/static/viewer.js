@@ -7,7 +7,8 @@
 "use strict";
 
 const FINAL = new Set(["AUTH", "NOT_FOUND", "LIMIT"]);
-const LOW_LATENCY = {enableStashBuffer: false, liveBufferLatencyChasing: true,
+const LOW_LATENCY = {enableStashBuffer: false, liveBufferLatencyChasing: true, liveSync: true,
+                     liveSyncMaxLatency: 0.2, liveSyncTargetLatency: 0.1, liveSyncPlaybackRate: 1.1,
                      liveBufferLatencyMaxLatency: 0.5, liveBufferLatencyMinRemain: 0.1};
 const tiles = new Map();  // stream id -> Tile
 window.tiles = tiles;
@@ -54,7 +55,10 @@ class Tile {
     this.release();
     this.phase.textContent = "connecting";
     const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws/stream?id=${this.id}`;
-    const loader = protocolLoader((message, socket) => this.onMessage(message, socket), () => this.onClose());
+    // the socket first: its handshake and the cached GOP arrive while the player sets up
+    this.early = openProtocolSocket(url);
+    const loader = protocolLoader((message, socket) => this.onMessage(message, socket), () => this.onClose(),
+                                  this.early);
     this.player = mpegts.createPlayer({type: "mpegts", isLive: true, url}, {customLoader: loader, ...LOW_LATENCY});
     this.player.attachMediaElement(this.video);
     this.player.load();
@@ -81,7 +85,7 @@ class Tile {
   onClose() {
     this.socket = null;
     this.phase.textContent = "disconnected";
-    if (this.stopped || this.released) {
+    if (this.stopped) {
       return;
     }
     const delay = this.backoff * (0.8 + 0.4 * Math.random());
@@ -104,12 +108,14 @@ class Tile {
   release() {
     clearTimeout(this.timer);
     if (this.player) {
-      this.released = true;  // the close that follows is ours
-      this.player.destroy();  // closes the socket: the server drops the viewer at once
+      this.player.destroy();  // its loader closes the socket: the server drops the viewer at once
       this.player = null;
       this.socket = null;
     }
-    this.released = false;
+    if (this.early && this.early.readyState < WebSocket.CLOSING) {
+      this.early.close();  // the loader never took it (its close event is held, unseen)
+    }
+    this.early = null;
   }
 
   remove() {
@@ -136,6 +142,9 @@ function row(stream) {
   const remove = document.createElement("button");
   remove.textContent = "delete";
   remove.onclick = async () => {
+    if (!confirm(`Delete ${stream.name}?`)) {
+      return;
+    }
     await api("DELETE", `/api/streams/${stream.id}/`);
     await refresh();
   };
@@ -146,12 +155,15 @@ function row(stream) {
 
 async function refresh() {
   const listed = await api("GET", "/api/streams/");
-  if (!listed.ok) {
-    return;
+  if (listed.ok) {
+    render(listed.body);
   }
-  document.getElementById("rows").replaceChildren(...listed.body.map(row));
+}
+
+function render(streams) {
+  document.getElementById("rows").replaceChildren(...streams.map(row));
   const seen = new Set();
-  for (const stream of listed.body) {
+  for (const stream of streams) {
     seen.add(stream.id);
     const tile = tiles.get(stream.id);
     if (tile) {
@@ -238,5 +250,11 @@ window.addEventListener("pageshow", (event) => {
   }
 });
 
-refresh();
+// the page comes with the stream list in it (null if the server could not read it)
+const embedded = JSON.parse(document.getElementById("stream-list").textContent);
+if (embedded) {
+  render(embedded);
+} else {
+  refresh();
+}
 setInterval(refresh, 2000);
