@@ -13,7 +13,7 @@ import attrs
 import cattrs
 from cattrs.preconf.json import make_converter
 
-from supervisors import CONTROL, InvalidUrl, Transport, UpstreamStatus, mask_url, validate_url
+from supervisors import CONTROL, InvalidUrl, Transport, UpstreamStatus, keep_masked, mask_url, validate_url
 
 from .store import StreamRecord, iso
 from .validation import FieldError, field_errors
@@ -80,17 +80,24 @@ class ValidationFailed(Exception):
 
 
 def read_input(body: object, base: StreamRecord | None = None) -> StreamInput:
-    """Validate a create body, or a PATCH body merged onto the stored stream."""
+    """Validate a create body, or a PATCH body merged onto the stored stream.
+
+    Raises ValidationFailed naming each bad field; a masked credential (***) in the URL
+    is replaced by the stored one, or refused when there is none for that host."""
     if not isinstance(body, dict):
         raise ValidationFailed("body must be a JSON object", {})
     merged = dict(body)
     if base is not None:
         merged = {"name": base.name, "url": base.url, "transport": base.transport, **body}
     try:
-        return converter.structure(merged, StreamInput)
+        data = converter.structure(merged, StreamInput)
     except cattrs.ClassValidationError as error:
         fields = field_errors(error)
         raise ValidationFailed("invalid stream: " + ", ".join(sorted(fields)), fields) from None
+    try:  # an edit form sends back the masked URL it was given: keep the stored credentials
+        return attrs.evolve(data, url=Url(keep_masked(data.url, base.url if base is not None else None)))
+    except InvalidUrl as error:
+        raise ValidationFailed("invalid stream: url", {"url": str(error)}) from None
 
 
 def stream_json(record: StreamRecord, status: UpstreamStatus) -> dict[str, Any]:

@@ -21,11 +21,11 @@ from .events import (
 from .ffmpeg import Source
 from .registry import Registry, RegistryStatistics
 from .upstream import ErrorRecord, UpstreamStatus
-from .urls import CONTROL, InvalidUrl, mask_text, mask_url, validate_url
+from .urls import CONTROL, InvalidUrl, keep_masked, mask_text, mask_url, validate_url
 from .viewer import Unfinished, Viewer
 
 __all__ = [
     "CONTROL", "HTTP_STATUS", "Action", "Close", "CloseCode", "EngineConfig", "ErrorCode", "ErrorRecord", "Event", "Failure", "InvalidUrl",
     "Phase", "Registry", "RegistryStatistics", "Source", "Status", "StreamPhase", "Transport",
-    "Unfinished", "UpstreamStatus", "Viewer", "mask_text", "mask_url", "media_close_code", "validate_url",
+    "Unfinished", "UpstreamStatus", "Viewer", "keep_masked", "mask_text", "mask_url", "media_close_code", "validate_url",
 ]

@@ -25,17 +25,22 @@ _RULES: list[tuple[ErrorCode, re.Pattern[str], str]] = [
 ]
 _NOISE = re.compile(r"^\s*(Input #|Output #|Stream #|Stream mapping|Press \[q\]|Metadata|"
                     r"Duration|title|encoder|comment|\[out#|frame=)", re.I)
+_ADDRESS = re.compile(r" @ 0x[0-9a-f]+\]", re.I)  # "[tcp @ 0x55d0c1a2b3c0]": a heap address
 EXCERPT = 300
 
 
-def classify(stderr: str, *, password: str | None = None) -> Failure:
-    """The failure an FFmpeg run with this stderr tail stands for, masked."""
+def classify(stderr: str, *, secrets: tuple[str, ...] = ()) -> Failure:
+    """The failure an FFmpeg run with this stderr tail stands for: its credentials
+    (any URL's, and `secrets` in any spelling) masked, its heap addresses left out."""
     for code, pattern, summary in _RULES:
         match = pattern.search(stderr)
         if match:
-            line = _line_at(stderr, match.start())
-            return Failure(code, mask_text(f"{summary}: {line}", password)[:EXCERPT])
-    return Failure(ErrorCode.STREAM_ERROR, mask_text(excerpt(stderr) or "ffmpeg ended", password)[:EXCERPT])
+            return Failure(code, _clean(f"{summary}: {_line_at(stderr, match.start())}", secrets))
+    return Failure(ErrorCode.STREAM_ERROR, _clean(excerpt(stderr) or "ffmpeg ended", secrets))
+
+
+def _clean(text: str, secrets: tuple[str, ...]) -> str:
+    return _ADDRESS.sub("]", mask_text(text, *secrets))[:EXCERPT]
 
 
 def excerpt(stderr: str) -> str:

@@ -19,7 +19,7 @@ import trio
 
 from .classify import classify, video_info
 from .events import ErrorCode, Failure, Transport
-from .urls import password_of, sharing_key
+from .urls import secrets_of, sharing_key
 
 KILL_GRACE = 2.0
 READ_SIZE = 256 * 1024  # one pipe read; large reads keep the per-chunk cost down
@@ -112,10 +112,10 @@ class StderrTail:
 class FFmpegRun:
     """A running FFmpeg: its stdout to read, and what its stderr says about it."""
 
-    def __init__(self, stdout: trio.abc.ReceiveStream, tail: StderrTail, password: str | None) -> None:
+    def __init__(self, stdout: trio.abc.ReceiveStream, tail: StderrTail, secrets: tuple[str, ...]) -> None:
         self.stdout = stdout
         self._tail = tail
-        self._password = password
+        self._secrets = secrets
         self._stderr_done = trio.Event()
 
     async def _drain(self, stderr: trio.abc.ReceiveStream) -> None:
@@ -130,7 +130,7 @@ class FFmpegRun:
             await self._stderr_done.wait()
 
     def failure(self) -> Failure:
-        return classify(self._tail.tail, password=self._password)
+        return classify(self._tail.tail, secrets=self._secrets)
 
     def video(self) -> dict[str, object] | None:
         return video_info(self._tail.head)
@@ -150,7 +150,7 @@ def ffmpeg_runner(ffmpeg: str, *, timeout: float) -> Runner:
             except OSError as error:
                 raise Failure(ErrorCode.STREAM_ERROR, f"cannot start {ffmpeg}: {describe_os_error(error)}") from None
             assert process.stdout is not None and process.stderr is not None
-            handle = FFmpegRun(process.stdout, StderrTail(), password_of(source.url))
+            handle = FFmpegRun(process.stdout, StderrTail(), secrets_of(source.url))
             nursery.start_soon(handle._drain, process.stderr)
             try:
                 yield handle

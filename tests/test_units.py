@@ -46,15 +46,15 @@ STDERR = {
 
 @pytest.mark.parametrize(("code", "stderr"), [(c, s) for c, items in STDERR.items() for s in items])
 def test_classifier_maps_ffmpeg_stderr_to_codes(code: str, stderr: str) -> None:
-    failure = classify(stderr, password="pw")
+    failure = classify(stderr, secrets=("pw",))
     assert failure.code == code
     assert failure.message
-    assert "admin:pw@" not in failure.message
+    assert "admin:pw@" not in failure.message and " @ 0x" not in failure.message
 
 
 def test_classifier_masks_passwords_in_its_excerpt() -> None:
     failure = classify("rtsp://admin:topsecret@cam/x: Invalid data found when processing input\n",
-                       password="topsecret")
+                       secrets=("topsecret",))
     assert failure.code == "STREAM_ERROR"
     assert "topsecret" not in failure.message and "admin:***@cam" in failure.message
 
