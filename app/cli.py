@@ -16,7 +16,6 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
-import attrs
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.trio import serve as hypercorn_serve
@@ -41,6 +40,10 @@ MAX_CLIENT_MESSAGE = 64 * 1024
 SEND_BUFFER = 256 * 1024  # kernel send buffer per client: backlog belongs in the viewer's queue
 
 
+class BindError(Exception):
+    """The server could not listen on its address; str() is the one line to print."""
+
+
 class ServerConfig(Config):  # type: ignore[misc]
     """Hypercorn's Config, with two socket options on every client socket.
 
@@ -53,7 +56,11 @@ class ServerConfig(Config):  # type: ignore[misc]
     """
 
     def create_sockets(self) -> Sockets:
-        sockets = super().create_sockets()
+        try:
+            sockets = super().create_sockets()
+        except (OSError, ValueError, OverflowError) as error:  # in use, not ours, not an address
+            reason = getattr(error, "strerror", None) or str(error)
+            raise BindError(f"cannot listen on {' '.join(self.bind)}: {reason}") from None
         for sock in sockets.insecure_sockets + sockets.secure_sockets:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int((self.read_timeout or DEAD_AFTER) * 1000))
@@ -148,15 +155,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="serve the REST and WebSocket API")
     run.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
-    run.add_argument("--port", type=int, help="port (default: PORT or 8000; 0 picks one)")
+    run.add_argument("--port", help="port (default: PORT or 8000; 0 picks one)")
     args = parser.parse_args(argv)
-    settings = load_or_exit()
-    if args.host is not None:
-        settings = attrs.evolve(settings, host=args.host)
-    if args.port is not None:
-        settings = attrs.evolve(settings, port=args.port)
+    given = {"HOST": args.host, "PORT": args.port}  # checked as the variables are
+    settings = load_or_exit({**os.environ, **{k: v for k, v in given.items() if v is not None}})
     configure(settings.log_level, settings.log_format)
-    sys.exit(trio.run(serve_until_signal, settings))
+    try:
+        sys.exit(trio.run(serve_until_signal, settings))
+    except* BindError as group:
+        failure: BaseException = group
+        while isinstance(failure, BaseExceptionGroup):  # nurseries nest it
+            failure = failure.exceptions[0]
+    print(f"rtsp-viewer: {failure}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
     app.config["MAX_CONTENT_LENGTH"] = streams.MAX_BODY
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 3
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.converters["stream_id"] = streams.StreamId
     ffmpeg = settings.ffmpeg()
     config = EngineConfig(
         ffmpeg=ffmpeg, ffmpeg_timeout=settings.ffmpeg_timeout, linger=settings.linger,

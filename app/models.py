@@ -7,6 +7,7 @@ password masked; the password never leaves through this converter.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, NewType
 
 import attrs
@@ -33,11 +34,11 @@ class StreamInput:
 def _name(value: object, _: object) -> str:
     if not isinstance(value, str):
         raise FieldError("must be a string")
-    text = value.strip()
+    text = unicodedata.normalize("NFC", value.strip())
     if not 1 <= len(text) <= MAX_NAME:
         raise FieldError(f"must be 1-{MAX_NAME} characters after trimming")
     if CONTROL.search(text):
-        raise FieldError("must not contain control characters")
+        raise FieldError("must not contain control, zero-width or bidi characters")
     return text
 
 

@@ -45,6 +45,7 @@ class StorageError(Exception):
     """Storage cannot be used (file unreadable, disk full, corrupt database)."""
 
 
+MAX_ID = 2**63 - 1  # SQLite's largest integer
 TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"  # ISO 8601 in UTC, as every timestamp in the API
 
 
@@ -116,6 +117,9 @@ class Store:
         return [_record(row) for row in rows]
 
     async def get(self, stream_id: int) -> StreamRecord | None:
+        """The stream, or None: also for an id outside 1 … MAX_ID, which none can have."""
+        if not 0 < stream_id <= MAX_ID:
+            return None
         return await self._call(self._get, stream_id)
 
     def _get(self, stream_id: int) -> StreamRecord | None:
@@ -134,6 +138,8 @@ class Store:
         return StreamRecord(int(cursor.lastrowid or 0), name, url, transport, stamp, stamp)
 
     async def update(self, stream_id: int, name: str, url: str, transport: Transport) -> StreamRecord | None:
+        if not 0 < stream_id <= MAX_ID:
+            return None
         return await self._call(self._update, stream_id, name, url, transport)
 
     def _update(self, stream_id: int, name: str, url: str, transport: Transport) -> StreamRecord | None:
@@ -143,6 +149,8 @@ class Store:
         return self._get(stream_id)
 
     async def delete(self, stream_id: int) -> bool:
+        if not 0 < stream_id <= MAX_ID:
+            return False
         return await self._call(self._delete, stream_id)
 
     def _delete(self, stream_id: int) -> bool:

@@ -29,7 +29,7 @@ blueprint = Blueprint("stream_http", __name__)
 MIMETYPE = "video/mp2t"
 
 
-@blueprint.route("/api/streams/<int:stream_id>/stream.ts", methods=["GET"])
+@blueprint.route("/api/streams/<stream_id:stream_id>/stream.ts", methods=["GET"])
 async def stream_ts(stream_id: int) -> ResponseReturnValue:
     s = services()
     record = await s.store.get(stream_id)

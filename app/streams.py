@@ -7,6 +7,7 @@ import json
 from quart import Blueprint, g, jsonify, request
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
 
 from supervisors import ErrorCode, Failure, Source
 
@@ -17,6 +18,21 @@ from .store import StreamRecord
 
 blueprint = Blueprint("streams", __name__)
 MAX_BODY = 64 * 1024
+
+
+class StreamId(BaseConverter):
+    """`<stream_id:…>` in a route: ASCII digits (werkzeug's `int` takes any Unicode digit);
+    an id no stream can have (0, or past the store's MAX_ID) is left to the store, which
+    finds none; more than 40 digits match no route."""
+
+    regex = "[0-9]{1,40}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: object) -> str:
+        return str(value)
+
 
 
 def stream_key(stream_id: int) -> str:
@@ -40,7 +56,7 @@ async def _body() -> object:
     g.body_read = True  # the connection may carry the client's next request (errors.install)
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested past the parser's depth
         raise ApiError(400, "VALIDATION", "body is not valid JSON") from None
 
 
@@ -70,12 +86,12 @@ async def create_stream() -> ResponseReturnValue:
     return jsonify(stream_view(record)), 201, {"Location": f"/api/streams/{record.id}/"}
 
 
-@blueprint.route("/api/streams/<int:stream_id>/", strict_slashes=False, methods=["GET"])
+@blueprint.route("/api/streams/<stream_id:stream_id>/", strict_slashes=False, methods=["GET"])
 async def get_stream(stream_id: int) -> ResponseReturnValue:
     return jsonify(stream_view(await _record(stream_id)))
 
 
-@blueprint.route("/api/streams/<int:stream_id>/", strict_slashes=False, methods=["PATCH"])
+@blueprint.route("/api/streams/<stream_id:stream_id>/", strict_slashes=False, methods=["PATCH"])
 async def patch_stream(stream_id: int) -> ResponseReturnValue:
     base = await _record(stream_id)
     data = await _input(base)
@@ -88,7 +104,7 @@ async def patch_stream(stream_id: int) -> ResponseReturnValue:
     return jsonify(stream_view(record))
 
 
-@blueprint.route("/api/streams/<int:stream_id>/", strict_slashes=False, methods=["DELETE"])
+@blueprint.route("/api/streams/<stream_id:stream_id>/", strict_slashes=False, methods=["DELETE"])
 async def delete_stream(stream_id: int) -> ResponseReturnValue:
     s = services()
     if not await s.store.delete(stream_id):

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 from quart import Blueprint, websocket
+from werkzeug.datastructures import MultiDict
 
 from supervisors import (
     Action,
@@ -36,7 +37,7 @@ from supervisors import (
 )
 
 from .services import Services, services
-from .store import StorageError
+from .store import MAX_ID, StorageError
 from .streams import stream_key
 from .wire import SEND_KEY, NoWire, Wire
 
@@ -60,12 +61,14 @@ class Target:
         return None if record is None else Source(record.url, record.transport)
 
 
-def parse_query(args: dict[str, str]) -> Target | Failure:
+def parse_query(args: MultiDict[str, str]) -> Target | Failure:
+    if any(len(args.getlist(key)) > 1 for key in args):
+        return Failure(ErrorCode.BAD_REQUEST, "give each query parameter once")
     stream_id, url = args.get("id"), args.get("url")
     if (stream_id is None) == (url is None):
         return Failure(ErrorCode.BAD_REQUEST, "give exactly one of id=<stream id> or url=<rtsp url>")
     if stream_id is not None:
-        if not (stream_id.isascii() and stream_id.isdigit()) or not 0 < int(stream_id) < 2**63:
+        if not (stream_id.isascii() and stream_id.isdigit()) or not 0 < int(stream_id) <= MAX_ID:
             return Failure(ErrorCode.BAD_REQUEST, "id must be a positive integer")
         return Target(stream_key(int(stream_id)), stream_id=int(stream_id))
     assert url is not None
@@ -107,7 +110,7 @@ OnEvent = Callable[[Event, Send], Awaitable[bool]]  # True: the socket is done
 
 async def _accept(s: Services) -> tuple[Target | Failure, CloseCode, Wire | None, Send]:
     """Accept the socket; what it watches (or why it cannot), and how to send on it."""
-    target = parse_query(dict(websocket.args))
+    target = parse_query(websocket.args)
     close_code = CloseCode.POLICY
     try:
         if isinstance(target, Target) and target.stream_id is not None and await target.resolve(s) is None:

@@ -17,9 +17,12 @@ DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322}
 MASK = "***"
 MIN_LITERAL = 4
 
-_CONTROL_CLASS = r"\x00-\x1f\x7f-\x9f"  # C0, DEL and C1: never in a name or a URL
+# C0, DEL and C1; zero-width and bidi controls, the line and paragraph separators, the
+# byte order mark and lone surrogates (which JSON can carry and UTF-8 cannot): text that
+# hides or reorders what a person reads, or breaks the database. Never in a name or a URL.
+_CONTROL_CLASS = r"\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff"
 CONTROL = re.compile(f"[{_CONTROL_CLASS}]")
-_NOT_IN_URL = re.compile(rf"[{_CONTROL_CLASS}\s]")
+_NOT_IN_URL = re.compile(rf"[{_CONTROL_CLASS}\s\ufffd]")  # U+FFFD: bytes that were not UTF-8
 
 
 class InvalidUrl(ValueError):
@@ -27,7 +30,7 @@ class InvalidUrl(ValueError):
 
 
 def validate_url(url: object) -> str:
-    """Return the URL unchanged if it is an acceptable source, else raise InvalidUrl."""
+    """The URL, its scheme in lower case, if it is an acceptable source; else raise InvalidUrl."""
     if not isinstance(url, str):
         raise InvalidUrl("must be a string")
     if not url:
@@ -52,7 +55,8 @@ def validate_url(url: object) -> str:
         raise InvalidUrl("port must be 1-65535")
     if parts.netloc.rsplit("@", 1)[-1].endswith(":"):
         raise InvalidUrl("port must be 1-65535")
-    return url
+    scheme, rest = url.split(":", 1)
+    return f"{scheme.lower()}:{rest}"  # FFmpeg knows no "RTSP" protocol
 
 
 CREDENTIAL_KEYS = frozenset({"password", "pass", "pwd", "passwd", "token", "auth", "key"})

@@ -101,7 +101,10 @@ async def test_bad_messages_are_bad_request_and_socket_stays_open(camera: Camera
 
 
 @pytest.mark.parametrize("query", ["", "id=1&url=rtsp://h/x", "id=abc", "id=-3", "url=http://h/x",
-                                   "url=-rtsp://h", "url=rtsp://h:99999/x", "url=rtsp://h/x&transport=sctp"])
+                                   "url=-rtsp://h", "url=rtsp://h:99999/x", "url=rtsp://h/x&transport=sctp",
+                                   # hostile (issue 10): no 500 at the handshake
+                                   "id=%C2%B2", "id=9223372036854775808", "id=1%00", "url=rtsp://h/%00",
+                                   "url=rtsp://h/%E2%80%AEx", "id=1&id=2", "id="])
 async def test_bad_query_is_bad_request_and_closes_1008(server: Server, query: str) -> None:
     async with server.viewer(query) as viewer:
         await viewer.error("BAD_REQUEST")

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from tests.camera import Camera
-from tests.helpers import start_server
+from tests.helpers import Server, start_server
 
 SECRET, QUERY_SECRET = "Sekr1tXy", "Qu3ryPw9"
 
@@ -44,3 +44,66 @@ async def test_a_user_name_with_at_and_query_credentials_stay_masked_and_an_edit
     everything = f"{listed.text} {viewer.texts} {caplog.text}"
     assert SECRET not in everything and QUERY_SECRET not in everything
     assert "playing" in caplog.text  # the log lines that name the URL were there to check
+
+
+NESTED = "[" * 1000 + "]" * 1000
+HOSTILE_BODIES = {
+    "nested 1000 deep": NESTED,
+    "nested object": '{"name":' + NESTED + ',"url":"rtsp://h/x"}',
+    "lone surrogate in name": '{"name":"cam\\ud800","url":"rtsp://h/x"}',
+    "lone surrogate in url": '{"name":"cam","url":"rtsp://h/x\\udfff"}',
+    "bidi override in name": '{"name":"cam\\u202egpj.exe","url":"rtsp://h/x"}',
+    "zero width in name": '{"name":"ca\\u200bm","url":"rtsp://h/x"}',
+    "line separator in name": '{"name":"ca\\u2028m","url":"rtsp://h/x"}',
+    "huge number": '{"name":"cam","url":"rtsp://h/x","transport":1e999}',
+    "big integer": '{"name":"cam","url":"rtsp://h/x","transport":' + "9" * 5000 + "}",
+    "not utf-8": b'{"name":"\xff\xfe","url":"rtsp://h/x"}',
+    "NaN": '{"name":NaN,"url":"rtsp://h/x"}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_BODIES))
+async def test_hostile_bodies_get_a_400_error_body_and_store_nothing(server: Server, case: str) -> None:
+    body = HOSTILE_BODIES[case]
+    async with server.http() as http:
+        for method, path in (("POST", "/api/streams/"), ("PATCH", "/api/streams/1/")):
+            if method == "PATCH":
+                await server.create("rtsp://127.0.0.1:9/x", name="kept")
+            response = await http.request(method, path, content=body, headers={"Content-Type": "application/json"})
+            assert response.status_code == 400, (method, response.text)
+            assert response.json()["error"]["code"] == "VALIDATION"
+        assert [s["name"] for s in (await http.get("/api/streams/")).json()] == ["kept"]
+
+
+@pytest.mark.parametrize("path", [
+    "/api/streams/9223372036854775808/", "/api/streams/99999999999999999999999/", "/api/streams/-1/",
+    "/api/streams/%C2%B2/", "/api/streams/%D9%A3/", "/api/streams/0x1/", "/api/streams/1e3/",
+    "/api/streams/0/", f"/api/streams/{'9' * 5000}/"])
+async def test_ids_out_of_range_are_404(server: Server, path: str) -> None:
+    async with server.http() as http:
+        for method in ("GET", "PATCH", "DELETE"):
+            response = await http.request(method, path, json={"name": "x"} if method == "PATCH" else None)
+            assert response.status_code == 404 and response.json()["error"]["code"] == "NOT_FOUND", response.text
+
+
+@pytest.mark.parametrize("message", ["[" * 2000 + "]" * 2000, '{"action":' + "[" * 2040 + "]" * 2040 + "}",
+                                     '{"action":"start\\ud800"}', '{"action":1e999}'])
+async def test_a_hostile_message_gets_bad_request_and_the_socket_stays(server: Server, message: str) -> None:
+    stream_id = await server.create("rtsp://127.0.0.1:9/x")
+    async with server.viewer(f"id={stream_id}") as viewer:
+        await viewer.ws.send_message(message)
+        await viewer.error("BAD_REQUEST")
+        await viewer.ws.send_message('{"action":"stop"}')
+        await viewer.status("stopped")
+    assert viewer.close_code in (None, 1000)
+
+
+async def test_an_upper_case_scheme_is_normalised(camera: Camera, server: Server) -> None:
+    url = camera.url().replace("rtsp://", "RTSP://")
+    stream_id = await server.create(url)
+    async with server.http() as http:
+        assert (await http.get(f"/api/streams/{stream_id}/")).json()["url"].startswith("rtsp://127.0.0.1")
+    async with server.viewer(f"id={stream_id}") as viewer:
+        await viewer.play()
+    async with server.viewer(f"url={url}") as viewer:
+        await viewer.play()

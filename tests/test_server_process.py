@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import ssl
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import trustme
 from app import cli
 from app.cli import EXIT_FORCED, serve
 from app.factory import create_app
-from app.settings import Settings
+from app.settings import NOT_IMPLEMENTED, Settings
 from tests.camera import Camera
 from tests.helpers import BIN, ROOT, Process, Server, env, ffmpeg_children, process_gone, spawn, wait_for
 
@@ -54,6 +55,10 @@ async def test_sigterm_stops_viewers_ends_ffmpeg_and_exits_within_5s(
     ("FFMPEG_TIMEOUT", "abc"), ("FFMPEG_TIMEOUT", "0"), ("MAX_CONCURRENT_STREAMS", "-1"),
     ("MAX_STREAMS_PER_CLIENT", "1.5"), ("PORT", "70000"), ("LINGER", "-2"), ("LOG_LEVEL", "LOUD"),
     ("LOG_FORMAT", "xml"), ("DATABASE_URL", "postgres://x"),
+    # out of bounds (issue 10), and settings this version does not implement
+    ("FFMPEG_TIMEOUT", "1e-9"), ("FFMPEG_TIMEOUT", "1e300"), ("FFMPEG_TIMEOUT", "nan"), ("LINGER", "inf"),
+    ("MAX_CONCURRENT_STREAMS", "9" * 30), ("PORT", "-1"),
+    *[(name, "on") for name in NOT_IMPLEMENTED],
 ])
 async def test_bad_setting_stops_startup_with_one_line_naming_it(tmp_path: Path, name: str, value: str) -> None:
     done = await trio.run_process([str(BIN / "rtsp-viewer"), "serve"], env=env(tmp_path, **{name: value}),
@@ -61,6 +66,21 @@ async def test_bad_setting_stops_startup_with_one_line_naming_it(tmp_path: Path,
     lines = done.stderr.decode().strip().splitlines()
     assert done.returncode == 2
     assert len(lines) == 1 and name in lines[0], lines
+
+
+@pytest.mark.parametrize("args", [["--port", "70000"], ["--port", "x"], ["--host", "999.1.1.1", "--port", "0"],
+                                  ["--port", "in use"]])
+async def test_bad_address_stops_startup_with_one_line(tmp_path: Path, args: list[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        if args[-1] == "in use":
+            args = ["--port", str(taken.getsockname()[1])]
+        done = await trio.run_process([str(BIN / "rtsp-viewer"), "serve", *args], env=env(tmp_path),
+                                      capture_stderr=True, capture_stdout=True, check=False)
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 2
+    assert len(lines) == 1 and lines[0].startswith("rtsp-viewer: ") and "Traceback" not in lines[0], lines
 
 
 async def test_several_bad_settings_are_named_together(tmp_path: Path) -> None:
