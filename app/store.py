@@ -3,10 +3,14 @@
 One connection, used by one worker thread at a time under a trio.Lock. Every write is a
 transaction of its own, so a failed request never leaves half a change behind. Storage
 that cannot be opened is not fatal: each call tries again and raises StorageError (503).
+The file holds camera passwords: it and its directory are private to the server's user,
+and a replaced or deleted URL is overwritten, not left in free pages or the log.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +23,7 @@ import trio
 from supervisors import Transport
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 MIGRATIONS = [
     """CREATE TABLE streams (
@@ -63,6 +68,17 @@ def _record(row: tuple[object, ...]) -> StreamRecord:
                         str(created_at), str(updated_at))
 
 
+def _private(path: Path) -> None:
+    """Make the database's directory (0700) and file (0600) if missing, and take group and
+    other access from a file (and its -wal, -shm) an earlier version left readable."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists() and file.stat().st_mode & 0o077:
+            log.warning("%s was readable by others: made private (0600)", file)
+            file.chmod(0o600)
+
+
 class Store:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -80,9 +96,10 @@ class Store:
 
     def _open(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _private(Path(self.path))
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA secure_delete=ON")  # a deleted or replaced password is overwritten
         version = db.execute("PRAGMA user_version").fetchone()[0]
         for number, statement in enumerate(MIGRATIONS[version:], start=version + 1):
             with db:
@@ -109,11 +126,12 @@ class Store:
 
     # --- queries --------------------------------------------------------------------------
 
-    async def all(self) -> list[StreamRecord]:
-        return await self._call(self._all)
+    async def all(self, *, limit: int | None = None, offset: int = 0) -> list[StreamRecord]:
+        """The streams ordered by id: all of them, or `limit` of them after the first `offset`."""
+        return await self._call(self._all, -1 if limit is None else limit, offset)
 
-    def _all(self) -> list[StreamRecord]:
-        rows = self._conn().execute("SELECT * FROM streams ORDER BY id").fetchall()
+    def _all(self, limit: int, offset: int) -> list[StreamRecord]:
+        rows = self._conn().execute("SELECT * FROM streams ORDER BY id LIMIT ? OFFSET ?", (limit, offset)).fetchall()
         return [_record(row) for row in rows]
 
     async def get(self, stream_id: int) -> StreamRecord | None:
@@ -146,6 +164,7 @@ class Store:
         with self._conn() as db:
             db.execute("UPDATE streams SET name = ?, url = ?, transport = ?, updated_at = ? "
                        "WHERE id = ?", (name, url, transport, now_iso(), stream_id))
+        self._forget()
         return self._get(stream_id)
 
     async def delete(self, stream_id: int) -> bool:
@@ -155,7 +174,14 @@ class Store:
 
     def _delete(self, stream_id: int) -> bool:
         with self._conn() as db:
-            return db.execute("DELETE FROM streams WHERE id = ?", (stream_id,)).rowcount > 0
+            deleted = db.execute("DELETE FROM streams WHERE id = ?", (stream_id,)).rowcount > 0
+        self._forget()
+        return deleted
+
+    def _forget(self) -> None:
+        """Move the write-ahead log into the database and empty it: the log keeps whole old
+        pages (with the old URL) until then, where secure_delete does not reach."""
+        self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     async def ping(self) -> None:
         await self._call(lambda: self._conn().execute("SELECT 1").fetchone())

@@ -14,10 +14,11 @@ from supervisors import ErrorCode, Failure, Source
 from .errors import ApiError
 from .models import StreamInput, ValidationFailed, read_input, stream_json
 from .services import services
-from .store import StreamRecord
+from .store import MAX_ID, StreamRecord
 
 blueprint = Blueprint("streams", __name__)
 MAX_BODY = 64 * 1024
+MAX_PAGE = 1000
 
 
 class StreamId(BaseConverter):
@@ -74,9 +75,22 @@ async def _record(stream_id: int) -> StreamRecord:
     return record
 
 
+def _page_arg(name: str, low: int, high: int) -> int | None:
+    values = request.args.getlist(name)
+    if not values:
+        return None
+    value = values[0]
+    if len(values) > 1 or not (value.isascii() and value.isdigit() and len(value) <= 19) or not low <= int(value) <= high:
+        raise ApiError(400, "VALIDATION", f"{name} must be an integer {low}-{high}", {name: f"must be an integer {low}-{high}"})
+    return int(value)
+
+
 @blueprint.route("/api/streams/", strict_slashes=False, methods=["GET"])
 async def list_streams() -> ResponseReturnValue:
-    return jsonify([stream_view(r) for r in await services().store.all()])
+    """All streams by id, or a page of them: `?limit=` (1-MAX_PAGE) and `?offset=`."""
+    limit, offset = _page_arg("limit", 1, MAX_PAGE), _page_arg("offset", 0, MAX_ID)
+    records = await services().store.all(limit=limit, offset=offset or 0)
+    return jsonify([stream_view(r) for r in records])
 
 
 @blueprint.route("/api/streams/", strict_slashes=False, methods=["POST"])

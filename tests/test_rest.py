@@ -215,3 +215,18 @@ async def test_unavailable_storage_gives_503_not_a_crash(nursery: trio.Nursery, 
     async with server.viewer("id=1") as viewer:
         assert (await viewer.error("STREAM_ERROR"))["message"] == "storage is unavailable"
         assert await viewer.closed() == 1011
+
+
+async def test_the_list_pages_with_limit_and_offset(server: Server) -> None:
+    ids = [await server.create(f"rtsp://10.0.0.{n}/x", name=f"cam {n}") for n in range(1, 6)]
+    async with server.http() as http:
+        assert [s["id"] for s in (await http.get("/api/streams/")).json()] == ids
+        assert [s["id"] for s in (await http.get("/api/streams/?limit=2")).json()] == ids[:2]
+        assert [s["id"] for s in (await http.get("/api/streams/?limit=2&offset=3")).json()] == ids[3:]
+        assert [s["id"] for s in (await http.get("/api/streams/?offset=4")).json()] == ids[4:]
+        assert (await http.get("/api/streams/?offset=9223372036854775807")).json() == []
+        for bad in ("limit=0", "limit=1001", "limit=x", "offset=-1", "limit=%C2%B2", "limit=1&limit=2",
+                    f"offset={'9' * 30}"):
+            response = await http.get(f"/api/streams/?{bad}")
+            assert response.status_code == 400 and response.json()["error"]["code"] == "VALIDATION", (bad, response.text)
+            assert set(response.json()["error"]["fields"]) <= {"limit", "offset"}

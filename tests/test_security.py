@@ -4,6 +4,7 @@ hosts, sources under policy, abuse limits, hostile input, data at rest."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import trio
@@ -107,3 +108,24 @@ async def test_an_upper_case_scheme_is_normalised(camera: Camera, server: Server
         await viewer.play()
     async with server.viewer(f"url={url}") as viewer:
         await viewer.play()
+
+
+async def test_the_database_is_private_and_forgets_replaced_passwords(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Created 0700/0600 (an old world-readable file is made private); a password replaced
+    by PATCH or removed by DELETE is in none of the database's files afterwards."""
+    folder = tmp_path / "data"
+    old = tmp_path / "old" / "streams.db"
+    old.parent.mkdir()
+    old.touch(mode=0o644)
+    old.chmod(0o644)
+    for path in (folder / "streams.db", old):
+        server = await start_server(nursery, database_url=f"sqlite:///{path}")
+        first = await server.create("rtsp://admin:FirstPassw0rd@10.0.0.5/live")
+        second = await server.create("rtsp://10.0.0.6/live?password=SecondPassw0rd")
+        async with server.http() as http:
+            assert (await http.patch(f"/api/streams/{first}/", json={"url": "rtsp://admin:Third3@10.0.0.5/live"})).status_code == 200
+            assert (await http.delete(f"/api/streams/{second}/")).status_code == 204
+        stored = b"".join(file.read_bytes() for file in path.parent.iterdir())
+        assert b"FirstPassw0rd" not in stored and b"SecondPassw0rd" not in stored and b"Third3" in stored
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert folder.stat().st_mode & 0o777 == 0o700
