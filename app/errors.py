@@ -16,23 +16,24 @@ from .store import StorageError
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {400: "VALIDATION", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+HTTP_CODES = {400: "VALIDATION", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
               413: "TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
 
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str,
-                 fields: dict[str, str] | None = None) -> None:
+                 fields: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.fields = status, code, message, fields
+        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, message: str,
-                   fields: dict[str, str] | None = None) -> ResponseReturnValue:
+                   fields: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> ResponseReturnValue:
     body: dict[str, Any] = {"code": code, "message": message}
     if fields is not None:
         body["fields"] = fields
-    return jsonify({"error": body}), status
+    return jsonify({"error": body}), status, headers or {}
 
 
 def _body_unread() -> bool:
@@ -53,7 +54,7 @@ def install(app: Quart) -> None:
 
     @app.errorhandler(ApiError)
     async def _api(error: ApiError) -> ResponseReturnValue:
-        return error_response(error.status, error.code, error.message, error.fields)
+        return error_response(error.status, error.code, error.message, error.fields, error.headers)
 
     @app.errorhandler(HTTPException)
     async def _http(error: HTTPException) -> ResponseReturnValue:

@@ -14,7 +14,8 @@ from quart_trio import QuartTrio
 from supervisors import EngineConfig, Registry
 from supervisors.ffmpeg import Runner
 
-from . import errors, health, page, stream_http, streams, wire, ws
+from . import errors, guard, health, page, stream_http, streams, wire, ws
+from .access import Access, server_key
 from .services import Services
 from .settings import Settings
 from .store import StorageError, Store
@@ -33,7 +34,8 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
         ffmpeg=ffmpeg, ffmpeg_timeout=settings.ffmpeg_timeout, linger=settings.linger,
         max_streams=settings.max_concurrent_streams,
         max_streams_per_client=settings.max_streams_per_client)
-    s = Services(settings=settings, store=Store(settings.database_path),
+    access = Access(settings.api_token, server_key(settings.secret_key, settings.database_path))
+    s = Services(settings=settings, access=access, store=Store(settings.database_path),
                  registry=Registry(config, runner), ffmpeg_path=ffmpeg)
     app.extensions["rtsp"] = s
     engine_scope = trio.CancelScope()
@@ -58,6 +60,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
 
     app.asgi_app = wire.capture_send(app.asgi_app)  # type: ignore[method-assign, assignment]
     errors.install(app)
-    for module in (health, page, streams, stream_http, ws):
+    guard.install(app, access)
+    for module in (health, page, streams, stream_http, ws, guard):
         app.register_blueprint(module.blueprint)
     return app

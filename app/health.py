@@ -1,5 +1,5 @@
 """`GET /api/health/`: version, FFmpeg in use, running upstreams, viewers, the WebSocket send
-path; 503 if degraded."""
+path; 503 if degraded. With API_TOKEN set and not presented, only the status."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from quart import Blueprint, jsonify
 from quart.typing import ResponseReturnValue
 
+from .guard import is_admin
 from .services import services
 from .store import StorageError
 
@@ -34,16 +35,17 @@ async def health() -> ResponseReturnValue:
     except StorageError as error:
         problems.append(f"storage unavailable: {error}")
     stats = s.registry.statistics()
-    body = {
-        "status": "degraded" if problems else "ok",
-        "version": APP_VERSION,
-        "ffmpeg": {"path": ffmpeg.path, "version": ffmpeg.version},
-        "streams": {"running": stats.running, "max": stats.max},
-        "viewers": stats.viewers,
-        "send_path": s.send_path.path,  # null until the first WebSocket
-    }
-    if s.send_path.reason is not None:
-        body["send_path_reason"] = s.send_path.reason
-    if problems:
-        body["reason"] = "; ".join(problems)
+    body: dict[str, object] = {"status": "degraded" if problems else "ok"}
+    if is_admin():  # paths, versions and reasons are for the operator, not for anyone
+        body.update({
+            "version": APP_VERSION,
+            "ffmpeg": {"path": ffmpeg.path, "version": ffmpeg.version},
+            "streams": {"running": stats.running, "max": stats.max},
+            "viewers": stats.viewers,
+            "send_path": s.send_path.path,  # null until the first WebSocket
+        })
+        if s.send_path.reason is not None:
+            body["send_path_reason"] = s.send_path.reason
+        if problems:
+            body["reason"] = "; ".join(problems)
     return jsonify(body), 503 if problems else 200

@@ -19,6 +19,7 @@ from quart import Blueprint, Response, request
 from quart.typing import ResponseReturnValue
 
 from .errors import ApiError
+from .guard import is_admin
 from .services import services
 from .store import StorageError
 from .streams import stream_view
@@ -67,10 +68,12 @@ def _script_json(value: object) -> bytes:
 @blueprint.route("/", methods=["GET"])
 async def index() -> ResponseReturnValue:
     s = services()
-    try:
-        streams: object = [stream_view(record) for record in await s.store.all()]
-    except StorageError:  # the page asks REST itself, and shows its 503
-        streams = None
+    streams: object = None  # the page asks REST itself (with the token it asks for)
+    if is_admin():
+        try:
+            streams = [stream_view(record) for record in await s.store.all()]
+        except StorageError:  # the page shows REST's 503
+            pass
     body = PAGE_HEAD + b">" + _script_json(streams) + b"</script>" + PAGE_TAIL
     return _send(Asset.of(body, TYPES[".html"]))
 

@@ -14,6 +14,7 @@ from quart import current_app
 
 from supervisors import Registry
 
+from .access import Access
 from .settings import Settings
 from .store import Store
 from .wire import SendPathRecord
@@ -31,6 +32,7 @@ class FFmpegInfo:
 @attrs.define
 class Services:
     settings: Settings
+    access: Access
     store: Store
     registry: Registry
     ffmpeg_path: str

@@ -6,6 +6,7 @@ A bad value stops start-up with one line naming every bad variable (exit code 2)
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import NewType
@@ -22,6 +23,7 @@ Port = NewType("Port", int)
 LogLevel = NewType("LogLevel", str)
 LogFormat = NewType("LogFormat", str)
 DatabaseUrl = NewType("DatabaseUrl", str)
+Secret = NewType("Secret", str)  # 16+ URL-safe characters: it travels in URLs and subprotocols
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -37,6 +39,8 @@ class Settings:
     linger: Linger = Linger(5.0)
     log_level: LogLevel = LogLevel("INFO")
     log_format: LogFormat = LogFormat("text")
+    api_token: Secret = Secret("")  # "": no access control
+    secret_key: Secret = Secret("")  # "": a key kept beside the database
 
     @property
     def database_path(self) -> str:
@@ -77,6 +81,13 @@ def _choice(choices: tuple[str, ...], *, upper: bool) -> Hook:
     return hook
 
 
+def _secret(value: object, _: object) -> str:
+    text = str(value).strip()
+    if len(text) < 16 or not re.fullmatch(r"[A-Za-z0-9._~-]+", text):
+        raise FieldError("must be 16 or more characters of A-Z a-z 0-9 . _ ~ -")
+    return text
+
+
 def _database_url(value: object, _: object) -> str:
     text = str(value).strip()
     if not text.startswith("sqlite:///") or text == "sqlite:///":
@@ -92,6 +103,7 @@ converter.register_structure_hook(Port, _number(int, 0, 65535))
 converter.register_structure_hook(LogLevel, _choice(LEVELS, upper=True))
 converter.register_structure_hook(LogFormat, _choice(("text", "json"), upper=False))
 converter.register_structure_hook(DatabaseUrl, _database_url)
+converter.register_structure_hook(Secret, _secret)
 
 
 class SettingsError(Exception):
@@ -100,7 +112,7 @@ class SettingsError(Exception):
 
 # Settings the issues announce that this version does not implement: an operator who sets
 # one must not believe it protects anything, so start-up refuses it.
-NOT_IMPLEMENTED = ("API_TOKEN", "SECRET_KEY", "CORS_ORIGINS", "ALLOWED_HOSTS", "ALLOW_URL_STREAMS",
+NOT_IMPLEMENTED = ("CORS_ORIGINS", "ALLOWED_HOSTS", "ALLOW_URL_STREAMS",
                    "ALLOWED_SOURCES", "RATE_LIMIT", "MAX_CONNECTIONS_PER_CLIENT", "TRUSTED_PROXIES",
                    "CERTFILE", "KEYFILE", "METRICS_TOKEN")
 
@@ -120,7 +132,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         return converter.structure(given, Settings)
     except cattrs.ClassValidationError as error:
         bad = field_errors(error)
-        detail = "; ".join(f"{names.get(k, k)}={given.get(k, '')!r} {msg}" for k, msg in bad.items())
+        shown = {k: "***" if k in ("api_token", "secret_key") else repr(v) for k, v in given.items()}
+        detail = "; ".join(f"{names.get(k, k)}={shown.get(k, '')} {msg}" for k, msg in bad.items())
         raise SettingsError(f"invalid settings: {detail}") from None
 
 

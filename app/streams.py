@@ -44,7 +44,8 @@ def stream_view(record: StreamRecord) -> dict[str, object]:
     return stream_json(record, services().registry.status(stream_key(record.id)))
 
 
-async def _body() -> object:
+async def read_json() -> object:
+    """The request's JSON body; ApiError 415, 413 or 400 (VALIDATION) if it is not one."""
     if request.mimetype != "application/json":
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "body must be application/json")
     length = request.content_length
@@ -63,12 +64,13 @@ async def _body() -> object:
 
 async def _input(base: StreamRecord | None = None) -> StreamInput:
     try:
-        return read_input(await _body(), base)
+        return read_input(await read_json(), base)
     except ValidationFailed as failed:
         raise ApiError(400, "VALIDATION", str(failed), failed.fields) from None
 
 
-async def _record(stream_id: int) -> StreamRecord:
+async def stream_record(stream_id: int) -> StreamRecord:
+    """The stored stream; ApiError 404 if there is none."""
     record = await services().store.get(stream_id)
     if record is None:
         raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
@@ -102,12 +104,12 @@ async def create_stream() -> ResponseReturnValue:
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/", strict_slashes=False, methods=["GET"])
 async def get_stream(stream_id: int) -> ResponseReturnValue:
-    return jsonify(stream_view(await _record(stream_id)))
+    return jsonify(stream_view(await stream_record(stream_id)))
 
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/", strict_slashes=False, methods=["PATCH"])
 async def patch_stream(stream_id: int) -> ResponseReturnValue:
-    base = await _record(stream_id)
+    base = await stream_record(stream_id)
     data = await _input(base)
     s = services()
     record = await s.store.update(stream_id, data.name, data.url, data.transport)

@@ -36,6 +36,7 @@ from supervisors import (
     validate_url,
 )
 
+from .guard import socket_grant
 from .services import Services, services
 from .store import MAX_ID, StorageError
 from .streams import stream_key
@@ -112,12 +113,16 @@ async def _accept(s: Services) -> tuple[Target | Failure, CloseCode, Wire | None
     """Accept the socket; what it watches (or why it cannot), and how to send on it."""
     target = parse_query(websocket.args)
     close_code = CloseCode.POLICY
+    grant, protocol = socket_grant(s.access)
+    if isinstance(target, Target) and (grant is None or not grant.may_watch(target.stream_id)):
+        target = Failure(ErrorCode.UNAUTHORIZED, "a valid token is required (?token=, or a bearer.<token> subprotocol)"
+                         if grant is None else f"this play token only watches stream {grant.stream_id}")
     try:
         if isinstance(target, Target) and target.stream_id is not None and await target.resolve(s) is None:
             target = Failure(ErrorCode.NOT_FOUND, f"no stream {target.stream_id}")
     except StorageError:
         target, close_code = Failure(ErrorCode.STREAM_ERROR, "storage is unavailable"), CloseCode.INTERNAL
-    await websocket.accept()
+    await websocket.accept(subprotocol=protocol)
     try:
         wire: Wire | None = await Wire.attach(websocket.scope.get(SEND_KEY))
     except NoWire as why:

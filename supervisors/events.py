@@ -42,6 +42,9 @@ class ErrorCode(StrEnum):
     LIMIT = "LIMIT"
     BAD_REQUEST = "BAD_REQUEST"
     SLOW_CONSUMER = "SLOW_CONSUMER"
+    UNAUTHORIZED = "UNAUTHORIZED"  # no valid API_TOKEN or play token (the web edge's)
+    FORBIDDEN = "FORBIDDEN"  # a source the policy refuses (ALLOW_URL_STREAMS, ALLOWED_SOURCES)
+    RATE_LIMITED = "RATE_LIMITED"  # RATE_LIMIT or a coalesced reconnect
 
 
 FINAL_CODES = frozenset({ErrorCode.AUTH, ErrorCode.NOT_FOUND})  # not retried: the viewer is stopped
@@ -51,10 +54,13 @@ FINAL_CODES = frozenset({ErrorCode.AUTH, ErrorCode.NOT_FOUND})  # not retried: t
 # 4000 + that status, with the error code as the reason.
 HTTP_STATUS = {
     ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.AUTH: 403,  # the camera refused our credentials: not the client's (no 401 prompt)
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.SLOW_CONSUMER: 408,
     ErrorCode.LIMIT: 429,
+    ErrorCode.RATE_LIMITED: 429,
     ErrorCode.STREAM_ERROR: 502,
     ErrorCode.UNREACHABLE: 503,
     ErrorCode.TIMEOUT: 504,

@@ -216,6 +216,7 @@ class Camera:
     burst: bool = True  # see Path.burst
     realm: str = "TestCamera"
     paths: dict[str, Path] = attrs.Factory(dict)
+    describes: int = 0  # authorized DESCRIBEs from players: how many sessions were opened
     _connections: set[trio.SocketStream] = attrs.Factory(set)
     _player_scopes: set[trio.CancelScope] = attrs.Factory(set)
     _nonce: str = attrs.Factory(lambda: secrets.token_hex(8))
@@ -356,6 +357,7 @@ class Camera:
                     path.video_track = _video_track(path.sdp)
                     await reply(cseq)
                 elif method == "DESCRIBE":
+                    self.describes += 1
                     await path.ready.wait()
                     base = uri.split("?", 1)[0].rstrip("/") + "/"
                     await reply(cseq, headers={"Content-Base": base, "Content-Type": "application/sdp"},

@@ -275,7 +275,7 @@ async def test_the_page_carries_the_stream_list_and_a_name_cannot_break_out_of_i
         server: Server, tmp_path: Path) -> None:
     """The list in the page is what REST returns, and a name made to end the script
     element that holds it (or to run its own) is shown as text, never run."""
-    name = "</script><script>window.pwned = 1</script><!-- \u2028 &amp; --> end"
+    name = "</script><script>window.pwned = 1</script><!-- é &amp; --> end"
     await server.create("rtsp://127.0.0.1:9/cam", name=name)
     async with server.http() as http:
         page = await http.get("/")
@@ -290,3 +290,31 @@ async def test_the_page_carries_the_stream_list_and_a_name_cannot_break_out_of_i
                 page.evaluate("window.pwned === undefined"))
 
     assert await drive(f"{server.base}/", script, tmp_path / "name.png") == (name, name, True)
+
+
+async def test_with_api_token_the_page_asks_for_it_once_and_plays(
+        camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The page (served without the list) gets 401, shows the token form; with the token
+    it lists the stream and its tile plays (the socket offers `bearer.<token>`); the
+    token stays in the tab's sessionStorage across a reload."""
+    token = "page-token-0123456789abcdef"
+    server = await start_server(nursery, api_token=token)
+    async with server.http() as http:
+        created = await http.post("/api/streams/", json={"name": "yard", "url": camera_640.url()},
+                                  headers={"Authorization": f"Bearer {token}"})
+    assert created.status_code == 201
+
+    def script(page: Any) -> tuple[bool, int, int, bool]:
+        until(page, "!document.getElementById('login').hidden")
+        asked = page.evaluate("document.querySelectorAll('.tile').length === 0")
+        page.fill("#login input[name=token]", token)
+        page.click("#login button")
+        until(page, "document.querySelector('.tile video') && document.querySelector('.tile video').videoWidth > 0")
+        width = page.evaluate("document.querySelector('.tile video').videoWidth")
+        page.reload()
+        until(page, "document.querySelector('.tile video') && document.querySelector('.tile video').videoWidth > 0")
+        return asked, width, page.evaluate("document.querySelectorAll('#rows tr').length"), page.evaluate(
+            "document.getElementById('login').hidden")
+
+    asked, width, rows, hidden = await drive(f"{server.base}/", script, tmp_path / "token.png")
+    assert asked and width == 640 and rows == 1 and hidden

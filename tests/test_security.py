@@ -3,14 +3,17 @@ hosts, sources under policy, abuse limits, hostile input, data at rest."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import pytest
 import trio
+import trio_websocket
 
 from tests.camera import Camera
 from tests.helpers import Server, start_server
+from tests.test_stock import close_of
 
 SECRET, QUERY_SECRET = "Sekr1tXy", "Qu3ryPw9"
 
@@ -129,3 +132,107 @@ async def test_the_database_is_private_and_forgets_replaced_passwords(nursery: t
         assert b"FirstPassw0rd" not in stored and b"SecondPassw0rd" not in stored and b"Third3" in stored
         assert path.stat().st_mode & 0o777 == 0o600
     assert folder.stat().st_mode & 0o777 == 0o700
+
+
+TOKEN = "admin-token-0123456789abcdef"
+
+
+async def test_api_token_guards_every_route_but_health(camera: Camera, nursery: trio.Nursery,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = await start_server(nursery, api_token=TOKEN)
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    async with server.http() as http:
+        created = await http.post("/api/streams/", json={"name": "cam", "url": camera.url()}, headers=admin)
+        stream_id = created.json()["id"]
+        routes = [("GET", "/api/streams/"), ("POST", "/api/streams/"), ("GET", f"/api/streams/{stream_id}/"),
+                  ("PATCH", f"/api/streams/{stream_id}/"), ("DELETE", f"/api/streams/{stream_id}/"),
+                  ("GET", f"/api/streams/{stream_id}/stream.ts"), ("POST", f"/api/streams/{stream_id}/play-token")]
+        for method, path in routes:
+            for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": TOKEN},
+                            {"Authorization": f"Basic {TOKEN}"}):
+                response = await http.request(method, path, headers=headers, json={"name": "x"} if method != "GET" else None)
+                assert response.status_code == 401, (method, path, headers, response.text)
+                assert response.json()["error"]["code"] == "UNAUTHORIZED"
+                assert response.headers["www-authenticate"] == "Bearer"
+        anonymous = await http.get("/api/health/")
+        operator = await http.get("/api/health/", headers=admin)
+        page = await http.get("/")
+        listed = await http.get("/api/streams/", headers=admin)
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}
+    assert operator.json()["ffmpeg"]["path"] and operator.json()["streams"]["max"] == 10
+    assert page.status_code == 200 and b'type="application/json">null</script>' in page.content  # no list in it
+    assert [s["id"] for s in listed.json()] == [stream_id]  # the anonymous DELETE deleted nothing
+    assert TOKEN not in caplog.text
+
+
+async def test_a_socket_needs_the_token_before_anything_starts(camera: Camera, nursery: trio.Nursery) -> None:
+    server = await start_server(nursery, api_token=TOKEN)
+    stream_id = await _create_as_admin(server, camera.url())
+    assert server.registry is not None
+    for query in (f"id={stream_id}", f"url={camera.url()}", f"id={stream_id}&token=wrong-token-0123456789"):
+        async with server.viewer(query) as viewer:
+            assert (await viewer.error("UNAUTHORIZED"))["message"]
+            assert await viewer.closed() == 1008
+    assert await close_of(server, f"id={stream_id}") == (4401, "UNAUTHORIZED")
+    assert server.registry.statistics().running == 0 and camera.describes == 0
+    async with server.viewer(f"id={stream_id}&token={TOKEN}") as viewer:
+        await viewer.play()
+    async with trio_websocket.open_websocket_url(f"{server.ws_base}/ws/stream?id={stream_id}",
+                                                 subprotocols=["rtsp-viewer", f"bearer.{TOKEN}"]) as ws:
+        assert ws.subprotocol == "rtsp-viewer"
+        assert json.loads(await ws.get_message()) == {"type": "status", "phase": "connected"}
+
+
+async def test_a_play_token_watches_its_stream_until_it_expires_and_nothing_else(
+        camera: Camera, nursery: trio.Nursery) -> None:
+    server = await start_server(nursery, api_token=TOKEN)
+    stream_id = await _create_as_admin(server, camera.url())
+    other_id = await _create_as_admin(server, camera.url(), name="other")
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    async with server.http() as http:
+        issued = await http.post(f"/api/streams/{stream_id}/play-token", json={"ttl": 2}, headers=admin)
+        assert issued.status_code == 201, issued.text
+        token = issued.json()["token"]
+        assert issued.json()["stream_id"] == stream_id and issued.json()["expires_at"].endswith("Z")
+        for bad in ({"ttl": 0}, {"ttl": 10**9}, {"ttl": "60"}, {"ttl": True}, {"ttl": 60, "x": 1}, [60]):
+            refused = await http.post(f"/api/streams/{stream_id}/play-token", json=bad, headers=admin)
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == "VALIDATION", (bad, refused.text)
+        missing = await http.post("/api/streams/999/play-token", json={"ttl": 60}, headers=admin)
+        assert missing.status_code == 404
+        as_play = {"Authorization": f"Bearer {token}"}
+        assert (await http.get("/api/streams/", headers=as_play)).status_code == 401
+        assert (await http.get(f"/api/streams/{stream_id}/", headers=as_play)).status_code == 401
+        assert (await http.get(f"/api/streams/{other_id}/stream.ts?token={token}")).status_code == 401
+        head = await _first_bytes(server, f"/api/streams/{stream_id}/stream.ts?token={token}")
+        assert head.startswith(b"HTTP/1.1 200") and b"video/mp2t" in head, head[:200]
+    async with server.viewer(f"id={stream_id}&token={token}") as viewer:
+        await viewer.play()
+    for query in (f"id={other_id}&token={token}", f"url={camera.url()}&token={token}",
+                  f"id={stream_id}&token={token[:-2]}xx"):
+        async with server.viewer(query) as viewer:
+            await viewer.error("UNAUTHORIZED")
+    await trio.sleep(2.5)  # past its expiry
+    async with server.viewer(f"id={stream_id}&token={token}") as viewer:
+        await viewer.error("UNAUTHORIZED")
+
+
+async def _create_as_admin(server: Server, url: str, name: str = "cam") -> int:
+    async with server.http() as http:
+        response = await http.post("/api/streams/", json={"name": name, "url": url},
+                                   headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+async def _first_bytes(server: Server, path: str, size: int = 2000) -> bytes:
+    """The start of a live response, read from a plain TCP stream (httpx leaves a stream
+    it did not read to the end unclosed)."""
+    host, port = server.base.removeprefix("http://").split(":")
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        data = b""
+        with trio.fail_after(15):
+            while len(data) < size:
+                data += await stream.receive_some()
+    return data

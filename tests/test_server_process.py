@@ -57,7 +57,8 @@ async def test_sigterm_stops_viewers_ends_ffmpeg_and_exits_within_5s(
     ("LOG_FORMAT", "xml"), ("DATABASE_URL", "postgres://x"),
     # out of bounds (issue 10), and settings this version does not implement
     ("FFMPEG_TIMEOUT", "1e-9"), ("FFMPEG_TIMEOUT", "1e300"), ("FFMPEG_TIMEOUT", "nan"), ("LINGER", "inf"),
-    ("MAX_CONCURRENT_STREAMS", "9" * 30), ("PORT", "-1"),
+    ("MAX_CONCURRENT_STREAMS", "9" * 30), ("PORT", "-1"), ("API_TOKEN", "short"),
+    ("API_TOKEN", "has spaces in it, 1234567890"), ("SECRET_KEY", "x" * 15),
     *[(name, "on") for name in NOT_IMPLEMENTED],
 ])
 async def test_bad_setting_stops_startup_with_one_line_naming_it(tmp_path: Path, name: str, value: str) -> None:
@@ -66,6 +67,8 @@ async def test_bad_setting_stops_startup_with_one_line_naming_it(tmp_path: Path,
     lines = done.stderr.decode().strip().splitlines()
     assert done.returncode == 2
     assert len(lines) == 1 and name in lines[0], lines
+    if name in ("API_TOKEN", "SECRET_KEY"):
+        assert value not in lines[0]  # a secret is not printed, even a bad one
 
 
 @pytest.mark.parametrize("args", [["--port", "70000"], ["--port", "x"], ["--host", "999.1.1.1", "--port", "0"],

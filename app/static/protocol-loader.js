@@ -15,9 +15,10 @@
 "use strict";
 
 // A socket of the full protocol, opened now: it sends start as soon as it opens and
-// holds what arrives until a loader takes it with `socket.take(handlers)`.
-function openProtocolSocket(url) {
-  const socket = new WebSocket(url);
+// holds what arrives until a loader takes it with `socket.take(handlers)`. With a token
+// (API_TOKEN, or a play token), it is offered as the subprotocol `bearer.<token>`.
+function openProtocolSocket(url, token = null) {
+  const socket = token ? new WebSocket(url, ["rtsp-viewer", `bearer.${token}`]) : new WebSocket(url);
   socket.binaryType = "arraybuffer";
   const held = [];
   const hold = (event) => held.push(event);

@@ -6,23 +6,56 @@
 // the back/forward cache) releases every socket; shown again (pageshow), it reconnects.
 "use strict";
 
-const FINAL = new Set(["AUTH", "NOT_FOUND", "LIMIT"]);
+const FINAL = new Set(["AUTH", "NOT_FOUND", "LIMIT", "UNAUTHORIZED", "FORBIDDEN"]);
 const LOW_LATENCY = {enableStashBuffer: false, liveBufferLatencyChasing: true, liveSync: true,
                      liveSyncMaxLatency: 0.2, liveSyncTargetLatency: 0.1, liveSyncPlaybackRate: 1.1,
                      liveBufferLatencyMaxLatency: 0.5, liveBufferLatencyMinRemain: 0.1};
 const tiles = new Map();  // stream id -> Tile
 window.tiles = tiles;
 
+// With API_TOKEN set, the page asks for the token once (on the first 401) and keeps it
+// for this tab in sessionStorage: REST sends it as a bearer, sockets as a subprotocol.
+const token = () => sessionStorage.getItem("token");
+
 async function api(method, path, body) {
   const init = {method, headers: {}};
+  if (token()) {
+    init.headers.Authorization = `Bearer ${token()}`;
+  }
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
   const response = await fetch(path, init);
   const text = await response.text();
+  if (response.status === 401) {
+    askForToken(token() ? "that token was refused" : "");
+  }
   return {ok: response.ok, status: response.status, body: text ? JSON.parse(text) : null};
 }
+
+const login = document.getElementById("login");
+
+function askForToken(why) {
+  login.hidden = false;
+  document.getElementById("login-error").textContent = why;
+}
+
+login.onsubmit = async (event) => {
+  event.preventDefault();
+  sessionStorage.setItem("token", login.elements.token.value.trim());
+  login.hidden = true;
+  login.reset();
+  for (const tile of tiles.values()) {
+    tile.stopped = false;  // an UNAUTHORIZED stop: try again with the token
+  }
+  await refresh();
+  for (const tile of tiles.values()) {
+    if (!tile.socket) {
+      tile.connect();
+    }
+  }
+};
 
 class Tile {
   constructor(stream) {
@@ -56,7 +89,7 @@ class Tile {
     this.phase.textContent = "connecting";
     const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws/stream?id=${this.id}`;
     // the socket first: its handshake and the cached GOP arrive while the player sets up
-    this.early = openProtocolSocket(url);
+    this.early = openProtocolSocket(url, token());
     const loader = protocolLoader((message, socket) => this.onMessage(message, socket), () => this.onClose(),
                                   this.early);
     this.player = mpegts.createPlayer({type: "mpegts", isLive: true, url}, {customLoader: loader, ...LOW_LATENCY});
@@ -78,6 +111,9 @@ class Tile {
       this.error.textContent = `${message.code}: ${message.message}`;
       if (FINAL.has(message.code)) {
         this.stopped = true;
+      }
+      if (message.code === "UNAUTHORIZED") {
+        askForToken(token() ? "that token was refused" : "");
       }
     }
   }

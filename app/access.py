@@ -1,0 +1,128 @@
+"""Who may do what: the admin token (API_TOKEN) and signed play links.
+
+With API_TOKEN set, every route but `GET /api/health/`, the viewer page and its static
+files needs it: `Authorization: Bearer <token>` on HTTP; on a WebSocket or the HTTP stream
+(browsers cannot set headers there) also `?token=<token>` or a `Sec-WebSocket-Protocol`
+entry `bearer.<token>`. A play token (`POST /api/streams/{id}/play-token`) is an HMAC,
+with the server's key, of one stream id and an expiry: it lets its holder watch that
+stream until then, and nothing else. Every comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+
+import attrs
+
+log = logging.getLogger(__name__)
+PLAY_PREFIX = "p1"  # the play-token format's version
+KEY_FILE = "play-token.key"
+PROTOCOL_PREFIX = "bearer."  # Sec-WebSocket-Protocol: bearer.<token>
+MAX_TTL = 7 * 24 * 3600
+
+
+@attrs.frozen
+class Grant:
+    """What a presented token allows: everything (the admin token, or no API_TOKEN), or
+    watching one stream."""
+
+    admin: bool
+    stream_id: int | None = None
+
+    def may_watch(self, stream_id: int | None) -> bool:
+        """A play token watches its own stream by id; never a `?url=` source."""
+        return self.admin or (stream_id is not None and stream_id == self.stream_id)
+
+
+ADMIN = Grant(admin=True)
+
+
+@attrs.define
+class Access:
+    api_token: str  # "" : no access control
+    key: bytes  # signs play tokens
+
+    @property
+    def required(self) -> bool:
+        return bool(self.api_token)
+
+    def check(self, presented: str | None, *, now: float | None = None) -> Grant | None:
+        """The grant of a presented token, or None if it grants nothing. With no
+        API_TOKEN, anything (even nothing) is the admin."""
+        if not self.required:
+            return ADMIN
+        if not presented:
+            return None
+        if hmac.compare_digest(presented.encode(), self.api_token.encode()):
+            return ADMIN
+        return self._play(presented, time.time() if now is None else now)
+
+    def play_token(self, stream_id: int, ttl: float, *, now: float | None = None) -> tuple[str, int]:
+        """A token that watches `stream_id` for `ttl` seconds, and when it expires (Unix time)."""
+        expires = int((time.time() if now is None else now) + ttl)
+        body = f"{PLAY_PREFIX}.{stream_id}.{expires}"
+        return f"{body}.{self._sign(body)}", expires
+
+    def _sign(self, body: str) -> str:
+        digest = hmac.new(self.key, body.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def _play(self, presented: str, now: float) -> Grant | None:
+        prefix, _, rest = presented.partition(".")
+        stream, _, rest = rest.partition(".")
+        expires, _, signature = rest.partition(".")
+        if prefix != PLAY_PREFIX or not (stream.isascii() and stream.isdigit()) or not (expires.isascii() and expires.isdigit()):
+            return None
+        expected = self._sign(f"{PLAY_PREFIX}.{stream}.{expires}")
+        if not hmac.compare_digest(signature.encode(), expected.encode()) or int(expires) < now:
+            return None
+        return Grant(admin=False, stream_id=int(stream))
+
+
+def server_key(secret_key: str, database_path: str) -> bytes:
+    """SECRET_KEY if set; else a key made once and kept (0600) beside the database, so
+    play tokens outlive a restart; with an in-memory database, one for this process."""
+    if secret_key:
+        return secret_key.encode()
+    if database_path == ":memory:":
+        return secrets.token_bytes(32)
+    path = Path(database_path).parent / KEY_FILE
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        pass
+    key = secrets.token_bytes(32)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(key.hex())
+    except OSError as error:  # the storage is unusable too: serve anyway, as the store does
+        log.error("cannot keep the play-token key in %s (%s): tokens end with this process", path, error)
+    else:
+        log.debug("made a new play-token key in %s", path)
+    return key
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header."""
+    scheme, _, token = (header or "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def from_protocols(header: str | None) -> tuple[str | None, str | None]:
+    """(the token of a `bearer.<token>` entry of Sec-WebSocket-Protocol, the entry to
+    answer with: another entry if the client offered one, else that one)."""
+    offered = [p.strip() for p in (header or "").split(",") if p.strip()]
+    tokens = [p for p in offered if p.startswith(PROTOCOL_PREFIX)]
+    if not tokens:
+        return None, None
+    others = [p for p in offered if not p.startswith(PROTOCOL_PREFIX)]
+    return tokens[0].removeprefix(PROTOCOL_PREFIX), (others or tokens)[0]
