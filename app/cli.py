@@ -156,8 +156,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     run = commands.add_parser("serve", help="serve the REST and WebSocket API")
     run.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
     run.add_argument("--port", help="port (default: PORT or 8000; 0 picks one)")
+    run.add_argument("--dev", action="store_true", help="development: CORS for all origins, DEBUG logs")
     args = parser.parse_args(argv)
     given = {"HOST": args.host, "PORT": args.port}  # checked as the variables are
+    if args.dev:
+        given |= {"CORS_ORIGINS": "*", "LOG_LEVEL": "DEBUG"}
     settings = load_or_exit({**os.environ, **{k: v for k, v in given.items() if v is not None}})
     configure(settings.log_level, settings.log_format)
     try:

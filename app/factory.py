@@ -14,7 +14,7 @@ from quart_trio import QuartTrio
 from supervisors import EngineConfig, Registry
 from supervisors.ffmpeg import Runner
 
-from . import errors, guard, health, page, stream_http, streams, wire, ws
+from . import errors, guard, health, origins, page, stream_http, streams, wire, ws
 from .access import Access, server_key
 from .services import Services
 from .settings import Settings
@@ -58,9 +58,12 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
         engine_scope.cancel()
         await s.store.close()
 
-    app.asgi_app = wire.capture_send(app.asgi_app)  # type: ignore[method-assign, assignment]
+    policy = origins.Policy.of(settings.cors_origins, settings.allowed_hosts, settings.host)
+    app.extensions["origins"] = policy
+    app.asgi_app = origins.check_hosts(wire.capture_send(app.asgi_app), policy)  # type: ignore[method-assign, assignment]
     errors.install(app)
     guard.install(app, access)
+    origins.install(app, policy)
     for module in (health, page, streams, stream_http, ws, guard):
         app.register_blueprint(module.blueprint)
     return app

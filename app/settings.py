@@ -14,6 +14,7 @@ from typing import NewType
 import attrs
 import cattrs
 
+from .origins import origin_of
 from .validation import FieldError, field_errors
 
 Timeout = NewType("Timeout", float)  # 1 … 300 s
@@ -23,7 +24,9 @@ Port = NewType("Port", int)
 LogLevel = NewType("LogLevel", str)
 LogFormat = NewType("LogFormat", str)
 DatabaseUrl = NewType("DatabaseUrl", str)
-Secret = NewType("Secret", str)  # 16+ URL-safe characters: it travels in URLs and subprotocols
+Secret = NewType("Secret", str)
+Origins = NewType("Origins", tuple[str, ...])  # CORS_ORIGINS: "*" or origins, comma-separated
+Hosts = NewType("Hosts", tuple[str, ...])  # ALLOWED_HOSTS: "*" or host names, comma-separated  # 16+ URL-safe characters: it travels in URLs and subprotocols
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -40,6 +43,8 @@ class Settings:
     log_level: LogLevel = LogLevel("INFO")
     log_format: LogFormat = LogFormat("text")
     api_token: Secret = Secret("")  # "": no access control
+    cors_origins: Origins = Origins(())  # (): same origin only
+    allowed_hosts: Hosts = Hosts(())  # (): loopback names when bound to loopback, else any
     secret_key: Secret = Secret("")  # "": a key kept beside the database
 
     @property
@@ -88,6 +93,30 @@ def _secret(value: object, _: object) -> str:
     return text
 
 
+def _list(value: object) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in str(value).split(",") if item.strip())
+    if "*" in items and len(items) > 1:
+        raise FieldError("must be * alone or a list")
+    return items
+
+
+def _origins(value: object, _: object) -> tuple[str, ...]:
+    items = _list(value)
+    normal = tuple(item if item == "*" else origin_of(item) for item in items)
+    bad = [item for item, norm in zip(items, normal, strict=True) if norm is None]
+    if bad:
+        raise FieldError(f"must be * or origins like https://example.com (not {bad[0]!r})")
+    return normal  # type: ignore[return-value]
+
+
+def _hosts(value: object, _: object) -> tuple[str, ...]:
+    items = _list(value)
+    bad = [item for item in items if item != "*" and not re.fullmatch(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]", item)]
+    if bad:
+        raise FieldError(f"must be * or host names like example.com (not {bad[0]!r})")
+    return tuple(item.lower() for item in items)
+
+
 def _database_url(value: object, _: object) -> str:
     text = str(value).strip()
     if not text.startswith("sqlite:///") or text == "sqlite:///":
@@ -104,6 +133,8 @@ converter.register_structure_hook(LogLevel, _choice(LEVELS, upper=True))
 converter.register_structure_hook(LogFormat, _choice(("text", "json"), upper=False))
 converter.register_structure_hook(DatabaseUrl, _database_url)
 converter.register_structure_hook(Secret, _secret)
+converter.register_structure_hook(Origins, _origins)
+converter.register_structure_hook(Hosts, _hosts)
 
 
 class SettingsError(Exception):
@@ -112,7 +143,7 @@ class SettingsError(Exception):
 
 # Settings the issues announce that this version does not implement: an operator who sets
 # one must not believe it protects anything, so start-up refuses it.
-NOT_IMPLEMENTED = ("CORS_ORIGINS", "ALLOWED_HOSTS", "ALLOW_URL_STREAMS",
+NOT_IMPLEMENTED = ("ALLOW_URL_STREAMS",
                    "ALLOWED_SOURCES", "RATE_LIMIT", "MAX_CONNECTIONS_PER_CLIENT", "TRUSTED_PROXIES",
                    "CERTFILE", "KEYFILE", "METRICS_TOKEN")
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
-from quart import Blueprint, websocket
+from quart import Blueprint, current_app, websocket
 from werkzeug.datastructures import MultiDict
 
 from supervisors import (
@@ -37,6 +37,7 @@ from supervisors import (
 )
 
 from .guard import socket_grant
+from .origins import Policy
 from .services import Services, services
 from .store import MAX_ID, StorageError
 from .streams import stream_key
@@ -114,6 +115,10 @@ async def _accept(s: Services) -> tuple[Target | Failure, CloseCode, Wire | None
     target = parse_query(websocket.args)
     close_code = CloseCode.POLICY
     grant, protocol = socket_grant(s.access)
+    policy: Policy = current_app.extensions["origins"]
+    origin = websocket.headers.get("Origin")
+    if isinstance(target, Target) and not policy.socket_allows(origin, websocket.headers.get("Host")):
+        target = Failure(ErrorCode.FORBIDDEN, f"origin {origin} is not allowed (CORS_ORIGINS)")
     if isinstance(target, Target) and (grant is None or not grant.may_watch(target.stream_id)):
         target = Failure(ErrorCode.UNAUTHORIZED, "a valid token is required (?token=, or a bearer.<token> subprotocol)"
                          if grant is None else f"this play token only watches stream {grant.stream_id}")

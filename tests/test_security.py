@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio_websocket
 
+from app.origins import Policy
 from tests.camera import Camera
 from tests.helpers import Server, start_server
 from tests.test_stock import close_of
@@ -225,14 +226,100 @@ async def _create_as_admin(server: Server, url: str, name: str = "cam") -> int:
     return int(response.json()["id"])
 
 
-async def _first_bytes(server: Server, path: str, size: int = 2000) -> bytes:
-    """The start of a live response, read from a plain TCP stream (httpx leaves a stream
-    it did not read to the end unclosed)."""
+async def _first_bytes(server: Server, path: str, size: int = 2000, headers: str | None = None,
+                       head_only: bool = False) -> bytes:
+    """The start of a response (up to `size` bytes, or until the server closes), read from
+    a plain TCP stream: httpx leaves a live stream it did not read to the end unclosed,
+    and sets Host itself. `headers`: the request's header lines (default: Host)."""
     host, port = server.base.removeprefix("http://").split(":")
     async with await trio.open_tcp_stream(host, int(port)) as stream:
-        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        await stream.send_all(f"GET {path} HTTP/1.1\r\n{headers or f'Host: {host}'}\r\n\r\n".encode())
         data = b""
         with trio.fail_after(15):
             while len(data) < size:
-                data += await stream.receive_some()
+                chunk = await stream.receive_some()
+                if not chunk:
+                    break
+                data += chunk
+                if head_only and b"\r\n\r\n" in data and b"BAD_REQUEST" not in data.split(b"\r\n\r\n")[0]:
+                    break  # the status and headers are in (a 400 closes, with its body)
     return data
+
+
+WS_HEADERS = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")
+
+
+@pytest.mark.parametrize(("allowed", "host", "ok"), [
+    ((), "evil.example", False), ((), "evil.example:80", False), ((), "127.0.0.1.evil.example", False),
+    ((), "localhost:8000", True), ((), "[::1]:1", True), ((), "127.0.0.1", True), ((), "LOCALHOST", True),
+    (("cam.example.com",), "cam.example.com", True), (("cam.example.com",), "127.0.0.1", False),
+    (("*",), "anything.example", True),
+])
+async def test_only_allowed_hosts_are_served(nursery: trio.Nursery, allowed: tuple[str, ...], host: str, ok: bool) -> None:
+    """Bound to 127.0.0.1 (the tests' server), only loopback names by default: a DNS
+    rebinding page's requests carry its own name and get 400, sockets included."""
+    server = await start_server(nursery, allowed_hosts=allowed)
+    for path, extra in (("/api/streams/", ""), ("/", ""), ("/ws/stream?id=1", f"\r\n{WS_HEADERS}")):
+        head = await _first_bytes(server, path, headers=f"Host: {host}{extra}", head_only=ok)
+        status = head.split(b"\r\n", 1)[0]
+        if ok:
+            assert status.split()[1] in (b"200", b"101"), (path, head[:300])
+        else:
+            assert status.split()[1] == b"400" and b'"BAD_REQUEST"' in head, (path, head[:300])
+
+
+async def test_cors_is_off_by_default_any_with_star_and_credentials_only_for_a_list(nursery: trio.Nursery) -> None:
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "DELETE",
+                 "Access-Control-Request-Headers": "authorization"}
+    seen = {}
+    for cors in ((), ("*",), ("https://app.example",)):
+        server = await start_server(nursery, cors_origins=cors)
+        async with server.http() as http:
+            get = await http.get("/api/streams/", headers={"Origin": "https://app.example"})
+            other = await http.get("/api/streams/", headers={"Origin": "https://evil.example"})
+            pre = await http.options("/api/streams/1/", headers=preflight)
+        if cors != ("*",):
+            assert "access-control-allow-origin" not in other.headers
+        assert pre.status_code == 204 and "origin" in get.headers["vary"].lower()
+        seen[cors] = (get.headers.get("access-control-allow-origin"), get.headers.get("access-control-allow-credentials"),
+                      pre.headers.get("access-control-allow-methods"), pre.headers.get("access-control-allow-headers"))
+    assert seen[()] == (None, None, None, None)
+    assert seen[("*",)] == ("*", None, "GET, POST, PATCH, DELETE, OPTIONS", "Authorization, Content-Type")
+    assert seen[("https://app.example",)] == ("https://app.example", "true", "GET, POST, PATCH, DELETE, OPTIONS",
+                                              "Authorization, Content-Type")
+
+
+async def test_a_socket_from_a_foreign_origin_is_refused_before_anything_starts(
+        camera: Camera, nursery: trio.Nursery) -> None:
+    server = await start_server(nursery)
+    stream_id = await server.create(camera.url())
+    own = server.base  # the page's origin: http://127.0.0.1:<port>
+    for origin, allowed in (("https://evil.example", False), ("http://127.0.0.1:1", False), ("null", False),
+                            (own, True), (None, True)):
+        headers = [] if origin is None else [("Origin", origin)]
+        async with trio_websocket.open_websocket_url(f"{server.ws_base}/ws/stream?id={stream_id}",
+                                                     extra_headers=headers) as ws:
+            messages = [json.loads(await ws.get_message())]
+            if not allowed:
+                assert messages[0]["code"] == "FORBIDDEN", messages
+                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                    await ws.get_message()
+                assert closed.value.reason.code == 1008
+                assert camera.describes == 0
+            else:
+                assert messages == [{"type": "status", "phase": "connected"}]
+            with trio.CancelScope(shield=True):
+                await ws._stream.aclose()
+    widened = await start_server(nursery, cors_origins=("https://app.example",))
+    stream_id = await widened.create(camera.url())
+    async with trio_websocket.open_websocket_url(f"{widened.ws_base}/ws/stream?id={stream_id}",
+                                                 extra_headers=[("Origin", "https://app.example")]) as ws:
+        assert json.loads(await ws.get_message()) == {"type": "status", "phase": "connected"}
+
+
+def test_hosts_default_to_any_when_not_bound_to_loopback() -> None:
+    assert Policy.of((), (), "0.0.0.0").host_allowed("cam.example.com")
+    assert not Policy.of((), (), "127.0.0.1").host_allowed("cam.example.com")
+    assert not Policy.of((), (), "::1").host_allowed(None)
+    assert Policy.of((), ("cam.example.com",), "0.0.0.0").host_allowed("CAM.example.com:443")

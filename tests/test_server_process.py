@@ -112,6 +112,19 @@ async def test_hypercorn_with_deploy_config_serves_the_app(nursery: trio.Nursery
     assert "pw0rd-x" not in server.stderr
 
 
+async def test_dev_mode_opens_cors_to_every_origin_and_logs_debug(nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await spawn(nursery, [str(BIN / "rtsp-viewer"), "serve", "--port", "0", "--dev"], env(tmp_path))
+    try:
+        async with httpx.AsyncClient(base_url=await server.url()) as http:
+            response = await http.get("/api/streams/", headers={"Origin": "http://localhost:5173"})
+        assert response.headers["access-control-allow-origin"] == "*"
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        with trio.CancelScope(shield=True), trio.fail_after(10):
+            await server.process.wait()
+    assert " DEBUG " in server.stderr, server.stderr
+
+
 async def test_sigterm_exits_within_5s_even_with_a_client_that_stopped_reading(
         camera: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
     from tests.test_reliability import non_reading_client

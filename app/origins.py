@@ -1,0 +1,148 @@
+"""Which origins and Host headers the server answers (CORS_ORIGINS, ALLOWED_HOSTS).
+
+- Host: a request whose `Host` is not allowed gets 400 before any route runs (an ASGI
+  middleware, so sockets too). Bound to loopback, only loopback names are allowed by
+  default (`localhost`, `127.0.0.1`, `[::1]`, any port), which stops DNS rebinding: a
+  page on evil.example whose name is made to resolve to 127.0.0.1 sends `Host:
+  evil.example`.
+- CORS: no cross-origin access by default; `*` lets any origin read REST (never with
+  credentials); a list lets those origins (with credentials). Preflights are answered.
+- WebSocket Origin: browsers send it and do not apply CORS to sockets, so a socket whose
+  Origin is neither this server's own (its host and port equal the Host header) nor
+  allowed by CORS_ORIGINS is refused before anything starts. Non-browser clients send
+  no Origin.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+from quart import Quart, Response, request
+
+from .wire import ASGIApp
+
+ANY = "*"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+LOOPBACK_BINDS = ("127.0.0.1", "localhost", "::1", "[::1]")
+ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
+ALLOW_HEADERS = "Authorization, Content-Type"
+PREFLIGHT_MAX_AGE = "600"
+
+
+def host_name(host: str) -> str:
+    """`Host`-header or origin authority without its port, in lower case."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def origin_of(value: str) -> str | None:
+    """`scheme://host[:port]` of an origin, normalised; None if it is not one."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or parts.username is not None:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+@attrs.frozen
+class Policy:
+    cors: tuple[str, ...]  # normalised origins, or (ANY,); () : same origin only
+    hosts: tuple[str, ...]  # host names, or (ANY,)
+
+    @classmethod
+    def of(cls, cors: Sequence[str], hosts: Sequence[str], bind: str) -> Policy:
+        if not hosts:
+            hosts = LOOPBACK_NAMES if bind.lower() in LOOPBACK_BINDS else (ANY,)
+        return cls(tuple(cors), tuple(h if h == ANY else host_name(h) for h in hosts))
+
+    def host_allowed(self, host: str | None) -> bool:
+        return ANY in self.hosts or (host is not None and host_name(host) in self.hosts)
+
+    def cors_allows(self, origin: str) -> bool:
+        return ANY in self.cors or origin_of(origin) in self.cors
+
+    def socket_allows(self, origin: str | None, host: str | None) -> bool:
+        """A WebSocket with this Origin (None: not a browser) and Host may open."""
+        if origin is None or self.cors_allows(origin):
+            return True
+        own = origin_of(origin)
+        if own is None or host is None:
+            return False
+        parts = urlsplit(own)
+        default = 443 if parts.scheme == "https" else 80
+        return f"{host_name(parts.netloc)}:{parts.port or default}" == _authority(host, default)
+
+
+def _authority(host: str, default: int) -> str:
+    name = host_name(host)
+    rest = host.strip().lower()[len(name):]
+    return f"{name}:{rest.removeprefix(':') or default}"
+
+
+def check_hosts(asgi_app: ASGIApp, policy: Policy) -> ASGIApp:
+    """ASGI middleware: 400 (the error body) for a Host header the policy does not allow."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
+            if not policy.host_allowed(host):
+                await _refuse(scope, send, f"host {host!r} is not allowed (ALLOWED_HOSTS)")
+                return
+        await asgi_app(scope, receive, send)
+
+    return app
+
+
+async def _refuse(scope: Any, send: Any, message: str) -> None:
+    body = json.dumps({"error": {"code": "BAD_REQUEST", "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 400, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": 400, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+def install(app: Quart, policy: Policy) -> None:
+    """CORS headers on every response to an allowed cross-origin request; preflights
+    (OPTIONS with Access-Control-Request-Method) answered 204."""
+
+    @app.before_request
+    async def _preflight() -> Response | None:
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return Response(b"", 204)
+        return None
+
+    @app.after_request
+    async def _cors(response: Response) -> Response:
+        response.vary.add("Origin")
+        origin = request.headers.get("Origin")
+        if origin is None or not policy.cors_allows(origin):
+            return response
+        if ANY in policy.cors:
+            response.headers["Access-Control-Allow-Origin"] = ANY
+        else:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
+            response.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
+            response.headers["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE
+        else:
+            response.headers["Access-Control-Expose-Headers"] = "Location, Retry-After"
+        return response
