@@ -213,9 +213,11 @@ async def test_a_play_token_watches_its_stream_until_it_expires_and_nothing_else
                   f"id={stream_id}&token={token[:-2]}xx"):
         async with server.viewer(query) as viewer:
             await viewer.error("UNAUTHORIZED")
+            assert await viewer.closed() == 1008
     await trio.sleep(2.5)  # past its expiry
     async with server.viewer(f"id={stream_id}&token={token}") as viewer:
         await viewer.error("UNAUTHORIZED")
+        assert await viewer.closed() == 1008
 
 
 async def _create_as_admin(server: Server, url: str, name: str = "cam") -> int:
