@@ -33,7 +33,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
     config = EngineConfig(
         ffmpeg=ffmpeg, ffmpeg_timeout=settings.ffmpeg_timeout, linger=settings.linger,
         max_streams=settings.max_concurrent_streams,
-        max_streams_per_client=settings.max_streams_per_client)
+        max_streams_per_client=settings.max_streams_per_client, sources=settings.source_policy())
     access = Access(settings.api_token, server_key(settings.secret_key, settings.database_path))
     s = Services(settings=settings, access=access, store=Store(settings.database_path),
                  registry=Registry(config, runner), ffmpeg_path=ffmpeg)

@@ -14,7 +14,9 @@ from typing import NewType
 import attrs
 import cattrs
 
-from .origins import origin_of
+from supervisors.sources import InvalidSource, SourcePolicy
+
+from .origins import LOOPBACK_BINDS, origin_of
 from .validation import FieldError, field_errors
 
 Timeout = NewType("Timeout", float)  # 1 … 300 s
@@ -26,7 +28,9 @@ LogFormat = NewType("LogFormat", str)
 DatabaseUrl = NewType("DatabaseUrl", str)
 Secret = NewType("Secret", str)
 Origins = NewType("Origins", tuple[str, ...])  # CORS_ORIGINS: "*" or origins, comma-separated
-Hosts = NewType("Hosts", tuple[str, ...])  # ALLOWED_HOSTS: "*" or host names, comma-separated  # 16+ URL-safe characters: it travels in URLs and subprotocols
+Hosts = NewType("Hosts", tuple[str, ...])  # ALLOWED_HOSTS: "*" or host names, comma-separated
+Sources = NewType("Sources", tuple[str, ...])  # ALLOWED_SOURCES: CIDRs and host names, comma-separated
+Switch = NewType("Switch", str)  # true | false | auto  # 16+ URL-safe characters: it travels in URLs and subprotocols
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -45,6 +49,18 @@ class Settings:
     api_token: Secret = Secret("")  # "": no access control
     cors_origins: Origins = Origins(())  # (): same origin only
     allowed_hosts: Hosts = Hosts(())  # (): loopback names when bound to loopback, else any
+    allow_url_streams: Switch = Switch("auto")  # auto: only without API_TOKEN, bound to loopback
+    allowed_sources: Sources = Sources(())  # (): any address but link-local and metadata
+
+    @property
+    def url_streams(self) -> bool:
+        """Whether `?url=` may play (ALLOW_URL_STREAMS, or its automatic default)."""
+        if self.allow_url_streams != "auto":
+            return self.allow_url_streams == "true"
+        return not self.api_token and self.host.lower() in LOOPBACK_BINDS
+
+    def source_policy(self) -> SourcePolicy:
+        return SourcePolicy.parse(self.allowed_sources)
     secret_key: Secret = Secret("")  # "": a key kept beside the database
 
     @property
@@ -117,6 +133,24 @@ def _hosts(value: object, _: object) -> tuple[str, ...]:
     return tuple(item.lower() for item in items)
 
 
+def _sources(value: object, _: object) -> tuple[str, ...]:
+    items = _list(value)
+    try:
+        SourcePolicy.parse(items)
+    except InvalidSource as error:
+        raise FieldError(f"must be networks (10.0.0.0/8) or host names: {error}") from None
+    return items
+
+
+def _switch(value: object, _: object) -> str:
+    text = str(value).strip().lower()
+    words = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}
+    text = words.get(text, text)
+    if text not in ("true", "false", "auto"):
+        raise FieldError("must be true, false or auto")
+    return text
+
+
 def _database_url(value: object, _: object) -> str:
     text = str(value).strip()
     if not text.startswith("sqlite:///") or text == "sqlite:///":
@@ -135,6 +169,8 @@ converter.register_structure_hook(DatabaseUrl, _database_url)
 converter.register_structure_hook(Secret, _secret)
 converter.register_structure_hook(Origins, _origins)
 converter.register_structure_hook(Hosts, _hosts)
+converter.register_structure_hook(Sources, _sources)
+converter.register_structure_hook(Switch, _switch)
 
 
 class SettingsError(Exception):
@@ -143,8 +179,7 @@ class SettingsError(Exception):
 
 # Settings the issues announce that this version does not implement: an operator who sets
 # one must not believe it protects anything, so start-up refuses it.
-NOT_IMPLEMENTED = ("ALLOW_URL_STREAMS",
-                   "ALLOWED_SOURCES", "RATE_LIMIT", "MAX_CONNECTIONS_PER_CLIENT", "TRUSTED_PROXIES",
+NOT_IMPLEMENTED = ("RATE_LIMIT", "MAX_CONNECTIONS_PER_CLIENT", "TRUSTED_PROXIES",
                    "CERTFILE", "KEYFILE", "METRICS_TOKEN")
 
 

@@ -35,7 +35,9 @@ from supervisors import (
     media_close_code,
     validate_url,
 )
+from supervisors.classify import GENERIC
 
+from .access import Grant
 from .guard import socket_grant
 from .origins import Policy
 from .services import Services, services
@@ -110,18 +112,29 @@ Send = Callable[[str | bytes], Awaitable[None]]
 OnEvent = Callable[[Event, Send], Awaitable[bool]]  # True: the socket is done
 
 
-async def _accept(s: Services) -> tuple[Target | Failure, CloseCode, Wire | None, Send]:
-    """Accept the socket; what it watches (or why it cannot), and how to send on it."""
-    target = parse_query(websocket.args)
-    close_code = CloseCode.POLICY
-    grant, protocol = socket_grant(s.access)
+def _admit(target: Target | Failure, grant: Grant | None, s: Services) -> Target | Failure:
+    """The target if this socket may watch it: its Origin, then its token, then the
+    policy on playing by URL; else why not."""
+    if isinstance(target, Failure):
+        return target
     policy: Policy = current_app.extensions["origins"]
     origin = websocket.headers.get("Origin")
-    if isinstance(target, Target) and not policy.socket_allows(origin, websocket.headers.get("Host")):
-        target = Failure(ErrorCode.FORBIDDEN, f"origin {origin} is not allowed (CORS_ORIGINS)")
-    if isinstance(target, Target) and (grant is None or not grant.may_watch(target.stream_id)):
-        target = Failure(ErrorCode.UNAUTHORIZED, "a valid token is required (?token=, or a bearer.<token> subprotocol)"
-                         if grant is None else f"this play token only watches stream {grant.stream_id}")
+    if not policy.socket_allows(origin, websocket.headers.get("Host")):
+        return Failure(ErrorCode.FORBIDDEN, f"origin {origin} is not allowed (CORS_ORIGINS)")
+    if grant is None:
+        return Failure(ErrorCode.UNAUTHORIZED, "a valid token is required (?token=, or a bearer.<token> subprotocol)")
+    if not grant.may_watch(target.stream_id):
+        return Failure(ErrorCode.UNAUTHORIZED, f"this play token only watches stream {grant.stream_id}")
+    if target.source is not None and not s.settings.url_streams:
+        return Failure(ErrorCode.FORBIDDEN, "playing by URL is off (ALLOW_URL_STREAMS): play a registered id")
+    return target
+
+
+async def _accept(s: Services) -> tuple[Target | Failure, CloseCode, Wire | None, Send]:
+    """Accept the socket; what it watches (or why it cannot), and how to send on it."""
+    grant, protocol = socket_grant(s.access)
+    target = _admit(parse_query(websocket.args), grant, s)
+    close_code = CloseCode.POLICY
     try:
         if isinstance(target, Target) and target.stream_id is not None and await target.resolve(s) is None:
             target = Failure(ErrorCode.NOT_FOUND, f"no stream {target.stream_id}")
@@ -143,6 +156,8 @@ async def _serve(s: Services, target: Target, wire: Wire | None, send: Send, on_
     """One viewer for this socket: its writer sends media and hands events to `on_event`;
     the reader handles the client's actions, or (`actions=False`) starts at once and
     discards what the client sends."""
+    if target.source is not None:  # played by URL: errors must not tell ports and hosts apart
+        on_event = _generic(on_event)
     with s.registry.open_viewer(websocket.remote_addr or "unknown") as viewer:
         if wire is not None:
             viewer.express = wire.express
@@ -179,6 +194,18 @@ async def media_socket() -> None:
         await websocket.close(media_close_code(target.code), target.code)
         return
     await _serve(s, target, wire, send, _as_close, actions=False)
+
+
+def _generic(on_event: OnEvent) -> OnEvent:
+    """Upstream failures with one message per code (GENERIC); FFmpeg's text, masked, is
+    in the server's log only."""
+
+    async def generic(event: Event, send: Send) -> bool:
+        if isinstance(event, Failure) and event.code in GENERIC:
+            event = Failure(event.code, GENERIC[event.code])
+        return await on_event(event, send)
+
+    return generic
 
 
 async def _as_json(event: Event, send: Send) -> bool:

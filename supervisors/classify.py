@@ -23,6 +23,9 @@ _RULES: list[tuple[ErrorCode, re.Pattern[str], str]] = [
      "camera unreachable"),
     (ErrorCode.TIMEOUT, re.compile(r"timed out|Timeout", re.I), "no media within the timeout"),
 ]
+# what a client that played by URL is told: one message per code, never FFmpeg's text
+GENERIC = {code: summary for code, _, summary in _RULES} | {ErrorCode.STREAM_ERROR: "the stream failed",
+                                                            ErrorCode.FORBIDDEN: "source refused by policy"}
 _NOISE = re.compile(r"^\s*(Input #|Output #|Stream #|Stream mapping|Press \[q\]|Metadata|"
                     r"Duration|title|encoder|comment|\[out#|frame=)", re.I)
 _ADDRESS = re.compile(r" @ 0x[0-9a-f]+\]", re.I)  # "[tcp @ 0x55d0c1a2b3c0]": a heap address

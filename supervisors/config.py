@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from .hub import GOP_LIMIT
+from .sources import ANY_SOURCE, SourcePolicy
 
 VIEWER_BUDGET = (2 << 20) + (256 << 10)  # a full GOP cache and then some
 
@@ -22,3 +23,4 @@ class EngineConfig:
     healthy_after: float = 30.0  # seconds of media after which the backoff starts over
     batch_from: int = 32  # from this many viewers on, FFmpeg's output is published in batches ...
     batch_window: float = 0.04  # ... gathered for at most this long (one frame at 25 fps)
+    sources: SourcePolicy = ANY_SOURCE  # which camera addresses may be connected to

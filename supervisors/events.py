@@ -47,7 +47,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"  # RATE_LIMIT or a coalesced reconnect
 
 
-FINAL_CODES = frozenset({ErrorCode.AUTH, ErrorCode.NOT_FOUND})  # not retried: the viewer is stopped
+FINAL_CODES = frozenset({ErrorCode.AUTH, ErrorCode.NOT_FOUND, ErrorCode.FORBIDDEN})  # not retried: the viewer is stopped
 
 # The stock-player streams (`/ws/stream.ts`, `.../stream.ts`) speak no JSON: a failure is an
 # HTTP status before the first byte, and after it (or on the socket) a close code of

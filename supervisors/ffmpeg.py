@@ -13,13 +13,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import trio
 
 from .classify import classify, video_info
 from .events import ErrorCode, Failure, Transport
-from .urls import secrets_of, sharing_key
+from .sources import ANY_SOURCE, SourcePolicy
+from .urls import DEFAULT_PORTS, secrets_of, sharing_key
 
 KILL_GRACE = 2.0
 READ_SIZE = 256 * 1024  # one pipe read; large reads keep the per-chunk cost down
@@ -82,6 +84,21 @@ def build_argv(ffmpeg: str, source: Source, *, timeout: float) -> list[str]:
     ]
 
 
+async def _pinned(source: Source, sources: SourcePolicy) -> Source:
+    """The source with its host replaced by the address the policy checked (rtsp:// only:
+    rtsps:// keeps the name its certificate is for). Raises Failure."""
+    parts = urlsplit(source.url)
+    host = parts.hostname or ""
+    scheme = parts.scheme.lower()
+    address = await sources.resolve(host, parts.port or DEFAULT_PORTS.get(scheme, 554))
+    if scheme != "rtsp" or host == str(address):
+        return source
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{userinfo}{at}{literal}" + (f":{parts.port}" if parts.port else "")
+    return attrs.evolve(source, url=urlunsplit(parts._replace(netloc=netloc)))
+
+
 async def terminate_then_kill(process: trio.Process) -> None:
     process.terminate()
     with trio.move_on_after(KILL_GRACE):
@@ -136,12 +153,13 @@ class FFmpegRun:
         return video_info(self._tail.head)
 
 
-def ffmpeg_runner(ffmpeg: str, *, timeout: float) -> Runner:
-    """A Runner that starts the real FFmpeg for a source."""
+def ffmpeg_runner(ffmpeg: str, *, timeout: float, sources: SourcePolicy = ANY_SOURCE) -> Runner:
+    """A Runner that starts the real FFmpeg for a source its policy allows (checked after
+    DNS resolution at every start; FFmpeg gets the checked address for rtsp://)."""
 
     @asynccontextmanager
     async def run(source: Source) -> AsyncIterator[FFmpegRun]:
-        argv = build_argv(ffmpeg, source, timeout=timeout)
+        argv = build_argv(ffmpeg, await _pinned(source, sources), timeout=timeout)
         async with trio.open_nursery() as nursery:
             try:
                 process: trio.Process = await nursery.start(partial(

@@ -43,7 +43,7 @@ class Registry:
 
     def __init__(self, config: EngineConfig, runner: Runner | None = None) -> None:
         self.config = config
-        self._runner = runner or ffmpeg_runner(config.ffmpeg, timeout=config.ffmpeg_timeout)
+        self._runner = runner or ffmpeg_runner(config.ffmpeg, timeout=config.ffmpeg_timeout, sources=config.sources)
         self._upstreams: dict[str, Upstream] = {}
         self._ended: OrderedDict[str, Upstream] = OrderedDict()
         self._viewers: set[Viewer] = set()

@@ -21,7 +21,7 @@ from supervisors.viewer import Unfinished, Viewer
 from tests.fakes import FakeSource, frame, pat, pmt
 from tests.helpers import wait_for
 
-URL = Source("rtsp://cam/live")
+URL = Source("rtsp://127.0.0.1/live")  # resolvable: the real runner checks it first
 
 
 async def start(nursery: trio.Nursery, fake: FakeSource, **config: object) -> Registry:

@@ -325,3 +325,55 @@ def test_hosts_default_to_any_when_not_bound_to_loopback() -> None:
     assert not Policy.of((), (), "127.0.0.1").host_allowed("cam.example.com")
     assert not Policy.of((), (), "::1").host_allowed(None)
     assert Policy.of((), ("cam.example.com",), "0.0.0.0").host_allowed("CAM.example.com:443")
+
+
+async def test_sources_under_policy(camera: Camera, nursery: trio.Nursery) -> None:
+    """Link-local and metadata addresses are refused by default (FORBIDDEN, final, no
+    retry); ALLOWED_SOURCES admits only its networks and names, checked after DNS."""
+    server = await start_server(nursery)
+    metadata = await server.create("rtsp://169.254.169.254/latest")
+    async with server.viewer(f"id={metadata}") as viewer:
+        await viewer.send("start")
+        refused = await viewer.error("FORBIDDEN")
+        await viewer.status("stopped")
+    assert "link-local or metadata" in str(refused["message"])
+    for allowed, url, plays in (
+            (("10.0.0.0/8",), camera.url(), False),
+            (("127.0.0.0/8",), camera.url(), True),
+            (("localhost",), camera.url().replace("127.0.0.1", "localhost"), True),
+            (("localhost",), camera.url(), False),
+            ((".example.com",), camera.url(), False)):
+        before = camera.describes
+        server = await start_server(nursery, allowed_sources=allowed)
+        stream_id = await server.create(url)
+        async with server.viewer(f"id={stream_id}") as viewer:
+            if plays:
+                await viewer.play()
+            else:
+                await viewer.send("start")
+                assert "ALLOWED_SOURCES" in str((await viewer.error("FORBIDDEN"))["message"])
+                assert camera.describes == before  # never connected
+        async with server.http() as http:
+            status = (await http.get(f"/api/streams/{stream_id}/")).json()["status"]
+        assert (status["error"] or {}).get("code") == (None if plays else "FORBIDDEN"), (allowed, url, status)
+
+
+async def test_playing_by_url_is_off_with_a_token_or_off_loopback_and_its_errors_are_generic(
+        camera: Camera, nursery: trio.Nursery) -> None:
+    for options in ({"api_token": TOKEN}, {"allow_url_streams": "false"}):
+        server = await start_server(nursery, **options)
+        async with server.viewer(f"url={camera.url()}&token={TOKEN}") as viewer:
+            assert "ALLOW_URL_STREAMS" in str((await viewer.error("FORBIDDEN"))["message"])
+            assert await viewer.closed() == 1008
+    assert camera.describes == 0
+    server = await start_server(nursery, ffmpeg_timeout=1.0)
+    closed = trio.socket.socket()
+    await closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]  # bound, never listening: connection refused
+    messages = []
+    for url in (f"rtsp://127.0.0.1:{port}/x", "rtsp://169.254.169.254/x"):
+        async with server.viewer(f"url={url}") as viewer:
+            await viewer.send("start")
+            messages.append((await viewer.expect({"type": "error"}))["message"])
+    closed.close()
+    assert messages == ["camera unreachable", "source refused by policy"]

@@ -59,6 +59,8 @@ async def test_sigterm_stops_viewers_ends_ffmpeg_and_exits_within_5s(
     ("FFMPEG_TIMEOUT", "1e-9"), ("FFMPEG_TIMEOUT", "1e300"), ("FFMPEG_TIMEOUT", "nan"), ("LINGER", "inf"),
     ("MAX_CONCURRENT_STREAMS", "9" * 30), ("PORT", "-1"), ("API_TOKEN", "short"),
     ("API_TOKEN", "has spaces in it, 1234567890"), ("SECRET_KEY", "x" * 15),
+    ("CORS_ORIGINS", "evil"), ("ALLOWED_HOSTS", "http://x"), ("ALLOWED_SOURCES", "not a host!"),
+    ("ALLOW_URL_STREAMS", "maybe"),
     *[(name, "on") for name in NOT_IMPLEMENTED],
 ])
 async def test_bad_setting_stops_startup_with_one_line_naming_it(tmp_path: Path, name: str, value: str) -> None:
