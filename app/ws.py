@@ -279,7 +279,9 @@ async def _start(viewer: Viewer, target: Target, s: Services, *, restart: bool) 
             s.registry.detach(viewer)
         viewer.notify(Close(CloseCode.POLICY, ErrorCode.NOT_FOUND))
         return
-    if restart and s.registry.restart(target.key, source) and viewer.key == target.key:
+    if restart and viewer.key == target.key:  # only a viewer of the upstream restarts it
+        if not s.registry.reconnect(viewer) and viewer.announced:
+            viewer.notify(Status(Phase.PLAYING))  # coalesced with a restart that just ran
         return  # every viewer of it, this one included, sees connecting then playing
     try:
         s.registry.attach(viewer, target.key, source)

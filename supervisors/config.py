@@ -23,4 +23,5 @@ class EngineConfig:
     healthy_after: float = 30.0  # seconds of media after which the backoff starts over
     batch_from: int = 32  # from this many viewers on, FFmpeg's output is published in batches ...
     batch_window: float = 0.04  # ... gathered for at most this long (one frame at 25 fps)
+    reconnect_interval: float = 10.0  # at most one `reconnect` restart per upstream this often
     sources: SourcePolicy = ANY_SOURCE  # which camera addresses may be connected to

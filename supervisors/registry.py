@@ -48,6 +48,7 @@ class Registry:
         self._ended: OrderedDict[str, Upstream] = OrderedDict()
         self._viewers: set[Viewer] = set()
         self._clients: dict[str, Counter[str]] = {}
+        self._starters: dict[str, str] = {}  # upstream key -> the client that started it
         self._nursery: trio.Nursery | None = None
         self._no_viewers = trio.Event()
         self._no_viewers.set()
@@ -102,7 +103,7 @@ class Registry:
             return
         if viewer.key is not None:
             self.detach(viewer)
-        watched = self._clients.get(viewer.client, Counter())
+        watched = set(self._clients.get(viewer.client, ())) | self._lingering(viewer.client)
         if key not in watched and len(watched) >= self.config.max_streams_per_client:
             raise Failure(ErrorCode.LIMIT, f"MAX_STREAMS_PER_CLIENT ({self.config.max_streams_per_client}) "
                                  "reached for this client")
@@ -110,7 +111,7 @@ class Registry:
         if upstream is None:
             if len(self._upstreams) >= self.config.max_streams:
                 raise Failure(ErrorCode.LIMIT, f"MAX_CONCURRENT_STREAMS ({self.config.max_streams}) reached")
-            upstream = self._start(key, source)
+            upstream = self._start(key, source, viewer.client)
         self._clients.setdefault(viewer.client, Counter())[key] += 1
         viewer.key = key
         upstream.hub.attach(viewer)
@@ -145,13 +146,19 @@ class Registry:
 
     # --- upstreams ------------------------------------------------------------------------
 
-    def _start(self, key: str, source: Source) -> Upstream:
+    def _lingering(self, client: str) -> set[str]:
+        """Upstreams this client started that still run: they count against it until they
+        end, so opening and closing sockets cannot fill MAX_CONCURRENT_STREAMS."""
+        return {key for key, starter in self._starters.items() if starter == client}
+
+    def _start(self, key: str, source: Source, client: str) -> Upstream:
         if self._nursery is None:
             raise RuntimeError("registry is not running")
         ended = self._ended.pop(key, None)  # its timestamps go on: players keep their decoders
         upstream = Upstream(key, source, self.config, self._runner, self._retired, self._too_slow,
                             self._batch_window, timeline=ended.hub.timeline_end() if ended else None)
         self._upstreams[key] = upstream
+        self._starters[key] = client
         self._nursery.start_soon(self._guarded, upstream)
         return upstream
 
@@ -175,6 +182,7 @@ class Registry:
     def _retired(self, upstream: Upstream) -> None:
         if self._upstreams.get(upstream.key) is upstream:
             del self._upstreams[upstream.key]
+            self._starters.pop(upstream.key, None)
             for viewer in list(upstream.hub.viewers):  # still attached: its stream ended
                 self._detach(viewer)
                 upstream.hub.detach(viewer)  # (no longer among the running: _detach skipped it)
@@ -182,6 +190,17 @@ class Registry:
             self._ended[upstream.key] = upstream
             while len(self._ended) > REMEMBERED:
                 self._ended.popitem(last=False)
+
+    def reconnect(self, viewer: Viewer) -> bool:
+        """The `reconnect` action: restart the upstream this viewer is attached to, at most
+        once per `reconnect_interval` seconds whatever the number of requests (one client
+        must not keep everyone's camera restarting). False if the viewer is attached to
+        none, or a restart ran too recently (the viewer sees that one)."""
+        upstream = self._upstreams.get(viewer.key) if viewer.key is not None else None
+        if upstream is None or trio.current_time() - upstream.restarted_at < self.config.reconnect_interval:
+            return False
+        upstream.restart()
+        return True
 
     def restart(self, key: str, source: Source | None = None) -> bool:
         """Restart the upstream for key (reconnect / PATCH); False if none runs."""

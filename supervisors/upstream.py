@@ -13,6 +13,7 @@ reaps the process before `run` returns.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import cast
@@ -77,6 +78,7 @@ class Upstream:
         self._video: dict[str, object] | None = None  # last known; read from the run's stderr
         self._run: Run | None = None
         self.retired = False
+        self.restarted_at = -math.inf  # when restart() was last called
 
     # --- called by the registry (synchronous) --------------------------------------------
 
@@ -86,6 +88,7 @@ class Upstream:
 
     def restart(self, source: Source | None = None) -> None:
         """Start over now (reconnect, or PATCH with a new source); backoff starts over too."""
+        self.restarted_at = trio.current_time()
         if source is not None:
             self.source = source
         self._backoff.reset()

@@ -38,6 +38,10 @@ async def test_max_streams_per_client_counts_distinct_streams_across_sockets(nur
         await a1.send("stop")
         await a2.send("stop")
         await a2.status("stopped")
+        await b.send("start")  # 'a' lingers (LINGER): it still counts against the client that started it
+        assert "MAX_STREAMS_PER_CLIENT" in str((await b.error("LIMIT"))["message"])
+        assert server.registry is not None
+        await wait_for(lambda: server.registry.statistics().running == 0, within=5)  # type: ignore[union-attr]
         await b.play()  # the client watches nothing else now
 
 

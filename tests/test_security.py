@@ -13,7 +13,7 @@ import trio_websocket
 
 from app.origins import Policy
 from tests.camera import Camera
-from tests.helpers import Server, start_server
+from tests.helpers import Server, start_server, timestamps
 from tests.test_stock import close_of
 
 SECRET, QUERY_SECRET = "Sekr1tXy", "Qu3ryPw9"
@@ -377,3 +377,40 @@ async def test_playing_by_url_is_off_with_a_token_or_off_loopback_and_its_errors
             messages.append((await viewer.expect({"type": "error"}))["message"])
     closed.close()
     assert messages == ["camera unreachable", "source refused by policy"]
+
+
+async def test_a_reconnect_storm_from_another_client_leaves_the_victim_playing(
+        camera: Camera, server: Server) -> None:
+    """A second socket sends reconnect 10 times a second for 8 s: only a viewer of the
+    upstream may restart it, at most once per RECONNECT interval (10 s), so the victim
+    loses at most one restart's worth of frames and the camera sees at most two sessions."""
+    stream_id = await server.create(camera.url())
+    async with server.viewer(f"id={stream_id}") as victim, server.viewer(f"id={stream_id}") as attacker:
+        await victim.play()
+        await trio.sleep(1)
+        sessions = camera.describes
+        start = len(victim.media)
+        async with trio.open_nursery() as storm:
+            async def hammer() -> None:
+                for _ in range(80):
+                    await attacker.ws.send_message('{"action":"reconnect"}')
+                    await trio.sleep(0.1)
+            storm.start_soon(hammer)
+        media = b"".join(victim.media[start:])
+    frames = sum(1 for kind, _ in timestamps(media) if kind == "dts")
+    assert camera.describes - sessions <= 1, camera.describes - sessions  # one restart at most (the first)
+    assert frames >= 0.85 * 25 * 8, frames  # 25 fps for 8 s, less one restart's gap
+
+
+async def test_lingering_upstreams_count_against_the_client_that_started_them(
+        camera: Camera, nursery: trio.Nursery) -> None:
+    """One address opening and closing `?url=` sockets cannot fill MAX_CONCURRENT_STREAMS
+    with lingering upstreams: they count against it until they end."""
+    server = await start_server(nursery, linger=30, max_streams_per_client=2)
+    for n in range(2):
+        async with server.viewer(f"url={camera.url()}?n={n}") as viewer:
+            await viewer.play()
+    async with server.viewer(f"url={camera.url()}?n=9") as viewer:
+        await viewer.send("start")
+        assert "MAX_STREAMS_PER_CLIENT" in str((await viewer.error("LIMIT"))["message"])
+    assert server.registry is not None and server.registry.statistics().running == 2
