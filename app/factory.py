@@ -7,6 +7,7 @@ its upstreams' FFmpeg processes are ended and reaped before the app's nursery cl
 from __future__ import annotations
 
 import logging
+import resource
 
 import trio
 from quart_trio import QuartTrio
@@ -14,7 +15,7 @@ from quart_trio import QuartTrio
 from supervisors import EngineConfig, Registry
 from supervisors.ffmpeg import Runner
 
-from . import errors, guard, health, origins, page, stream_http, streams, wire, ws
+from . import clients, errors, guard, health, origins, page, stream_http, streams, wire, ws
 from .access import Access, server_key
 from .services import Services
 from .settings import Settings
@@ -35,8 +36,13 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
         max_streams=settings.max_concurrent_streams,
         max_streams_per_client=settings.max_streams_per_client, sources=settings.source_policy())
     access = Access(settings.api_token, server_key(settings.secret_key, settings.database_path))
+    trusted = clients.parse_networks(settings.trusted_proxies)
+    rates = clients.RateLimiter(*settings.rate_limit)
+    soft_fds, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    connections = clients.Connections(settings.max_connections_per_client, clients.socket_cap(soft_fds))
     s = Services(settings=settings, access=access, store=Store(settings.database_path),
-                 registry=Registry(config, runner), ffmpeg_path=ffmpeg)
+                 registry=Registry(config, runner), ffmpeg_path=ffmpeg, rates=rates,
+                 connections=connections, trusted=trusted)
     app.extensions["rtsp"] = s
     engine_scope = trio.CancelScope()
 
@@ -62,6 +68,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
     app.extensions["origins"] = policy
     app.asgi_app = origins.check_hosts(wire.capture_send(app.asgi_app), policy)  # type: ignore[method-assign, assignment]
     errors.install(app)
+    clients.install(app, trusted, rates)
     guard.install(app, access)
     origins.install(app, policy)
     for module in (health, page, streams, stream_http, ws, guard):

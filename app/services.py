@@ -15,6 +15,7 @@ from quart import current_app
 from supervisors import Registry
 
 from .access import Access
+from .clients import Connections, Network, RateLimiter
 from .settings import Settings
 from .store import Store
 from .wire import SendPathRecord
@@ -36,6 +37,9 @@ class Services:
     store: Store
     registry: Registry
     ffmpeg_path: str
+    rates: RateLimiter
+    connections: Connections
+    trusted: tuple[Network, ...] = ()
     send_path: SendPathRecord = attrs.Factory(SendPathRecord)
     _ffmpeg: FFmpegInfo | None = None
     _probed_at: float = -PROBE_TTL

@@ -16,6 +16,7 @@ import cattrs
 
 from supervisors.sources import InvalidSource, SourcePolicy
 
+from .clients import parse_networks
 from .origins import LOOPBACK_BINDS, origin_of
 from .validation import FieldError, field_errors
 
@@ -30,7 +31,9 @@ Secret = NewType("Secret", str)
 Origins = NewType("Origins", tuple[str, ...])  # CORS_ORIGINS: "*" or origins, comma-separated
 Hosts = NewType("Hosts", tuple[str, ...])  # ALLOWED_HOSTS: "*" or host names, comma-separated
 Sources = NewType("Sources", tuple[str, ...])  # ALLOWED_SOURCES: CIDRs and host names, comma-separated
-Switch = NewType("Switch", str)  # true | false | auto  # 16+ URL-safe characters: it travels in URLs and subprotocols
+Switch = NewType("Switch", str)  # true | false | auto
+Networks = NewType("Networks", tuple[str, ...])  # TRUSTED_PROXIES: CIDRs, comma-separated
+Rate = NewType("Rate", tuple[float, float])  # RATE_LIMIT: "rate/burst" per second, or off  # 16+ URL-safe characters: it travels in URLs and subprotocols
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -51,6 +54,10 @@ class Settings:
     allowed_hosts: Hosts = Hosts(())  # (): loopback names when bound to loopback, else any
     allow_url_streams: Switch = Switch("auto")  # auto: only without API_TOKEN, bound to loopback
     allowed_sources: Sources = Sources(())  # (): any address but link-local and metadata
+    trusted_proxies: Networks = Networks(())  # (): X-Forwarded-For is never read
+    rate_limit: Rate = Rate((20.0, 40.0))  # (0, 0): off
+    max_connections_per_client: Count = Count(20)
+    start_within: Timeout = Timeout(60.0)  # a socket that sends no start by then is closed
 
     @property
     def url_streams(self) -> bool:
@@ -142,6 +149,29 @@ def _sources(value: object, _: object) -> tuple[str, ...]:
     return items
 
 
+def _networks(value: object, _: object) -> tuple[str, ...]:
+    items = _list(value)
+    try:
+        parse_networks(items)
+    except ValueError as error:
+        raise FieldError(str(error)) from None
+    return items
+
+
+def _rate(value: object, _: object) -> tuple[float, float]:
+    text = str(value).strip().lower()
+    if text in ("0", "off", "false", "no"):
+        return (0.0, 0.0)
+    rate, _, burst = text.partition("/")
+    try:
+        numbers = (float(rate), float(burst or rate))
+    except ValueError:
+        raise FieldError("must be rate/burst per second (20/40), or off") from None
+    if not all(1 <= n <= 100_000 for n in numbers):
+        raise FieldError("rate and burst must be 1-100000")
+    return numbers
+
+
 def _switch(value: object, _: object) -> str:
     text = str(value).strip().lower()
     words = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}
@@ -171,6 +201,8 @@ converter.register_structure_hook(Origins, _origins)
 converter.register_structure_hook(Hosts, _hosts)
 converter.register_structure_hook(Sources, _sources)
 converter.register_structure_hook(Switch, _switch)
+converter.register_structure_hook(Networks, _networks)
+converter.register_structure_hook(Rate, _rate)
 
 
 class SettingsError(Exception):
@@ -179,8 +211,7 @@ class SettingsError(Exception):
 
 # Settings the issues announce that this version does not implement: an operator who sets
 # one must not believe it protects anything, so start-up refuses it.
-NOT_IMPLEMENTED = ("RATE_LIMIT", "MAX_CONNECTIONS_PER_CLIENT", "TRUSTED_PROXIES",
-                   "CERTFILE", "KEYFILE", "METRICS_TOKEN")
+NOT_IMPLEMENTED = ("CERTFILE", "KEYFILE", "METRICS_TOKEN")
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

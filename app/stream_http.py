@@ -13,14 +13,15 @@ generator leaves the upstream at once.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
+from contextlib import ExitStack, aclosing
 
 import trio
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, g
 from quart.typing import ResponseReturnValue
 
 from supervisors import HTTP_STATUS, Close, ErrorCode, Failure, Source
 
+from .clients import Limited
 from .errors import ApiError
 from .services import Services, services
 from .streams import stream_key
@@ -35,7 +36,12 @@ async def stream_ts(stream_id: int) -> ResponseReturnValue:
     record = await s.store.get(stream_id)
     if record is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"no stream {stream_id}")
-    media = _media(s, stream_key(stream_id), Source(record.url, record.transport), request.remote_addr or "unknown")
+    held = ExitStack()  # this client's share of MAX_CONNECTIONS_PER_CLIENT, for the response's life
+    try:
+        held.enter_context(s.connections.hold(g.client))
+    except Limited as limited:
+        raise ApiError(HTTP_STATUS[ErrorCode.LIMIT], ErrorCode.LIMIT, str(limited)) from None
+    media = _media(s, stream_key(stream_id), Source(record.url, record.transport), g.client)
     # the first item decides the status: media (200, streaming) or a failure (its error body)
     with trio.move_on_after(s.settings.ffmpeg_timeout + 1) as waited:
         first = await anext(media)
@@ -43,19 +49,21 @@ async def stream_ts(stream_id: int) -> ResponseReturnValue:
         first = Failure(ErrorCode.TIMEOUT, f"no media within {s.settings.ffmpeg_timeout:g} s")
     if isinstance(first, Failure):
         await media.aclose()
+        held.close()
         raise ApiError(HTTP_STATUS[first.code], first.code, first.message)
-    response = Response(_body(first, media), mimetype=MIMETYPE, headers={"Cache-Control": "no-store"})
+    response = Response(_body(first, media, held), mimetype=MIMETYPE, headers={"Cache-Control": "no-store"})
     response.timeout = None  # live: no RESPONSE_TIMEOUT
     return response
 
 
-async def _body(first: bytes, media: AsyncGenerator[bytes | Failure, None]) -> AsyncIterator[bytes]:
-    async with aclosing(media):
-        yield first
-        async for item in media:
-            if isinstance(item, Failure):
-                return
-            yield item
+async def _body(first: bytes, media: AsyncGenerator[bytes | Failure, None], held: ExitStack) -> AsyncIterator[bytes]:
+    with held:
+        async with aclosing(media):
+            yield first
+            async for item in media:
+                if isinstance(item, Failure):
+                    return
+                yield item
 
 
 async def _media(s: Services, key: str, source: Source, client: str) -> AsyncGenerator[bytes | Failure, None]:

@@ -11,7 +11,9 @@ leaving `open_viewer` detaches it from its upstream.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 
 import attrs
 import trio
@@ -38,6 +40,7 @@ from supervisors import (
 from supervisors.classify import GENERIC
 
 from .access import Grant
+from .clients import Limited, client_address
 from .guard import socket_grant
 from .origins import Policy
 from .services import Services, services
@@ -130,11 +133,29 @@ def _admit(target: Target | Failure, grant: Grant | None, s: Services) -> Target
     return target
 
 
-async def _accept(s: Services) -> tuple[Target | Failure, CloseCode, Wire | None, Send]:
-    """Accept the socket; what it watches (or why it cannot), and how to send on it."""
+@attrs.frozen
+class Accepted:
+    target: Target | Failure  # what the socket watches, or why it cannot
+    close_code: CloseCode  # for that failure
+    wire: Wire | None
+    send: Send
+    client: str
+
+
+async def _accept(s: Services, held: ExitStack) -> Accepted:
+    """Accept the socket: its client's address, what it watches (or why it cannot: also
+    RATE_LIMIT, and MAX_CONNECTIONS_PER_CLIENT, whose share it holds in `held`), and how
+    to send on it."""
+    client = client_address(websocket.remote_addr, websocket.headers.getlist("X-Forwarded-For"), s.trusted)
     grant, protocol = socket_grant(s.access)
     target = _admit(parse_query(websocket.args), grant, s)
     close_code = CloseCode.POLICY
+    if isinstance(target, Target):
+        try:
+            s.rates.take(client, trio.current_time())
+            held.enter_context(s.connections.hold(client))
+        except Limited as limited:
+            target = Failure(ErrorCode.LIMIT if not limited.retry_after else ErrorCode.RATE_LIMITED, str(limited))
     try:
         if isinstance(target, Target) and target.stream_id is not None and await target.resolve(s) is None:
             target = Failure(ErrorCode.NOT_FOUND, f"no stream {target.stream_id}")
@@ -148,17 +169,18 @@ async def _accept(s: Services) -> tuple[Target | Failure, CloseCode, Wire | None
         s.send_path.fell_back(str(why))
     else:
         s.send_path.attached()
-    return target, close_code, wire, websocket.send if wire is None else wire.send
+    return Accepted(target, close_code, wire, websocket.send if wire is None else wire.send, client)
 
 
-async def _serve(s: Services, target: Target, wire: Wire | None, send: Send, on_event: OnEvent, *,
-                 actions: bool) -> None:
+async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions: bool) -> None:
     """One viewer for this socket: its writer sends media and hands events to `on_event`;
     the reader handles the client's actions, or (`actions=False`) starts at once and
     discards what the client sends."""
+    target, wire, send = accepted.target, accepted.wire, accepted.send
+    assert isinstance(target, Target)
     if target.source is not None:  # played by URL: errors must not tell ports and hosts apart
         on_event = _generic(on_event)
-    with s.registry.open_viewer(websocket.remote_addr or "unknown") as viewer:
+    with s.registry.open_viewer(accepted.client) as viewer:
         if wire is not None:
             viewer.express = wire.express
         try:
@@ -174,13 +196,14 @@ async def _serve(s: Services, target: Target, wire: Wire | None, send: Send, on_
 async def stream_socket() -> None:
     """The protocol of SPEC §4: JSON status and errors, actions, binary MPEG-TS."""
     s = services()
-    target, close_code, wire, send = await _accept(s)
-    if isinstance(target, Failure):
-        await send(event_json(target))
-        await websocket.close(close_code, target.code)
-        return
-    await send(event_json(Status(Phase.CONNECTED)))
-    await _serve(s, target, wire, send, _as_json, actions=True)
+    with ExitStack() as held:
+        accepted = await _accept(s, held)
+        if isinstance(accepted.target, Failure):
+            await accepted.send(event_json(accepted.target))
+            await websocket.close(accepted.close_code, accepted.target.code)
+            return
+        await accepted.send(event_json(Status(Phase.CONNECTED)))
+        await _serve(s, accepted, _as_json, actions=True)
 
 
 @blueprint.websocket("/ws/stream.ts", strict_slashes=False)
@@ -189,11 +212,12 @@ async def media_socket() -> None:
     binary MPEG-TS; a failure closes it with 4000 + its HTTP status and the error code as
     the reason (HTTP_STATUS); status is left to REST."""
     s = services()
-    target, _, wire, send = await _accept(s)
-    if isinstance(target, Failure):
-        await websocket.close(media_close_code(target.code), target.code)
-        return
-    await _serve(s, target, wire, send, _as_close, actions=False)
+    with ExitStack() as held:
+        accepted = await _accept(s, held)
+        if isinstance(accepted.target, Failure):
+            await websocket.close(media_close_code(accepted.target.code), accepted.target.code)
+            return
+        await _serve(s, accepted, _as_close, actions=False)
 
 
 def _generic(on_event: OnEvent) -> OnEvent:
@@ -254,8 +278,26 @@ async def _read(viewer: Viewer, target: Target, s: Services, *, actions: bool) -
 
 
 async def _handle_actions(viewer: Viewer, target: Target, s: Services) -> None:
+    """The client's actions, each spending a RATE_LIMIT token; a socket that has sent no
+    start (or reconnect) START_WITHIN seconds after it opened is closed (BAD_REQUEST)."""
+    client = viewer.client
+    deadline = trio.current_time() + s.settings.start_within
     while True:
-        action = parse_action(await websocket.receive())
+        message: str | bytes | None = None
+        with trio.move_on_at(deadline):
+            message = await websocket.receive()
+        if message is None:  # the deadline passed
+            viewer.notify(Failure(ErrorCode.BAD_REQUEST, f"no start within {s.settings.start_within:g} s"))
+            viewer.notify(Close(CloseCode.POLICY, ErrorCode.BAD_REQUEST))
+            await trio.sleep_forever()  # the writer closes the socket and ends us
+        try:
+            s.rates.take(client, trio.current_time())
+        except Limited as limited:
+            viewer.notify(Failure(ErrorCode.RATE_LIMITED, f"{limited}: retry in {limited.retry_after_header} s"))
+            continue
+        action = parse_action(message)
+        if action in (Action.START, Action.RECONNECT):
+            deadline = math.inf
         if isinstance(action, Failure):
             viewer.notify(action)
         elif action is Action.STOP:

@@ -20,6 +20,7 @@ import trio_websocket
 
 from app.cli import DEAD_AFTER, PING_INTERVAL, serve
 from app.factory import create_app
+from app.services import Services
 from app.settings import Settings
 from supervisors import Registry
 from tests.camera import bundled_ffmpeg
@@ -34,6 +35,7 @@ class Server:
     base: str
     settings: Settings
     registry: Registry | None = None  # when it runs in this process
+    services: Services | None = None  # likewise
 
     @property
     def ws_base(self) -> str:
@@ -73,13 +75,14 @@ class Server:
 async def start_server(nursery: trio.Nursery, *, ping_interval: float = PING_INTERVAL, dead_after: int = DEAD_AFTER,
                        **overrides: object) -> Server:
     """The app under Hypercorn's trio worker in this process, on 127.0.0.1 port 0."""
-    values: dict[str, object] = {"port": 0, "database_url": "sqlite:///:memory:", "linger": 0.5,
+    # RATE_LIMIT off: every test's clients share 127.0.0.1 (tests/test_security.py turns it on)
+    values: dict[str, object] = {"port": 0, "database_url": "sqlite:///:memory:", "linger": 0.5, "rate_limit": (0.0, 0.0),
                                  "ffmpeg_timeout": 5.0, **overrides}
     settings = Settings(**values)  # type: ignore[arg-type]
     app = create_app(settings)
     binds = await nursery.start(partial(serve, settings, app=app, ping_interval=ping_interval,
                                         dead_after=dead_after))
-    return Server(binds[0], settings, app.extensions["rtsp"].registry)
+    return Server(binds[0], settings, app.extensions["rtsp"].registry, app.extensions["rtsp"])
 
 
 @attrs.define

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 import trio
 import trio_websocket
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from app.clients import client_address, parse_networks
 from app.origins import Policy
 from tests.camera import Camera
 from tests.helpers import Server, start_server, timestamps
@@ -414,3 +417,90 @@ async def test_lingering_upstreams_count_against_the_client_that_started_them(
         await viewer.send("start")
         assert "MAX_STREAMS_PER_CLIENT" in str((await viewer.error("LIMIT"))["message"])
     assert server.registry is not None and server.registry.statistics().running == 2
+
+
+async def test_rate_limit_answers_429_with_retry_after_on_rest_and_rate_limited_on_sockets(
+        nursery: trio.Nursery) -> None:
+    """RATE_LIMIT 0.5/s, burst 4 (slow refills keep this deterministic on a busy machine),
+    a fresh server (bucket) for REST, for socket actions and for socket connects."""
+    server = await start_server(nursery, rate_limit=(0.5, 4.0))
+    async with server.http() as http:
+        statuses = [(await http.get("/api/streams/")).status_code for _ in range(6)]
+        limited = await http.get("/api/streams/")
+        health = [(await http.get("/api/health/")).status_code for _ in range(10)]  # exempt
+        await trio.sleep(2.2)
+        again = await http.get("/api/streams/")
+    assert statuses == [200] * 4 + [429] * 2, statuses
+    assert limited.json()["error"]["code"] == "RATE_LIMITED" and int(limited.headers["retry-after"]) >= 1
+    assert health == [200] * 10 and again.status_code == 200
+    server = await start_server(nursery, rate_limit=(0.5, 4.0))
+    async with server.viewer("url=rtsp://127.0.0.1:9/x") as viewer:  # the connect spends one
+        for _ in range(5):  # actions spend them too: the socket stays, with RATE_LIMITED
+            await viewer.send("stop")
+        await viewer.error("RATE_LIMITED")
+        await trio.sleep(2.2)
+        await viewer.send("stop")
+        await viewer.status("stopped")
+        assert viewer.close_code is None
+    server = await start_server(nursery, rate_limit=(0.5, 4.0))
+    opened = []
+    for _ in range(6):  # connects spend them as well
+        async with server.viewer("url=rtsp://127.0.0.1:9/x") as viewer:
+            message = await viewer.expect({"type": "status"}, {"type": "error"})
+            opened.append(message.get("code", message.get("phase")))
+            if message["type"] == "error":
+                assert await viewer.closed() == 1008
+            else:  # let Hypercorn's first ping be answered: trio-websocket fails to answer one once closing
+                await trio.sleep(0.1)
+    assert opened == ["connected"] * 4 + ["RATE_LIMITED"] * 2, opened
+
+
+async def test_connections_per_client_and_sockets_that_never_start(camera: Camera, nursery: trio.Nursery) -> None:
+    server = await start_server(nursery, max_connections_per_client=2, start_within=1.0)
+    stream_id = await server.create(camera.url())
+    async with server.viewer(f"id={stream_id}") as first, server.viewer(f"id={stream_id}") as second:
+        await first.play()
+        async with server.viewer(f"id={stream_id}") as third:
+            assert "MAX_CONNECTIONS_PER_CLIENT" in str((await third.error("LIMIT"))["message"])
+            assert await third.closed() == 1008
+        async with server.http() as http:
+            refused = await http.get(f"/api/streams/{stream_id}/stream.ts")
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "LIMIT"
+        # the second never sends start: closed after START_WITHIN; the first, playing, stays
+        assert "no start within" in str((await second.error("BAD_REQUEST", within=5))["message"])
+        assert await second.closed() == 1008
+        await trio.sleep(0.5)
+        assert first.close_code is None and len(await first.collect(0.5)) > 0
+    async with server.viewer(f"id={stream_id}") as fourth:  # its share was given back
+        await fourth.play()
+
+
+async def test_health_answers_when_the_server_holds_all_the_sockets_it_may(nursery: trio.Nursery) -> None:
+    server = await start_server(nursery, max_connections_per_client=100)
+    assert server.services is not None
+    server.services.connections.total = 3  # as if the file-descriptor limit were near
+    stream_id = await server.create("rtsp://127.0.0.1:9/x")
+    async with server.viewer(f"id={stream_id}"), server.viewer(f"id={stream_id}"), server.viewer(f"id={stream_id}"):
+        async with server.viewer(f"id={stream_id}") as refused:
+            assert "as many sockets" in str((await refused.error("LIMIT"))["message"])
+            assert await refused.closed() == 1008
+        async with server.http() as http:
+            assert (await http.get("/api/health/")).status_code == 200
+
+
+@settings(max_examples=300, deadline=None)
+@given(untrusted=st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=4),
+       proxies=st.lists(st.sampled_from(["10.0.0.1", "10.0.0.2", "10.1.2.3"]), max_size=3),
+       split=st.booleans())
+def test_the_client_is_the_rightmost_hop_no_trusted_proxy_wrote(untrusted: list[str], proxies: list[str],
+                                                              split: bool) -> None:
+    """X-Forwarded-For as proxies append to it (over one header or several): whatever a
+    client puts first, the address is the hop just before the trusted proxies."""
+    hops = [h for h in untrusted if not h.startswith("10.")] or ["203.0.113.7"]
+    chain = [*hops, *proxies]
+    headers = [", ".join(chain)] if not split else chain
+    trusted = parse_networks(["10.0.0.0/8"])
+    assert client_address("10.9.9.9", headers, trusted) == hops[-1]
+    assert client_address("192.0.2.1", headers, trusted) == "192.0.2.1"  # not from a proxy: XFF ignored
+    assert client_address("10.9.9.9", [], trusted) == "10.9.9.9"
+    assert client_address("10.9.9.9", ["not-an-ip"], trusted) == "10.9.9.9"

@@ -1,0 +1,142 @@
+"""Who a request comes from, and how much one client may ask.
+
+- The client's address: the peer's, or, from a proxy in TRUSTED_PROXIES, the rightmost
+  `X-Forwarded-For` hop that is not itself a trusted proxy (the one the proxy saw).
+- RATE_LIMIT: a token bucket per address (`rate/burst`, per second) for REST requests,
+  socket connects and socket actions; `retry_after` says how long until the next token.
+- MAX_CONNECTIONS_PER_CLIENT: open sockets and HTTP streams per address; and a cap on
+  all of them below the process's file-descriptor limit, so health still answers when a
+  crowd holds every socket it may.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import attrs
+import trio
+from quart import Quart, g, request
+
+from supervisors import ErrorCode
+
+from .errors import ApiError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+MAX_TRACKED = 10_000  # buckets kept: the least recently used go first (they are full by then)
+FD_RESERVE = 64  # descriptors kept for HTTP requests (health), FFmpeg pipes and the database
+
+
+def parse_networks(entries: Sequence[str]) -> tuple[Network, ...]:
+    """CIDRs or addresses; raises ValueError naming a bad one."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not a network (10.0.0.0/8) or an address") from None
+    return tuple(networks)
+
+
+def _in(address: str, networks: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str:
+    """The address a request comes from (see module docstring)."""
+    peer = peer or "unknown"
+    if not trusted or not _in(peer, trusted):
+        return peer
+    hops = [hop.strip() for header in forwarded_for for hop in header.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, trusted):
+            try:
+                return str(ipaddress.ip_address(hop.strip("[]")))
+            except ValueError:  # not an address: the proxy did not write it
+                return peer
+    return peer
+
+
+class Limited(Exception):
+    """Over a limit; `retry_after` seconds until the next try may pass (0: not a rate)."""
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def retry_after_header(self) -> str:
+        return str(max(1, math.ceil(self.retry_after)))
+
+
+@attrs.define
+class RateLimiter:
+    rate: float  # tokens per second; 0: no limit
+    burst: float
+    _buckets: OrderedDict[str, tuple[float, float]] = attrs.Factory(OrderedDict)  # client -> (tokens, at)
+
+    def take(self, client: str, now: float) -> None:
+        """Spend one of the client's tokens; raises Limited if it has none."""
+        if not self.rate:
+            return
+        tokens, at = self._buckets.pop(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens < 1:
+            self._buckets[client] = (tokens, now)
+            raise Limited(f"over RATE_LIMIT ({self.rate:g}/s, burst {self.burst:g})", (1 - tokens) / self.rate)
+        self._buckets[client] = (tokens - 1, now)
+        while len(self._buckets) > MAX_TRACKED:
+            self._buckets.popitem(last=False)
+
+
+@attrs.define
+class Connections:
+    per_client: int
+    total: int  # every client's together (below the fd limit)
+    _open: Counter[str] = attrs.Factory(Counter)
+
+    @contextmanager
+    def hold(self, client: str) -> Iterator[None]:
+        """One open socket or stream for the client while the block runs; raises Limited."""
+        if self._open.total() >= self.total:
+            raise Limited(f"the server holds as many sockets as it may ({self.total})")
+        if self._open[client] >= self.per_client:
+            raise Limited(f"MAX_CONNECTIONS_PER_CLIENT ({self.per_client}) reached for this client")
+        self._open[client] += 1
+        try:
+            yield
+        finally:
+            self._open[client] -= 1
+            if self._open[client] <= 0:
+                del self._open[client]
+
+
+def socket_cap(soft_limit: int) -> int:
+    """How many sockets and streams to hold at most with this many file descriptors."""
+    return max(16, soft_limit - max(FD_RESERVE, soft_limit // 10))
+
+
+EXEMPT = frozenset({"page.static", "health.health"})  # cheap, and what monitors and pages load
+
+
+def install(app: Quart, trusted: Sequence[Network], rates: RateLimiter) -> None:
+    """Every HTTP request: `g.client` is its client's address; a route but EXEMPT spends a
+    token of RATE_LIMIT, or answers 429 RATE_LIMITED with Retry-After."""
+
+    @app.before_request
+    async def _limit() -> None:
+        g.client = client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"), trusted)
+        if request.endpoint in EXEMPT:
+            return
+        try:
+            rates.take(g.client, trio.current_time())
+        except Limited as limited:
+            raise ApiError(429, ErrorCode.RATE_LIMITED, str(limited),
+                           headers={"Retry-After": limited.retry_after_header}) from None
