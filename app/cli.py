@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -150,6 +151,19 @@ async def _exit_if_stuck(app: QuartTrio, stopping: trio.Event) -> None:
     os._exit(EXIT_FORCED)
 
 
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard one (each viewer holds a socket, each
+    upstream three pipes); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, error)
+    return soft
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="rtsp-viewer")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         given |= {"CORS_ORIGINS": "*", "LOG_LEVEL": "DEBUG"}
     settings = load_or_exit({**os.environ, **{k: v for k, v in given.items() if v is not None}})
     configure(settings.log_level, settings.log_format)
+    raise_fd_limit()
     try:
         sys.exit(trio.run(serve_until_signal, settings))
     except* BindError as group:

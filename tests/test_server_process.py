@@ -6,6 +6,7 @@ import shutil
 import signal
 import socket
 import ssl
+import sys
 from pathlib import Path
 
 import httpx
@@ -256,3 +257,22 @@ async def test_a_forced_exit_exits_non_zero(monkeypatch: pytest.MonkeyPatch,
     stopping.set()
     await cli._exit_if_stuck(app, stopping)
     assert statuses == [EXIT_FORCED] and EXIT_FORCED != 0
+
+
+async def test_serve_raises_its_open_file_limit_to_the_hard_limit(nursery: trio.Nursery, tmp_path: Path) -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard)
+    script = (f"import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({low}, {hard})); "
+              "from app.cli import main; sys.argv = ['rtsp-viewer', 'serve', '--port', '0']; main()")
+    server = await spawn(nursery, [sys.executable, "-c", script], env(tmp_path))
+    try:
+        await server.url()
+        limits = await trio.Path(f"/proc/{server.process.pid}/limits").read_text()
+        line = next(ln for ln in limits.splitlines() if ln.startswith("Max open files"))
+        assert line.split()[3] == str(hard), line
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        with trio.CancelScope(shield=True), trio.fail_after(10):
+            await server.process.wait()
