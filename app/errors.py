@@ -10,7 +10,7 @@ from typing import Any
 
 from quart import Quart, Response, g, jsonify, request
 from quart.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .store import StorageError
 
@@ -60,7 +60,10 @@ def install(app: Quart) -> None:
     async def _http(error: HTTPException) -> ResponseReturnValue:
         status = error.code or 500
         code = HTTP_CODES.get(status, "INTERNAL" if status >= 500 else "BAD_REQUEST")
-        return error_response(status, code, error.description or error.name)
+        headers = {}
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:  # RFC 9110 §15.5.6
+            headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return error_response(status, code, error.description or error.name, headers=headers)
 
     @app.errorhandler(StorageError)
     async def _storage(error: StorageError) -> ResponseReturnValue:

@@ -15,7 +15,7 @@ from quart_trio import QuartTrio
 from supervisors import EngineConfig, Registry
 from supervisors.ffmpeg import Runner
 
-from . import clients, errors, guard, health, origins, page, stream_http, streams, wire, ws
+from . import clients, errors, guard, health, openapi, origins, page, stream_http, streams, wire, ws
 from .access import Access, server_key
 from .services import Services
 from .settings import Settings
@@ -71,6 +71,6 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
     clients.install(app, trusted, rates)
     guard.install(app, access)
     origins.install(app, policy)
-    for module in (health, page, streams, stream_http, ws, guard):
+    for module in (health, page, streams, stream_http, ws, guard, openapi):
         app.register_blueprint(module.blueprint)
     return app

@@ -21,7 +21,7 @@ from .store import iso
 from .streams import read_json, stream_record
 
 blueprint = Blueprint("guard", __name__)
-PUBLIC = frozenset({"health.health", "page.index", "page.static"})  # the page asks for the token itself
+PUBLIC = frozenset({"health.health", "page.index", "page.static", "openapi.openapi"})  # the page asks for the token itself
 STREAM_TS = "stream_http.stream_ts"
 DEFAULT_TTL = 300
 

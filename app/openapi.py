@@ -1,0 +1,167 @@
+"""`GET /api/openapi.json`: the OpenAPI 3.1 document of the REST API (SPEC §3 and the
+issues' additions), public like the page. schemathesis checks the server against it
+(tests/test_openapi.py). The WebSocket protocol (SPEC §4) is in the README."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, jsonify
+from quart.typing import ResponseReturnValue
+
+from supervisors import ErrorCode, StreamPhase, Transport
+
+from .health import APP_VERSION
+
+blueprint = Blueprint("openapi", __name__)
+# the error body's codes: REST's own (errors.py), and the stream's (the HTTP stream's errors)
+REST_CODES = sorted({"VALIDATION", "UNAUTHORIZED", "NOT_FOUND", "METHOD_NOT_ALLOWED", "UNSUPPORTED_MEDIA_TYPE",
+                     "TOO_LARGE", "RATE_LIMITED", "STORAGE_UNAVAILABLE", "BAD_REQUEST", "INTERNAL"}
+                    | {code.value for code in ErrorCode})
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    why = {400: "invalid input (VALIDATION, with `fields`)", 401: "no valid token (UNAUTHORIZED), with API_TOKEN set",
+           404: "no such stream (NOT_FOUND)", 413: "body over 64 KiB (TOO_LARGE)",
+           415: "body not application/json (UNSUPPORTED_MEDIA_TYPE)",
+           429: "over RATE_LIMIT (RATE_LIMITED), or a stream limit (LIMIT)",
+           503: "storage unavailable (STORAGE_UNAVAILABLE), or the camera (UNREACHABLE)"}
+    out = {}
+    for status in statuses:
+        headers = {"Retry-After": {"schema": {"type": "string"}}} if status == 429 else None
+        if status == 401:
+            headers = {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}}
+        out[str(status)] = _json(_ref("Error"), why[status], headers)
+    out["default"] = _json(_ref("Error"), "any other failure, with the same error body")
+    return out
+
+
+STREAM_ID = {"name": "stream_id", "in": "path", "required": True,
+             "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
+NAME = {"type": "string", "minLength": 1, "maxLength": 200,
+        "description": "1-200 characters after trimming; no control, zero-width or bidi characters"}
+URL = {"type": "string", "minLength": 1, "maxLength": 2048,
+       "description": "rtsp:// or rtsps://, a host, optional port 1-65535; no whitespace or control characters; "
+                      "a password of *** keeps the stored one (same scheme, host and port only)"}
+TRANSPORT = {"type": "string", "enum": [t.value for t in Transport]}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string", "enum": REST_CODES}, "message": {"type": "string"},
+                       "fields": {"type": "object", "additionalProperties": {"type": "string"}}}}}},
+    "StreamInput": {"type": "object", "required": ["name", "url"], "additionalProperties": False,
+                    "properties": {"name": NAME, "url": URL, "transport": TRANSPORT}},
+    "StreamPatch": {"type": "object", "additionalProperties": False,
+                    "properties": {"name": NAME, "url": URL, "transport": TRANSPORT}},
+    "Stream": {"type": "object", "required": ["id", "name", "url", "transport", "created_at", "updated_at", "status"],
+               "properties": {
+                   "id": {"type": "integer", "minimum": 1}, "name": {"type": "string"},
+                   "url": {"type": "string", "description": "credentials masked as ***"},
+                   "transport": TRANSPORT, "created_at": {"type": "string", "format": "date-time"},
+                   "updated_at": {"type": "string", "format": "date-time"}, "status": _ref("StreamStatus")}},
+    "StreamStatus": {"type": "object", "required": ["phase", "viewers", "since", "error", "video", "bytes_in"],
+                     "properties": {
+                         "phase": {"type": "string", "enum": [p.value for p in StreamPhase]},
+                         "viewers": {"type": "integer", "minimum": 0},
+                         "since": {"type": ["string", "null"], "format": "date-time"},
+                         "error": {"oneOf": [{"type": "null"}, {
+                             "type": "object", "required": ["code", "message", "at"],
+                             "properties": {"code": {"type": "string", "enum": [c.value for c in ErrorCode]},
+                                            "message": {"type": "string"},
+                                            "at": {"type": "string", "format": "date-time"}}}]},
+                         "video": {"oneOf": [{"type": "null"}, {
+                             "type": "object", "properties": {"codec": {"type": "string"},
+                                                              "width": {"type": "integer"},
+                                                              "height": {"type": "integer"}}}]},
+                         "bytes_in": {"type": "integer", "minimum": 0}, "drops": {"type": "integer", "minimum": 0},
+                         "restarts": {"type": "integer", "minimum": 0}}},
+    "Health": {"type": "object", "required": ["status"], "properties": {
+        "status": {"type": "string", "enum": ["ok", "degraded"]}, "version": {"type": "string"},
+        "ffmpeg": {"type": "object", "properties": {"path": {"type": "string"},
+                                                     "version": {"type": ["string", "null"]}}},
+        "streams": {"type": "object", "properties": {"running": {"type": "integer"}, "max": {"type": "integer"}}},
+        "viewers": {"type": "integer"}, "send_path": {"type": ["string", "null"], "enum": ["wire", "asgi", None]},
+        "send_path_reason": {"type": "string"}, "reason": {"type": "string"}}},
+    "PlayTokenRequest": {"type": "object", "additionalProperties": False,
+                         "properties": {"ttl": {"type": "number", "minimum": 1, "maximum": 7 * 24 * 3600}}},
+    "PlayToken": {"type": "object", "required": ["token", "stream_id", "expires_at"], "properties": {
+        "token": {"type": "string"}, "stream_id": {"type": "integer"},
+        "expires_at": {"type": "string", "format": "date-time"}}},
+}
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {}]  # {}: when API_TOKEN is not set
+
+
+def document() -> dict[str, Any]:
+    stream_body = {"required": True, "content": {"application/json": {"schema": _ref("StreamInput")}}}
+    patch_body = {"required": True, "content": {"application/json": {"schema": _ref("StreamPatch")}}}
+    one = [STREAM_ID]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "RTSP Stream Viewer", "version": APP_VERSION,
+                 "description": "REST API of the RTSP stream viewer backend. Media and status go over the "
+                                "WebSocket /ws/stream (see the README)."},
+        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "API_TOKEN (everything), or a play token (GET .../stream.ts of its stream only)"}}},
+        "security": SECURED,
+        "paths": {
+            "/api/health/": {"get": {"operationId": "health", "security": [{}],
+                                     "summary": "status; paths and versions only with the token (if one is set)",
+                                     "responses": {"200": _json(_ref("Health"), "serving"),
+                                                   "503": _json(_ref("Health"), "degraded, with a reason")}}},
+            "/api/streams/": {
+                "get": {"operationId": "listStreams", "parameters": [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0,
+                                                                 "maximum": 2**63 - 1}}],
+                    "responses": {"200": _json({"type": "array", "items": _ref("Stream")}, "streams by id"),
+                                  **_errors(400, 401, 429, 503)}},
+                "post": {"operationId": "createStream", "requestBody": stream_body,
+                         "responses": {"201": {**_json(_ref("Stream"), "created", {
+                             "Location": {"schema": {"type": "string"}, "required": True}}), "links": {
+                             name: {"operationId": operation, "parameters": {"stream_id": "$response.body#/id"}}
+                             for name, operation in (("GetStream", "getStream"), ("PatchStream", "patchStream"),
+                                                     ("DeleteStream", "deleteStream"),
+                                                     ("CreatePlayToken", "createPlayToken"))}},
+                             **_errors(400, 401, 413, 415, 429, 503)}}},
+            "/api/streams/{stream_id}/": {
+                "get": {"operationId": "getStream", "parameters": one,
+                        "responses": {"200": _json(_ref("Stream"), "the stream"), **_errors(401, 404, 429, 503)}},
+                "patch": {"operationId": "patchStream", "parameters": one, "requestBody": patch_body,
+                          "responses": {"200": _json(_ref("Stream"), "updated; a running upstream restarts"),
+                                        **_errors(400, 401, 404, 413, 415, 429, 503)}},
+                "delete": {"operationId": "deleteStream", "parameters": one,
+                           "responses": {"204": {"description": "deleted; its viewers get NOT_FOUND"},
+                                         **_errors(401, 404, 429, 503)}}},
+            "/api/streams/{stream_id}/play-token": {
+                "post": {"operationId": "createPlayToken", "parameters": one,
+                         "requestBody": {"content": {"application/json": {"schema": _ref("PlayTokenRequest")}}},
+                         "responses": {"201": _json(_ref("PlayToken"), "a token that watches this stream"),
+                                       **_errors(400, 401, 404, 413, 415, 429, 503)}}},
+            "/api/streams/{stream_id}/stream.ts": {
+                "get": {"operationId": "streamTs", "parameters": [*one, {
+                    "name": "token", "in": "query", "schema": {"type": "string"},
+                    "description": "API_TOKEN or a play token, for players that cannot set headers"}],
+                    "responses": {"200": {"description": "live MPEG-TS, chunked, until the client leaves",
+                                          "content": {"video/mp2t": {"schema": {"type": "string",
+                                                                                "format": "binary"}}}},
+                                  **_errors(401, 404, 429, 503)}}},
+        },
+    }
+
+
+@blueprint.route("/api/openapi.json", methods=["GET"])
+async def openapi() -> ResponseReturnValue:
+    return jsonify(document())
