@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from app.clients import client_address, parse_networks
 from app.origins import Policy
+from app.ws import parse_action
+from supervisors import Action, ErrorCode, Failure
 from tests.camera import Camera
 from tests.helpers import Server, start_server, timestamps
 from tests.test_stock import close_of
@@ -504,3 +506,28 @@ def test_the_client_is_the_rightmost_hop_no_trusted_proxy_wrote(untrusted: list[
     assert client_address("192.0.2.1", headers, trusted) == "192.0.2.1"  # not from a proxy: XFF ignored
     assert client_address("10.9.9.9", [], trusted) == "10.9.9.9"
     assert client_address("10.9.9.9", ["not-an-ip"], trusted) == "10.9.9.9"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.text(max_size=5000),
+    st.binary(max_size=5000),
+    st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+                 lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                 max_leaves=40).map(json.dumps),
+    st.integers(1, 3000).map(lambda depth: '{"action":' + "[" * depth + "]" * depth + "}"),
+    st.sampled_from(["start", "stop", "reconnect"]).map(lambda a: json.dumps({"action": a})),
+))
+def test_any_client_message_is_an_action_or_bad_request(message: str | bytes) -> None:
+    """Whatever a client sends on the socket parses to an action or to BAD_REQUEST, never
+    an exception (Hypercorn closes frames over 64 KiB with 1009 before they reach it)."""
+    parsed = parse_action(message)
+    assert isinstance(parsed, Action) or (isinstance(parsed, Failure) and parsed.code == ErrorCode.BAD_REQUEST)
+
+
+async def test_a_frame_over_64_kib_closes_with_1009(server: Server) -> None:
+    stream_id = await server.create("rtsp://127.0.0.1:9/x")
+    async with server.viewer(f"id={stream_id}") as viewer:
+        await viewer.status("connected")
+        await viewer.ws.send_message("x" * (65 * 1024))
+        assert await viewer.closed() == 1009
