@@ -8,6 +8,7 @@ cancelled upstream never leaves a process behind.
 from __future__ import annotations
 
 import errno
+import re
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -24,6 +25,7 @@ from .sources import ANY_SOURCE, SourcePolicy
 from .urls import DEFAULT_PORTS, secrets_of, sharing_key
 
 KILL_GRACE = 2.0
+_REDIRECT = re.compile(rb"Redirecting to (\S+)")  # FFmpeg's own line when a camera redirects
 READ_SIZE = 256 * 1024  # one pipe read; large reads keep the per-chunk cost down
 STDERR_KEEP = 16 * 1024
 
@@ -108,18 +110,17 @@ async def terminate_then_kill(process: trio.Process) -> None:
 
 
 class StderrTail:
-    """Drains a process's stderr (an unread pipe blocks FFmpeg); keeps its head and tail."""
+    """What a process printed on stderr: its head and its tail (the run drains the pipe)."""
 
     def __init__(self) -> None:
         self.head = ""
         self._tail = bytearray()
 
-    async def drain(self, stream: trio.abc.ReceiveStream) -> None:
-        async for chunk in stream:
-            if len(self.head) < STDERR_KEEP:
-                self.head += chunk.decode("utf-8", "replace")
-            self._tail += chunk
-            del self._tail[:-STDERR_KEEP]
+    def add(self, chunk: bytes | bytearray) -> None:
+        if len(self.head) < STDERR_KEEP:
+            self.head += chunk.decode("utf-8", "replace")
+        self._tail += chunk
+        del self._tail[:-STDERR_KEEP]
 
     @property
     def tail(self) -> str:
@@ -127,19 +128,45 @@ class StderrTail:
 
 
 class FFmpegRun:
-    """A running FFmpeg: its stdout to read, and what its stderr says about it."""
+    """A running FFmpeg: its stdout to read, and what its stderr says about it.
 
-    def __init__(self, stdout: trio.abc.ReceiveStream, tail: StderrTail, secrets: tuple[str, ...]) -> None:
+    FFmpeg follows a camera's RTSP redirect by itself, and says so on stderr ("Status 302:
+    Redirecting to <url>") just before it connects there. The target is checked against
+    the source policy as that line arrives; a refused one kills FFmpeg and the attempt
+    fails FORBIDDEN (not retried). FFmpeg has already begun that one connection by then:
+    the check stops the session, not its first connection attempt."""
+
+    def __init__(self, stdout: trio.abc.ReceiveStream, tail: StderrTail, secrets: tuple[str, ...], *,
+                 sources: SourcePolicy = ANY_SOURCE, kill: Callable[[], None] = lambda: None) -> None:
         self.stdout = stdout
         self._tail = tail
         self._secrets = secrets
+        self._sources = sources
+        self._kill = kill
+        self._refused: Failure | None = None
         self._stderr_done = trio.Event()
 
     async def _drain(self, stderr: trio.abc.ReceiveStream) -> None:
         try:
-            await self._tail.drain(stderr)
+            async for chunk in stderr:
+                self._tail.add(chunk)
+                for match in _REDIRECT.finditer(chunk):
+                    await self._check_redirect(match.group(1).decode("utf-8", "replace"))
         finally:
             self._stderr_done.set()
+
+    async def _check_redirect(self, url: str) -> None:
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname or "", parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 554)
+        except ValueError:
+            return  # FFmpeg cannot follow it either
+        try:
+            await self._sources.resolve(host, port)
+        except Failure as failure:
+            if failure.code is ErrorCode.FORBIDDEN:
+                self._refused = Failure(ErrorCode.FORBIDDEN, f"redirect refused: {failure.message}")
+                self._kill()
 
     async def finish(self) -> None:
         """After stdout ended: let FFmpeg print its last words and exit (bounded)."""
@@ -147,7 +174,7 @@ class FFmpegRun:
             await self._stderr_done.wait()
 
     def failure(self) -> Failure:
-        return classify(self._tail.tail, secrets=self._secrets)
+        return self._refused or classify(self._tail.tail, secrets=self._secrets)
 
     def video(self) -> dict[str, object] | None:
         return video_info(self._tail.head)
@@ -168,7 +195,7 @@ def ffmpeg_runner(ffmpeg: str, *, timeout: float, sources: SourcePolicy = ANY_SO
             except OSError as error:
                 raise Failure(ErrorCode.STREAM_ERROR, f"cannot start {ffmpeg}: {describe_os_error(error)}") from None
             assert process.stdout is not None and process.stderr is not None
-            handle = FFmpegRun(process.stdout, StderrTail(), secrets_of(source.url))
+            handle = FFmpegRun(process.stdout, StderrTail(), secrets_of(source.url), sources=sources, kill=process.kill)
             nursery.start_soon(handle._drain, process.stderr)
             try:
                 yield handle

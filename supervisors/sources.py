@@ -4,7 +4,8 @@ Checked at every start, after DNS resolution, so a name cannot be pointed somewh
 between the check and the connection: FFmpeg is then given the address that was checked
 (rtsp:// only; rtsps:// keeps the name its certificate is for). Link-local and cloud
 metadata addresses are refused unless a listed network holds them: a camera is never
-there, and a metadata service hands out credentials. Pure, but `resolve` awaits DNS.
+there, and a metadata service hands out credentials. A camera's RTSP redirect is checked
+as FFmpeg announces it (supervisors/ffmpeg.py). Pure, but `resolve` awaits DNS.
 """
 
 from __future__ import annotations

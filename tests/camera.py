@@ -217,6 +217,7 @@ class Camera:
     realm: str = "TestCamera"
     paths: dict[str, Path] = attrs.Factory(dict)
     describes: int = 0  # authorized DESCRIBEs from players: how many sessions were opened
+    redirects: dict[str, str] = attrs.Factory(dict)  # path -> Location: DESCRIBE answers 302 there
     _connections: set[trio.SocketStream] = attrs.Factory(set)
     _player_scopes: set[trio.CancelScope] = attrs.Factory(set)
     _nonce: str = attrs.Factory(lambda: secrets.token_hex(8))
@@ -346,6 +347,9 @@ class Camera:
                     continue
                 if not is_publisher and not self._authorized(method, headers):
                     await reply(cseq, "401 Unauthorized", {"WWW-Authenticate": self._challenge()})
+                    continue
+                if name in self.redirects and method == "DESCRIBE":
+                    await reply(cseq, "302 Found", {"Location": self.redirects[name]})
                     continue
                 path = self.paths.get(name)
                 if path is None:

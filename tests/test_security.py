@@ -531,3 +531,23 @@ async def test_a_frame_over_64_kib_closes_with_1009(server: Server) -> None:
         await viewer.status("connected")
         await viewer.ws.send_message("x" * (65 * 1024))
         assert await viewer.closed() == 1009
+
+
+async def test_a_camera_redirect_is_checked_against_the_policy_too(camera: Camera, nursery: trio.Nursery) -> None:
+    """A camera that answers 302 to an allowed place plays there; to a place outside
+    ALLOWED_SOURCES (127.0.0.2 here, to keep the test's traffic on loopback), the attempt
+    ends FORBIDDEN and is not retried."""
+    camera.redirects = {"moved": camera.url(), "elsewhere": f"rtsp://127.0.0.2:{camera.port}/live"}
+    server = await start_server(nursery, allowed_sources=("127.0.0.1/32",))
+    moved = await server.create(camera.url("moved"))
+    async with server.viewer(f"id={moved}") as viewer:
+        await viewer.play()
+    elsewhere = await server.create(camera.url("elsewhere"))
+    async with server.viewer(f"id={elsewhere}") as viewer:
+        await viewer.send("start")
+        refused = await viewer.error("FORBIDDEN")
+        await viewer.status("stopped")
+    assert "redirect refused" in str(refused["message"]) and "127.0.0.2" in str(refused["message"])
+    async with server.http() as http:
+        status = (await http.get(f"/api/streams/{elsewhere}/")).json()["status"]
+    assert status["error"]["code"] == "FORBIDDEN" and status["restarts"] == 0, status
