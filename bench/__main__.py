@@ -349,8 +349,11 @@ async def main(argv: list[str]) -> None:
     parser.add_argument("--no-deflate", action="store_true",
                         help="viewers do not offer permessage-deflate (browsers do)")
     args = parser.parse_args(argv)
+    # the load client is one address standing for many viewers: the per-client limits
+    # (RATE_LIMIT, MAX_CONNECTIONS_PER_CLIENT, MAX_STREAMS_PER_CLIENT) would stop it
     env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LINGER": "0", "LOG_LEVEL": "WARNING",
-           "MAX_STREAMS_PER_CLIENT": "1000", "MAX_CONCURRENT_STREAMS": "100"}
+           "MAX_STREAMS_PER_CLIENT": "1000", "MAX_CONCURRENT_STREAMS": "100", "RATE_LIMIT": "off",
+           "MAX_CONNECTIONS_PER_CLIENT": "100000"}
     async with camera_and_server(env, codec=args.codec, audio=args.audio, burst=not args.no_burst) as (url, server, _):
         rig = Rig(url, server.process.pid, await server.url(), deflate=not args.no_deflate)
         print(f"camera {url} ({args.codec}{', with audio' if args.audio else ''}); server {rig.host}:{rig.port} (pid {server.process.pid}); "
