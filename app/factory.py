@@ -40,9 +40,10 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
     rates = clients.RateLimiter(*settings.rate_limit)
     soft_fds, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     connections = clients.Connections(settings.max_connections_per_client, clients.socket_cap(soft_fds))
+    policy = origins.Policy.of(settings.cors_origins, settings.allowed_hosts, settings.host)
     s = Services(settings=settings, access=access, store=Store(settings.database_path),
                  registry=Registry(config, runner), ffmpeg_path=ffmpeg, rates=rates,
-                 connections=connections, trusted=trusted)
+                 connections=connections, origins=policy, trusted=trusted)
     app.extensions["rtsp"] = s
     engine_scope = trio.CancelScope()
 
@@ -64,8 +65,6 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
         engine_scope.cancel()
         await s.store.close()
 
-    policy = origins.Policy.of(settings.cors_origins, settings.allowed_hosts, settings.host)
-    app.extensions["origins"] = policy
     app.asgi_app = origins.check_hosts(wire.capture_send(app.asgi_app), policy)  # type: ignore[method-assign, assignment]
     errors.install(app)
     clients.install(app, trusted, rates)

@@ -16,6 +16,7 @@ from supervisors import Registry
 
 from .access import Access
 from .clients import Connections, Network, RateLimiter
+from .origins import Policy
 from .settings import Settings
 from .store import Store
 from .wire import SendPathRecord
@@ -39,6 +40,7 @@ class Services:
     ffmpeg_path: str
     rates: RateLimiter
     connections: Connections
+    origins: Policy
     trusted: tuple[Network, ...] = ()
     send_path: SendPathRecord = attrs.Factory(SendPathRecord)
     _ffmpeg: FFmpegInfo | None = None

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 
 import attrs
 import trio
-from quart import Blueprint, current_app, websocket
+from quart import Blueprint, websocket
 from werkzeug.datastructures import MultiDict
 
 from supervisors import (
@@ -42,7 +42,6 @@ from supervisors.classify import GENERIC
 from .access import Grant
 from .clients import Limited, client_address
 from .guard import socket_grant
-from .origins import Policy
 from .services import Services, services
 from .store import MAX_ID, StorageError
 from .streams import stream_key
@@ -120,9 +119,8 @@ def _admit(target: Target | Failure, grant: Grant | None, s: Services) -> Target
     policy on playing by URL; else why not."""
     if isinstance(target, Failure):
         return target
-    policy: Policy = current_app.extensions["origins"]
     origin = websocket.headers.get("Origin")
-    if not policy.socket_allows(origin, websocket.headers.get("Host")):
+    if not s.origins.socket_allows(origin, websocket.headers.get("Host")):
         return Failure(ErrorCode.FORBIDDEN, f"origin {origin} is not allowed (CORS_ORIGINS)")
     if grant is None:
         return Failure(ErrorCode.UNAUTHORIZED, "a valid token is required (?token=, or a bearer.<token> subprotocol)")
