@@ -22,10 +22,10 @@ import trio
 from quart import Quart, g, request
 
 from supervisors import ErrorCode
+from supervisors.sources import Network, network
 
 from .errors import ApiError
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_TRACKED = 10_000  # buckets kept: the least recently used go first (they are full by then)
 FD_RESERVE = 64  # descriptors kept for HTTP requests (health), FFmpeg pipes and the database
 
@@ -35,7 +35,7 @@ def parse_networks(entries: Sequence[str]) -> tuple[Network, ...]:
     networks = []
     for entry in entries:
         try:
-            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            networks.append(network(entry))
         except ValueError:
             raise ValueError(f"{entry!r} is not a network (10.0.0.0/8) or an address") from None
     return tuple(networks)

@@ -13,9 +13,10 @@ import trio
 from quart import current_app
 
 from supervisors import Registry
+from supervisors.sources import Network
 
 from .access import Access
-from .clients import Connections, Network, RateLimiter
+from .clients import Connections, RateLimiter
 from .origins import Policy
 from .settings import Settings
 from .store import Store

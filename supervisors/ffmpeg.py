@@ -22,7 +22,7 @@ import trio
 from .classify import classify, video_info
 from .events import ErrorCode, Failure, Transport
 from .sources import ANY_SOURCE, SourcePolicy
-from .urls import DEFAULT_PORTS, secrets_of, sharing_key
+from .urls import place, secrets_of, sharing_key
 
 KILL_GRACE = 2.0
 _REDIRECT = re.compile(rb"Redirecting to (\S+)")  # FFmpeg's own line when a camera redirects
@@ -89,12 +89,11 @@ def build_argv(ffmpeg: str, source: Source, *, timeout: float) -> list[str]:
 async def _pinned(source: Source, sources: SourcePolicy) -> Source:
     """The source with its host replaced by the address the policy checked (rtsp:// only:
     rtsps:// keeps the name its certificate is for). Raises Failure."""
-    parts = urlsplit(source.url)
-    host = parts.hostname or ""
-    scheme = parts.scheme.lower()
-    address = await sources.resolve(host, parts.port or DEFAULT_PORTS.get(scheme, 554))
+    scheme, host, port = place(source.url)
+    address = await sources.resolve(host, port)
     if scheme != "rtsp" or host == str(address):
         return source
+    parts = urlsplit(source.url)
     userinfo, at, _ = parts.netloc.rpartition("@")
     literal = f"[{address}]" if address.version == 6 else str(address)
     netloc = f"{userinfo}{at}{literal}" + (f":{parts.port}" if parts.port else "")
@@ -157,8 +156,7 @@ class FFmpegRun:
 
     async def _check_redirect(self, url: str) -> None:
         try:
-            parts = urlsplit(url)
-            host, port = parts.hostname or "", parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 554)
+            _, host, port = place(url)
         except ValueError:
             return  # FFmpeg cannot follow it either
         try:

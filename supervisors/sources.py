@@ -26,6 +26,11 @@ REFUSED = tuple(ipaddress.ip_network(n) for n in (
 RESOLVE_TIMEOUT = 5.0
 
 
+def network(entry: str) -> Network:
+    """A network (`10.0.0.0/8`) or an address (`[::1]` too) as a network; raises ValueError."""
+    return ipaddress.ip_network(entry.strip().strip("[]"), strict=False)
+
+
 class InvalidSource(ValueError):
     """An ALLOWED_SOURCES entry that is neither a network nor a host name."""
 
@@ -43,7 +48,7 @@ class SourcePolicy:
         names: list[str] = []
         for entry in entries:
             try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                networks.append(network(entry))
             except ValueError:
                 name = entry.lower().rstrip(".")
                 if not name or not all(part.isascii() and (part.isalnum() or "-" in part) for part in name.lstrip(".").split(".")):

@@ -189,11 +189,17 @@ def keep_masked(url: str, stored: str | None) -> str:
     return str(attrs.evolve(parts, password=password, pairs=pairs if parts.pairs is not None else None))
 
 
+def place(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) a URL connects to, lower case, the scheme's default port filled
+    in (554 for an unknown scheme); raises ValueError for a port that is not one."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(scheme, 554)
+
+
 def _place(url: str) -> tuple[str, str, int | None]:
     try:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(scheme)
+        return place(url)
     except ValueError:
         return ("", url, None)
 
