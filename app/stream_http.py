@@ -43,8 +43,12 @@ async def stream_ts(stream_id: int) -> ResponseReturnValue:
         raise ApiError(HTTP_STATUS[ErrorCode.LIMIT], ErrorCode.LIMIT, str(limited)) from None
     media = _media(s, stream_key(stream_id), Source(record.url, record.transport), g.client)
     # the first item decides the status: media (200, streaming) or a failure (its error body)
-    with trio.move_on_after(s.settings.ffmpeg_timeout + 1) as waited:
-        first = await anext(media)
+    try:
+        with trio.move_on_after(s.settings.ffmpeg_timeout + 1) as waited:
+            first = await anext(media)
+    except BaseException:  # the client left before the first byte (cancelled): give the share back now
+        held.close()  # (not when the garbage collector ends the hold's generator)
+        raise
     if waited.cancelled_caught:
         first = Failure(ErrorCode.TIMEOUT, f"no media within {s.settings.ffmpeg_timeout:g} s")
     if isinstance(first, Failure):

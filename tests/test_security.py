@@ -551,3 +551,24 @@ async def test_a_camera_redirect_is_checked_against_the_policy_too(camera: Camer
     async with server.http() as http:
         status = (await http.get(f"/api/streams/{elsewhere}/")).json()["status"]
     assert status["error"]["code"] == "FORBIDDEN" and status["restarts"] == 0, status
+
+
+async def test_an_http_stream_left_before_its_first_byte_gives_its_connection_back(nursery: trio.Nursery) -> None:
+    """A client that leaves GET .../stream.ts while the camera has not answered yet must
+    not keep its share of MAX_CONNECTIONS_PER_CLIENT: three such, then two sockets open."""
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()  # a camera that accepts and never answers
+    listeners = await nursery.start(trio.serve_tcp, silent, 0)
+    port = listeners[0].socket.getsockname()[1]
+    server = await start_server(nursery, max_connections_per_client=2, ffmpeg_timeout=5.0)
+    stream_id = await server.create(f"rtsp://127.0.0.1:{port}/x")
+    host, app_port = server.base.removeprefix("http://").split(":")
+    for _ in range(3):
+        async with await trio.open_tcp_stream(host, int(app_port)) as stream:
+            await stream.send_all(f"GET /api/streams/{stream_id}/stream.ts HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            await trio.sleep(0.3)  # waiting for the first byte: leave
+    await trio.sleep(0.3)
+    async with server.viewer(f"id={stream_id}") as first, server.viewer(f"id={stream_id}") as second:
+        assert (await first.expect({"type": "status"}, {"type": "error"})).get("phase") == "connected"
+        assert (await second.expect({"type": "status"}, {"type": "error"})).get("phase") == "connected"
+        await trio.sleep(0.1)  # Hypercorn's first ping answered before we close
