@@ -1,8 +1,9 @@
 """In a real headless Chromium: stock mpegts.js plays the streams for stock players.
 
 Each test asserts on the `<video>` element: its width is the camera's, `currentTime`
-advances at the real-time rate, and in steady state frames are presented and none is
-dropped. A screenshot of each lands in the test's output folder.
+advances at the real-time rate, and in steady state frames are presented and at most
+a few late ones are dropped (`tests.browser.smooth`). A screenshot of each lands in the
+test's output folder.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.browser import Watched, watch
+from tests.browser import Watched, smooth, watch
 from tests.camera import Camera, Feed
 from tests.helpers import Server, start_server, wait_for
 
@@ -43,7 +44,7 @@ async def test_stock_mpegts_js_plays_with_its_stock_config(
     rate = (last.position - first.position) / (last.at - first.at)
     assert 0.8 <= rate <= 1.2, f"currentTime advanced at {rate:.2f}x real time"
     assert last.presented - first.presented >= 0.8 * 25 * (last.at - first.at)  # a 25 fps camera
-    assert last.dropped == first.dropped, "frames dropped in steady state"
+    assert smooth(last.presented - first.presented, last.dropped - first.dropped), "frames dropped in steady state"
 
 
 async def watch_interrupted(url: str, seconds: float, screenshot: Path,

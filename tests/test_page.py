@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.browser import drive, sample
+from tests.browser import drive, sample, smooth
 from tests.camera import Camera, Feed
 from tests.helpers import Server, start_server, wait_for
 from tests.lean import LeanViewer
@@ -63,7 +63,7 @@ async def test_a_tile_plays_its_stream(camera_640: Camera, nursery: trio.Nursery
     if start == "joining":
         await other.aclose()
     assert (name, phase, width) == ("front door", "playing", 640)
-    assert 0.8 <= rate <= 1.2 and presented >= 0.8 * 25 * 3 and dropped == 0, (rate, presented, dropped)
+    assert 0.8 <= rate <= 1.2 and presented >= 0.8 * 25 * 3 and smooth(presented, dropped), (rate, presented, dropped)
 
 
 async def test_the_add_form_shows_a_validation_message_at_its_field(server: Server, tmp_path: Path) -> None:
