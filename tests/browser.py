@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,18 +22,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 T = TypeVar("T")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--autoplay-policy=no-user-gesture-required"]
-# Chromium counts a frame as dropped when the compositor would show it late. On a loaded
-# 2-core machine a few of those are noise (CI saw 2 in 78); a broken stream (a timestamp
-# jump, a torn or lost frame) stalls the picture or loses a GOP of 25 frames or more.
-LATE_FRAMES = 0.05  # share of frames in steady state that may be dropped
-
-
-def smooth(frames: int, dropped: int) -> bool:
-    """Whether `dropped` of `frames` (totalVideoFrames, which counts the dropped ones too) is
-    within the noise of a loaded machine."""
-    return dropped <= LATE_FRAMES * frames
-
-
 SAMPLE = """() => {
     const v = document.querySelector('video');
     const q = v.getVideoPlaybackQuality();
@@ -71,10 +59,30 @@ class Watched:
         """The samples taken from `wall` (time.monotonic()) on."""
         return [s for s in self.samples if s.wall >= wall]
 
-    def steady(self, after: float) -> tuple[Sample, Sample]:
-        """The first sample `after` seconds into the watch, and the last one."""
+    def steady(self, after: float, span: float) -> tuple[Sample, Sample]:
+        """A `clean_window` of `span` seconds from `after` seconds into the watch on, else
+        that whole stretch."""
         start = self.samples[0].at + after
-        return next(s for s in self.samples if s.at >= start), self.samples[-1]
+        steady = [s for s in self.samples if s.at >= start]
+        return clean_window(steady, span) or (steady[0], steady[-1])
+
+
+def clean_window(samples: Sequence[Sample], span: float) -> tuple[Sample, Sample] | None:
+    """The first two samples at least `span` seconds apart (page clock) with no frame dropped
+    between them, if any.
+
+    Chromium counts a frame as dropped when the compositor would show it late: on a loaded
+    2-core machine a burst of those is noise (CI once saw 2 in 78 frames while the stream was
+    whole). A whole stream plays some window clean; a broken one (a timestamp jump, a torn or
+    lost frame) stalls or drops in every window.
+    """
+    for i, first in enumerate(samples):
+        for last in samples[i + 1:]:
+            if last.dropped != first.dropped:
+                break
+            if last.at - first.at >= span:
+                return first, last
+    return None
 
 
 def _watch(url: str, seconds: float, screenshot: Path, playing: trio.Event | None) -> Watched:

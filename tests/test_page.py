@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.browser import drive, sample, smooth
+from tests.browser import clean_window, drive, sample
 from tests.camera import Camera, Feed
 from tests.helpers import Server, start_server, wait_for
 from tests.lean import LeanViewer
@@ -31,10 +31,13 @@ def until(page: Any, expression: str, within: float = 10) -> None:
 
 
 def plays_on(page: Any, seconds: float = 3) -> tuple[float, int, int]:
-    """(rate of currentTime to real time, frames presented, frames dropped) over `seconds`."""
-    first = sample(page)
-    time.sleep(seconds)
-    last = sample(page)
+    """(rate of currentTime to real time, frames presented, frames dropped) over a
+    `clean_window` of `seconds`, looked for during at most three times as long."""
+    samples = [sample(page)]
+    while (window := clean_window(samples, seconds)) is None and samples[-1].wall - samples[0].wall < 3 * seconds:
+        time.sleep(0.25)
+        samples.append(sample(page))
+    first, last = window or (samples[0], samples[-1])
     return ((last.position - first.position) / (last.wall - first.wall), last.presented - first.presented,
             last.dropped - first.dropped)
 
@@ -63,7 +66,7 @@ async def test_a_tile_plays_its_stream(camera_640: Camera, nursery: trio.Nursery
     if start == "joining":
         await other.aclose()
     assert (name, phase, width) == ("front door", "playing", 640)
-    assert 0.8 <= rate <= 1.2 and presented >= 0.8 * 25 * 3 and smooth(presented, dropped), (rate, presented, dropped)
+    assert 0.8 <= rate <= 1.2 and presented >= 0.8 * 25 * 3 and dropped == 0, (rate, presented, dropped)
 
 
 async def test_the_add_form_shows_a_validation_message_at_its_field(server: Server, tmp_path: Path) -> None:
