@@ -14,6 +14,11 @@
 // hand it over: `protocolLoader(onMessage, onClose, openProtocolSocket(url))`.
 "use strict";
 
+// The URL of the full protocol's socket for stream `id`, on this page's server.
+function streamSocketUrl(id) {
+  return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws/stream?id=${id}`;
+}
+
 // A socket of the full protocol, opened now: it sends start as soon as it opens and
 // holds what arrives until a loader takes it with `socket.take(handlers)`. With a token
 // (API_TOKEN, or a play token), it is offered as the subprotocol `bearer.<token>`.

@@ -87,9 +87,11 @@ class Tile {
   connect() {
     this.release();
     this.phase.textContent = "connecting";
-    const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws/stream?id=${this.id}`;
+    const url = streamSocketUrl(this.id);
     // the socket first: its handshake and the cached GOP arrive while the player sets up
-    this.early = openProtocolSocket(url, token());
+    // (on the page's first load it was opened in the head, before mpegts.js was parsed)
+    this.early = earlySockets.get(this.id) || openProtocolSocket(url, token());
+    earlySockets.delete(this.id);
     const loader = protocolLoader((message, socket) => this.onMessage(message, socket), () => this.onClose(),
                                   this.early);
     this.player = mpegts.createPlayer({type: "mpegts", isLive: true, url}, {customLoader: loader, ...LOW_LATENCY});
