@@ -60,7 +60,7 @@ class Access:
             return ADMIN
         if not presented:
             return None
-        if hmac.compare_digest(presented.encode(), self.api_token.encode()):
+        if same_secret(presented, self.api_token):
             return ADMIN
         return self._play(presented, time.time() if now is None else now)
 
@@ -109,6 +109,11 @@ def server_key(secret_key: str, database_path: str) -> bytes:
     else:
         log.debug("made a new play-token key in %s", path)
     return key
+
+
+def same_secret(presented: str | None, secret: str) -> bool:
+    """Whether `presented` is `secret`, compared in constant time."""
+    return presented is not None and hmac.compare_digest(presented.encode(), secret.encode())
 
 
 def bearer(header: str | None) -> str | None:

@@ -15,7 +15,7 @@ from quart_trio import QuartTrio
 from supervisors import EngineConfig, Registry
 from supervisors.ffmpeg import Runner
 
-from . import clients, errors, guard, health, openapi, origins, page, stream_http, streams, wire, ws
+from . import clients, errors, guard, health, metrics, openapi, origins, page, stream_http, streams, wire, ws
 from .access import Access, server_key
 from .services import Services
 from .settings import Settings
@@ -42,7 +42,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
     connections = clients.Connections(settings.max_connections_per_client, clients.socket_cap(soft_fds))
     policy = origins.Policy.of(settings.cors_origins, settings.allowed_hosts, settings.host)
     s = Services(settings=settings, access=access, store=Store(settings.database_path),
-                 registry=Registry(config, runner), ffmpeg_path=ffmpeg, rates=rates,
+                 registry=Registry(config, runner, group=metrics.stream_label), ffmpeg_path=ffmpeg, rates=rates,
                  connections=connections, origins=policy, trusted=trusted)
     app.extensions["rtsp"] = s
     engine_scope = trio.CancelScope()
@@ -70,6 +70,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
     clients.install(app, trusted, rates)
     guard.install(app, access)
     origins.install(app, policy)
-    for module in (health, page, streams, stream_http, ws, guard, openapi):
+    metrics.install(app, s.metrics)
+    for module in (health, page, streams, stream_http, ws, guard, openapi, metrics):
         app.register_blueprint(module.blueprint)
     return app

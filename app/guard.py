@@ -21,7 +21,8 @@ from .store import iso
 from .streams import read_json, stream_record
 
 blueprint = Blueprint("guard", __name__)
-PUBLIC = frozenset({"health.health", "page.index", "page.static", "openapi.openapi"})  # the page asks for the token itself
+# the page asks for the token itself; /metrics checks METRICS_TOKEN or API_TOKEN itself
+PUBLIC = frozenset({"health.health", "page.index", "page.static", "openapi.openapi", "metrics.metrics"})
 STREAM_TS = "stream_http.stream_ts"
 DEFAULT_TTL = 300
 

@@ -158,6 +158,10 @@ def document() -> dict[str, Any]:
                                           "content": {"video/mp2t": {"schema": {"type": "string",
                                                                                 "format": "binary"}}}},
                                   **_errors(401, 404, 429, 503)}}},
+            "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics (text format 0.0.4); "
+                                 "behind METRICS_TOKEN or API_TOKEN when one is set",
+                                 "responses": {"200": {"description": "the metrics", "content": {"text/plain": {
+                                     "schema": {"type": "string"}}}}, **_errors(401, 429)}}},
         },
     }
 

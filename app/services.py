@@ -17,6 +17,7 @@ from supervisors.sources import Network
 
 from .access import Access
 from .clients import Connections, RateLimiter
+from .counts import EdgeTally
 from .origins import Policy
 from .settings import Settings
 from .store import Store
@@ -44,6 +45,7 @@ class Services:
     origins: Policy
     trusted: tuple[Network, ...] = ()
     send_path: SendPathRecord = attrs.Factory(SendPathRecord)
+    metrics: EdgeTally = attrs.Factory(EdgeTally)
     _ffmpeg: FFmpegInfo | None = None
     _probed_at: float = -PROBE_TTL
 

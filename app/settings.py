@@ -50,6 +50,7 @@ class Settings:
     log_level: LogLevel = LogLevel("INFO")
     log_format: LogFormat = LogFormat("text")
     api_token: Secret = Secret("")  # "": no access control
+    metrics_token: Secret = Secret("")  # "": /metrics is behind API_TOKEN (if set)
     cors_origins: Origins = Origins(())  # (): same origin only
     allowed_hosts: Hosts = Hosts(())  # (): loopback names when bound to loopback, else any
     allow_url_streams: Switch = Switch("auto")  # auto: only without API_TOKEN, bound to loopback
@@ -211,7 +212,7 @@ class SettingsError(Exception):
 
 # Settings the issues announce that this version does not implement: an operator who sets
 # one must not believe it protects anything, so start-up refuses it.
-NOT_IMPLEMENTED = ("CERTFILE", "KEYFILE", "METRICS_TOKEN")
+NOT_IMPLEMENTED = ("CERTFILE", "KEYFILE")
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
@@ -229,7 +230,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         return converter.structure(given, Settings)
     except cattrs.ClassValidationError as error:
         bad = field_errors(error)
-        shown = {k: "***" if k in ("api_token", "secret_key") else repr(v) for k, v in given.items()}
+        shown = {k: "***" if k in ("api_token", "metrics_token", "secret_key") else repr(v) for k, v in given.items()}
         detail = "; ".join(f"{names.get(k, k)}={shown.get(k, '')} {msg}" for k, msg in bad.items())
         raise SettingsError(f"invalid settings: {detail}") from None
 

@@ -178,7 +178,7 @@ async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions:
     assert isinstance(target, Target)
     if target.source is not None:  # played by URL: errors must not tell ports and hosts apart
         on_event = _generic(on_event)
-    with s.registry.open_viewer(accepted.client) as viewer:
+    with s.registry.open_viewer(accepted.client) as viewer, s.metrics.sending("asgi" if wire is None else "wire"):
         if wire is not None:
             viewer.express = wire.express
         try:
@@ -194,7 +194,7 @@ async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions:
 async def stream_socket() -> None:
     """The protocol of SPEC §4: JSON status and errors, actions, binary MPEG-TS."""
     s = services()
-    with ExitStack() as held:
+    with ExitStack() as held, s.metrics.socket("/ws/stream"):
         accepted = await _accept(s, held)
         if isinstance(accepted.target, Failure):
             await accepted.send(event_json(accepted.target))
@@ -210,7 +210,7 @@ async def media_socket() -> None:
     binary MPEG-TS; a failure closes it with 4000 + its HTTP status and the error code as
     the reason (HTTP_STATUS); status is left to REST."""
     s = services()
-    with ExitStack() as held:
+    with ExitStack() as held, s.metrics.socket("/ws/stream.ts"):
         accepted = await _accept(s, held)
         if isinstance(accepted.target, Failure):
             await websocket.close(media_close_code(accepted.target.code), accepted.target.code)

@@ -20,12 +20,13 @@ from .events import (
 )
 from .ffmpeg import Source
 from .registry import Registry, RegistryStatistics
+from .tally import StreamTally, Tally
 from .upstream import ErrorRecord, UpstreamStatus
 from .urls import CONTROL, InvalidUrl, keep_masked, mask_text, mask_url, validate_url
 from .viewer import Unfinished, Viewer
 
 __all__ = [
     "CONTROL", "HTTP_STATUS", "Action", "Close", "CloseCode", "EngineConfig", "ErrorCode", "ErrorRecord", "Event", "Failure", "InvalidUrl",
-    "Phase", "Registry", "RegistryStatistics", "Source", "Status", "StreamPhase", "Transport",
+    "Phase", "Registry", "RegistryStatistics", "Source", "Status", "StreamPhase", "StreamTally", "Tally", "Transport",
     "Unfinished", "UpstreamStatus", "Viewer", "keep_masked", "mask_text", "mask_url", "media_close_code", "validate_url",
 ]

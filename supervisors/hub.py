@@ -17,6 +17,7 @@ import attrs
 
 from .events import Event
 from .mpegts import Aligner, Index
+from .tally import Histogram, StreamTally
 from .timeline import Retimer
 from .viewer import Viewer
 
@@ -27,15 +28,19 @@ GOP_LIMIT = 2 << 20
 class HubStatistics:
     viewers: int
     bytes_in: int
-    drops: int
+    drops: int  # of every viewer since this upstream started
+    viewer_drops: int  # of the viewers attached now
 
 
 class Hub:
     """Viewers of one upstream, and what a joining viewer needs to start at a keyframe."""
 
     def __init__(self, *, gop_limit: int = GOP_LIMIT, on_slow: Callable[[Viewer], None] = lambda v: None,
-                 timeline: int | None = None) -> None:
+                 timeline: int | None = None, tally: StreamTally | None = None,
+                 first_media: Histogram | None = None) -> None:
         self.viewers: set[Viewer] = set()
+        self._tally = tally or StreamTally()  # the stream's, which outlives this upstream
+        self._first_media = first_media or Histogram()
         self._retimer = Retimer(timeline)  # outlives `reset`: one timeline per stream
         self.bytes_in = 0
         self._gop_limit = gop_limit
@@ -80,11 +85,14 @@ class Hub:
                 pids = self._pids()
                 gop = [retimer.apply(part, pids, 0 if i == 0 else None) for i, part in enumerate(gop)]
             viewer.synced = viewer.offer(header, *gop)
+            if viewer.synced:
+                self._sent(viewer, len(header) + sum(len(part) for part in gop))
 
     def detach(self, viewer: Viewer) -> None:
         if viewer in self.viewers:
             self.viewers.discard(viewer)
             self._drops_gone += viewer.drops
+            self._tally.drops += viewer.drops
             end = viewer.retimer.end() if viewer.retimer is not None else None
             viewer.resume_at = end if end is not None else self._retimer.end()
 
@@ -95,8 +103,15 @@ class Hub:
         for viewer in self.viewers:
             viewer.notify(event)
 
+    def _sent(self, viewer: Viewer, size: int) -> None:
+        """A viewer that was not synced got `size` bytes from a keyframe on."""
+        self._tally.bytes_out += size
+        if (waited := viewer.waited()) is not None:
+            self._first_media.observe(waited)
+
     def publish(self, chunk: bytes) -> None:
         self.bytes_in += len(chunk)
+        self._tally.bytes_in += len(chunk)
         data = self._aligner.feed(chunk)
         if not data:
             return
@@ -112,16 +127,22 @@ class Hub:
             if self._gop_bytes > self._gop_limit:
                 self._gop, self._gop_bytes = [], 0
         header = self._index.header
+        offered = 0  # viewers that took `data` as it is (counted once per chunk, below)
         for viewer in list(self.viewers):
             retimer = viewer.retimer
             if viewer.synced:
                 viewer.synced = viewer.offer(data if retimer is None else retimer.apply(data, pids, key))
+                offered += viewer.synced
             elif key is not None and header is not None:
                 first = self._gop[0]
                 viewer.synced = viewer.offer(header, first if retimer is None else retimer.apply(first, pids, 0))
+                if viewer.synced:
+                    self._sent(viewer, len(header) + len(first))
             if viewer.slow:
                 self._on_slow(viewer)
+        self._tally.bytes_out += offered * len(data)
 
     def statistics(self) -> HubStatistics:
-        drops = self._drops_gone + sum(v.drops for v in self.viewers)
-        return HubStatistics(viewers=len(self.viewers), bytes_in=self.bytes_in, drops=drops)
+        attached = sum(v.drops for v in self.viewers)
+        return HubStatistics(viewers=len(self.viewers), bytes_in=self.bytes_in, drops=self._drops_gone + attached,
+                             viewer_drops=attached)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import attrs
@@ -23,6 +23,8 @@ import trio
 from .config import EngineConfig
 from .events import Close, CloseCode, ErrorCode, Failure, Phase, Status, StreamPhase
 from .ffmpeg import Runner, Source, ffmpeg_runner
+from .hub import HubStatistics
+from .tally import Tally
 from .upstream import Upstream, UpstreamStatus
 from .viewer import Viewer
 
@@ -41,9 +43,12 @@ class RegistryStatistics:
 class Registry:
     """Running upstreams by key, and every open viewer (see module docstring)."""
 
-    def __init__(self, config: EngineConfig, runner: Runner | None = None) -> None:
+    def __init__(self, config: EngineConfig, runner: Runner | None = None, *,
+                 group: Callable[[str], str] = lambda key: key) -> None:
+        """`group`: which tally (`self.tally`) an upstream's key counts in."""
         self.config = config
         self._runner = runner or ffmpeg_runner(config.ffmpeg, timeout=config.ffmpeg_timeout, sources=config.sources)
+        self.tally = Tally(group)  # what every stream has done, for the metrics
         self._upstreams: dict[str, Upstream] = {}
         self._ended: OrderedDict[str, Upstream] = OrderedDict()
         self._viewers: set[Viewer] = set()
@@ -114,6 +119,7 @@ class Registry:
             upstream = self._start(key, source, viewer.client)
         self._clients.setdefault(viewer.client, Counter())[key] += 1
         viewer.key = key
+        viewer.asked()
         upstream.hub.attach(viewer)
         upstream.viewers_changed()
 
@@ -156,7 +162,8 @@ class Registry:
             raise RuntimeError("registry is not running")
         ended = self._ended.pop(key, None)  # its timestamps go on: players keep their decoders
         upstream = Upstream(key, source, self.config, self._runner, self._retired, self._too_slow,
-                            self._batch_window, timeline=ended.hub.timeline_end() if ended else None)
+                            self._batch_window, timeline=ended.hub.timeline_end() if ended else None,
+                            tally=self.tally.stream(key), first_media=self.tally.first_media)
         self._upstreams[key] = upstream
         self._starters[key] = client
         self._nursery.start_soon(self._guarded, upstream)
@@ -164,6 +171,8 @@ class Registry:
 
     def _too_slow(self, viewer: Viewer) -> None:
         log.warning("viewer %s of %s cut off: SLOW_CONSUMER (%d drops)", viewer.client, viewer.key, viewer.drops)
+        if viewer.key is not None:
+            self.tally.stream(viewer.key).evictions += 1
         self._detach(viewer)
 
     async def _guarded(self, upstream: Upstream) -> None:
@@ -211,8 +220,10 @@ class Registry:
         return True
 
     def remove(self, key: str, failure: Failure) -> None:
-        """The stream is gone (DELETE): its viewers get the failure and `stopped`."""
+        """The stream is gone (DELETE): its viewers get the failure and `stopped`; its tally
+        is forgotten."""
         self._ended.pop(key, None)
+        self.tally.forget(key)
         upstream = self._upstreams.get(key)
         if upstream is None:
             return
@@ -225,6 +236,11 @@ class Registry:
     def status(self, key: str) -> UpstreamStatus:
         upstream = self._upstreams.get(key) or self._ended.get(key)
         return upstream.status() if upstream is not None else UpstreamStatus(phase=StreamPhase.IDLE)
+
+    def live(self) -> Iterator[tuple[str, HubStatistics]]:
+        """Each running upstream's key and fan-out statistics."""
+        for key, upstream in list(self._upstreams.items()):
+            yield key, upstream.hub.statistics()
 
     def statistics(self) -> RegistryStatistics:
         return RegistryStatistics(running=len(self._upstreams), max=self.config.max_streams,

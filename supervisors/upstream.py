@@ -26,6 +26,7 @@ from .config import EngineConfig
 from .events import FINAL_CODES, ErrorCode, Failure, StreamPhase
 from .ffmpeg import READ_SIZE, Run, Runner, Source, describe_os_error
 from .hub import Hub
+from .tally import Histogram, StreamTally
 from .urls import mask_url
 from .viewer import Viewer
 
@@ -57,11 +58,14 @@ class Upstream:
     def __init__(self, key: str, source: Source, config: EngineConfig, runner: Runner,
                  on_retire: Callable[[Upstream], None],
                  on_slow: Callable[[Viewer], None] = lambda viewer: None,
-                 window: Callable[[], float] = lambda: 0.0, timeline: int | None = None) -> None:
+                 window: Callable[[], float] = lambda: 0.0, timeline: int | None = None,
+                 tally: StreamTally | None = None, first_media: Histogram | None = None) -> None:
         self.key = key
         self.source = source
+        self._tally = tally or StreamTally()  # the stream's, which outlives this upstream
         # `timeline`: where the stream's last upstream left its timestamps (90 kHz)
-        self.hub = Hub(gop_limit=config.gop_limit, on_slow=on_slow, timeline=timeline)
+        self.hub = Hub(gop_limit=config.gop_limit, on_slow=on_slow, timeline=timeline, tally=self._tally,
+                       first_media=first_media)
         self.restarts = 0
         self._config = config
         self._runner = runner
@@ -136,7 +140,7 @@ class Upstream:
             self._restart = trio.Event()
             failure = await self._attempt()
             if failure is None:  # restarted on request
-                self.restarts += 1
+                self._restarted()
                 continue
             if failure.code in FINAL_CODES:  # not retried: retiring stops every viewer
                 self._set_phase(StreamPhase.ERROR)
@@ -144,7 +148,11 @@ class Upstream:
             self._set_phase(StreamPhase.ERROR)
             with trio.move_on_after(self._backoff.next()):
                 await self._restart.wait()
-            self.restarts += 1
+            self._restarted()
+
+    def _restarted(self) -> None:
+        self.restarts += 1
+        self._tally.restarts += 1
 
     async def _attempt(self) -> Failure | None:
         """One run of the media process; the failure that ended it, None if restarted."""
@@ -153,6 +161,7 @@ class Upstream:
         log.info("upstream %s connecting (%s)", mask_url(self.source.url), self.source.transport)
         timeout = self._config.ffmpeg_timeout
         started = trio.current_time()
+        self._tally.starts += 1
         healthy_from: float | None = None
         failure: Failure | None = None
         with trio.CancelScope() as self._attempt_scope:
@@ -227,6 +236,7 @@ class Upstream:
 
     def _report(self, failure: Failure) -> Failure:
         self._error = ErrorRecord(failure.code, failure.message, time.time())
+        self._tally.failures[failure.code] += 1
         log.warning("upstream %s failed: %s", mask_url(self.source.url), failure)
         self.hub.broadcast(failure)
         return failure

@@ -71,8 +71,8 @@ class Viewer:
     """A socket's subscription state and outbound queue (see module docstring)."""
 
     __slots__ = ("_announced", "_bytes", "_clock", "_holding", "_items", "_lot", "_overflow_since",
-                 "_slow_after", "budget", "client", "drops", "express", "key", "resume_at", "retimer", "slow",
-                 "synced")
+                 "_slow_after", "asked_at", "budget", "client", "drops", "express", "key", "resume_at", "retimer",
+                 "slow", "synced")
 
     def __init__(self, client: str, *, budget: int, clock: Callable[[], float] = trio.current_time,
                  slow_after: float = SLOW_AFTER) -> None:
@@ -87,6 +87,7 @@ class Viewer:
         # and the Retimer the hub passes its media through from the next attach on
         self.resume_at: int | None = None
         self.retimer: Retimer | None = None
+        self.asked_at: float | None = None  # when it was attached, until its first media
         self._clock = clock
         self._slow_after = slow_after
         self._items: deque[Item] = deque()
@@ -97,6 +98,17 @@ class Viewer:
         self._overflow_since: float | None = None
 
     # --- producer side (hub, upstream, registry): synchronous, never blocks ---------------
+
+    def asked(self) -> None:
+        """It was just attached: `waited` will tell how long its first media took."""
+        self.asked_at = self._clock()
+
+    def waited(self) -> float | None:
+        """Seconds from `asked` to now, once (None after that, or if never asked)."""
+        if self.asked_at is None:
+            return None
+        waited, self.asked_at = self._clock() - self.asked_at, None
+        return waited
 
     def offer(self, *parts: bytes) -> bool:
         """Queue media (all of `parts` or none); False if it overflowed or the viewer gave up."""
