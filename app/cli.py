@@ -74,7 +74,10 @@ def hypercorn_config(settings: Settings, *, ping_interval: float = PING_INTERVAL
     config = ServerConfig()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.graceful_timeout = 1.0
-    config.accesslog = None
+    config.accesslog = None  # app.access logs each request, with the client TRUSTED_PROXIES tell
+    # a Logger, not "-": Hypercorn then adds no handler of its own, and its lines go through
+    # ours (masked, JSON with LOG_FORMAT=json)
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.websocket_ping_interval = ping_interval
     config.read_timeout = dead_after
     # client messages are tiny actions: over 4 KiB is BAD_REQUEST, over this is not even read
@@ -133,8 +136,9 @@ async def serve_until_signal(settings: Settings) -> int:
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(run)
         nursery.start_soon(_exit_if_stuck, app, stopping)
-        log.info("serving on %s", " ".join(binds))
-        print(f"rtsp-viewer: serving on {' '.join(binds)}", file=sys.stderr, flush=True)
+        log.info("serving on %s", " ".join(binds), extra={"event": "server.serving"})
+        if settings.log_format != "json":  # there, every line is a JSON object
+            print(f"rtsp-viewer: serving on {' '.join(binds)}", file=sys.stderr, flush=True)
     return 0
 
 

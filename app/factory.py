@@ -15,7 +15,21 @@ from quart_trio import QuartTrio
 from supervisors import EngineConfig, Registry
 from supervisors.ffmpeg import Runner
 
-from . import clients, errors, guard, health, metrics, openapi, origins, page, stream_http, streams, wire, ws
+from . import (
+    clients,
+    errors,
+    guard,
+    health,
+    logs,
+    metrics,
+    openapi,
+    origins,
+    page,
+    stream_http,
+    streams,
+    wire,
+    ws,
+)
 from .access import Access, server_key
 from .services import Services
 from .settings import Settings
@@ -67,6 +81,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
 
     app.asgi_app = origins.check_hosts(wire.capture_send(app.asgi_app), policy)  # type: ignore[method-assign, assignment]
     errors.install(app)
+    logs.install(app)  # first: its request id and clock start before the limits answer
     clients.install(app, trusted, rates)
     guard.install(app, access)
     origins.install(app, policy)

@@ -11,9 +11,10 @@ leaving `open_viewer` detaches it from its upstream.
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 import attrs
 import trio
@@ -42,12 +43,15 @@ from supervisors.classify import GENERIC
 from .access import Grant
 from .clients import Limited, client_address
 from .guard import socket_grant
+from .logs import next_id
+from .metrics import stream_label
 from .services import Services, services
 from .store import MAX_ID, StorageError
 from .streams import stream_key
 from .wire import SEND_KEY, NoWire, Wire
 
 blueprint = Blueprint("ws", __name__)
+log = logging.getLogger(__name__)
 MAX_MESSAGE = 4096
 
 
@@ -196,6 +200,7 @@ async def stream_socket() -> None:
     s = services()
     with ExitStack() as held, s.metrics.socket("/ws/stream"):
         accepted = await _accept(s, held)
+        held.enter_context(_logged(websocket.path, accepted))
         if isinstance(accepted.target, Failure):
             await accepted.send(event_json(accepted.target))
             await websocket.close(accepted.close_code, accepted.target.code)
@@ -212,10 +217,30 @@ async def media_socket() -> None:
     s = services()
     with ExitStack() as held, s.metrics.socket("/ws/stream.ts"):
         accepted = await _accept(s, held)
+        held.enter_context(_logged(websocket.path, accepted))
         if isinstance(accepted.target, Failure):
             await websocket.close(media_close_code(accepted.target.code), accepted.target.code)
             return
         await _serve(s, accepted, _as_close, actions=False)
+
+
+@contextmanager
+def _logged(endpoint: str, accepted: Accepted) -> Iterator[None]:
+    """An access line when the socket opens (or is refused) and one when it ends."""
+    target = accepted.target
+    fields: dict[str, object] = {"client": accepted.client, "connection": next_id("c"), "path": endpoint}
+    if isinstance(target, Failure):
+        log.info("%s refused: %s", endpoint, target.code, extra={"event": "ws.refused", "code": target.code, **fields})
+        yield
+        return
+    fields["stream"] = stream_label(target.key)
+    log.info("%s opened", endpoint, extra={"event": "ws.opened", **fields})
+    started = trio.current_time()
+    try:
+        yield
+    finally:
+        log.info("%s closed", endpoint, extra={"event": "ws.closed", **fields,
+                                                "duration_ms": round((trio.current_time() - started) * 1000)})
 
 
 def _generic(on_event: OnEvent) -> OnEvent:

@@ -163,14 +163,17 @@ class Registry:
         ended = self._ended.pop(key, None)  # its timestamps go on: players keep their decoders
         upstream = Upstream(key, source, self.config, self._runner, self._retired, self._too_slow,
                             self._batch_window, timeline=ended.hub.timeline_end() if ended else None,
-                            tally=self.tally.stream(key), first_media=self.tally.first_media)
+                            tally=self.tally.stream(key), first_media=self.tally.first_media,
+                            label=self.tally.group(key))
         self._upstreams[key] = upstream
         self._starters[key] = client
         self._nursery.start_soon(self._guarded, upstream)
         return upstream
 
     def _too_slow(self, viewer: Viewer) -> None:
-        log.warning("viewer %s of %s cut off: SLOW_CONSUMER (%d drops)", viewer.client, viewer.key, viewer.drops)
+        label = self.tally.group(viewer.key) if viewer.key is not None else None
+        log.warning("viewer %s of stream %s cut off: SLOW_CONSUMER (%d drops)", viewer.client, label, viewer.drops,
+                    extra={"event": "viewer.slow_consumer", "stream": label, "client": viewer.client})
         if viewer.key is not None:
             self.tally.stream(viewer.key).evictions += 1
         self._detach(viewer)
@@ -182,7 +185,8 @@ class Registry:
         try:
             await upstream.run()
         except* Exception:  # a bug in one upstream must not end every other one
-            log.exception("upstream %s crashed", upstream.key)
+            log.exception("upstream of stream %s crashed", upstream.label,
+                          extra={"event": "upstream.crashed", "stream": upstream.label})
         finally:
             self._supervisors -= 1
             if not self._supervisors:

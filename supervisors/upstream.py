@@ -59,8 +59,9 @@ class Upstream:
                  on_retire: Callable[[Upstream], None],
                  on_slow: Callable[[Viewer], None] = lambda viewer: None,
                  window: Callable[[], float] = lambda: 0.0, timeline: int | None = None,
-                 tally: StreamTally | None = None, first_media: Histogram | None = None) -> None:
+                 tally: StreamTally | None = None, first_media: Histogram | None = None, label: str = "") -> None:
         self.key = key
+        self.label = label or key  # the stream as logs and metrics name it (never a URL)
         self.source = source
         self._tally = tally or StreamTally()  # the stream's, which outlives this upstream
         # `timeline`: where the stream's last upstream left its timestamps (90 kHz)
@@ -158,7 +159,8 @@ class Upstream:
         """One run of the media process; the failure that ended it, None if restarted."""
         self._set_phase(StreamPhase.CONNECTING)
         self.hub.restart()  # queued media of the last attempt is dropped; viewers see `connecting`
-        log.info("upstream %s connecting (%s)", mask_url(self.source.url), self.source.transport)
+        self._log(logging.INFO, "connecting", "upstream %s connecting (%s)", mask_url(self.source.url),
+                  self.source.transport)
         timeout = self._config.ffmpeg_timeout
         started = trio.current_time()
         self._tally.starts += 1
@@ -205,7 +207,7 @@ class Upstream:
                 if first is None:
                     first = trio.current_time()
                     self._set_phase(StreamPhase.PLAYING)
-                    log.info("upstream %s playing", mask_url(self.source.url))
+                    self._log(logging.INFO, "playing", "upstream %s playing", mask_url(self.source.url))
                 elif window := self._window():
                     chunk, ended = await self._gather(run, chunk, window)
                 self.hub.publish(chunk)
@@ -237,7 +239,8 @@ class Upstream:
     def _report(self, failure: Failure) -> Failure:
         self._error = ErrorRecord(failure.code, failure.message, time.time())
         self._tally.failures[failure.code] += 1
-        log.warning("upstream %s failed: %s", mask_url(self.source.url), failure)
+        self._log(logging.WARNING, "failed", "upstream %s failed: %s", mask_url(self.source.url), failure,
+                  code=failure.code)
         self.hub.broadcast(failure)
         return failure
 
@@ -249,10 +252,14 @@ class Upstream:
                 while not self.hub.viewers:
                     await self._changed.wait()
                 continue
-            log.info("upstream %s has had no viewer for %g s: stopping",
+            self._log(logging.INFO, "lingered", "upstream %s has had no viewer for %g s: stopping",
                      mask_url(self.source.url), self._config.linger)
             self.retire()
             return
+
+    def _log(self, level: int, event: str, message: str, *args: object, **fields: object) -> None:
+        """A log line with its event and stream as fields (LOG_FORMAT=json shows them)."""
+        log.log(level, message, *args, extra={"event": f"upstream.{event}", "stream": self.label, **fields})
 
     def _set_phase(self, phase: StreamPhase) -> None:
         if phase != self._phase:

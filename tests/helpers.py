@@ -225,7 +225,7 @@ class Process:
 
     async def url(self) -> str:
         with trio.fail_after(20):
-            while not (match := re.search(r"serving on (https?://\S+)|Running on (https?://\S+)", self.stderr)):
+            while not (match := re.search(r'serving on (https?://[^\s"]+)|Running on (https?://[^\s"]+)', self.stderr)):
                 if self.process.returncode is not None:
                     raise AssertionError(f"server exited: {self.stderr}")
                 await trio.sleep(0.05)

@@ -6,9 +6,6 @@ reaches the app from 127.0.0.1 and appends the client's address to X-Forwarded-F
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,71 +14,31 @@ import pytest
 import trio
 
 from tests.helpers import Server, start_server
+from tests.nginx import free_port, run_nginx
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SITE = """
-daemon off;
-{user}
-error_log {prefix}/error.log warn;
-pid {prefix}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy;
-  fastcgi_temp_path {prefix}/fastcgi; uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      proxy_pass http://{app};
-      proxy_http_version 1.1;
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection "upgrade";
-      proxy_buffering off;
-    }}
+server {{
+  listen 127.0.0.1:{port};
+  location / {{
+    proxy_pass http://{app};
+    proxy_http_version 1.1;
+    proxy_set_header Host $host;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header Upgrade $http_upgrade;
+    proxy_set_header Connection "upgrade";
+    proxy_buffering off;
   }}
 }}
 """
 
 
-def require_nginx() -> None:
-    if not Path(NGINX).exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI needs nginx (apt-get install nginx-light): ./scripts/test installs it as root")
-        pytest.skip("no nginx: apt-get install nginx-light")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @asynccontextmanager
 async def nginx_in_front(server: Server, folder: Path) -> AsyncIterator[int]:
-    """nginx proxying to the server; yields its port, ends it (by its own handle) after."""
-    require_nginx()
-    await trio.Path(folder).mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    conf = trio.Path(folder / "nginx.conf")
-    await conf.write_text(SITE.format(prefix=folder, port=port, app=server.base.removeprefix("http://"),
-                                      user="user root;" if os.getuid() == 0 else ""))
-    process = await trio.lowlevel.open_process([NGINX, "-p", str(folder), "-c", str(conf)])
-    try:
-        with trio.fail_after(10):
-            while True:  # until nginx listens
-                try:
-                    await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
-                    break
-                except OSError:
-                    await trio.sleep(0.05)
+    """nginx proxying to the server; yields its port."""
+    port = free_port()
+    async with run_nginx(folder, SITE.format(port=port, app=server.base.removeprefix("http://")), port):
         yield port
-    finally:
-        process.terminate()  # SIGTERM: nginx's master ends its workers
-        with trio.CancelScope(shield=True):
-            await process.wait()
 
 
 async def get(port: int, source: str, path: str, extra: str = "") -> int:
