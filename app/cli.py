@@ -22,6 +22,9 @@ from hypercorn.config import Config, Sockets
 from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
+from supervisors import InvalidUrl, validate_url
+
+from . import operator
 from .factory import create_app
 from .logs import configure
 from .services import Services
@@ -37,6 +40,7 @@ PING_INTERVAL = 15.0  # WebSocket pings; a live client answers each with a pong 
 DEAD_AFTER = 25  # nothing read from a client for this long (no pong either): it is gone
 
 
+DEFAULT_SERVER = "http://127.0.0.1:8000"
 MAX_CLIENT_MESSAGE = 64 * 1024
 SEND_BUFFER = 256 * 1024  # kernel send buffer per client: backlog belongs in the viewer's queue
 
@@ -155,6 +159,22 @@ async def _exit_if_stuck(app: QuartTrio, stopping: trio.Event) -> None:
     os._exit(EXIT_FORCED)
 
 
+async def _operate(args: argparse.Namespace) -> int:
+    """`check`, `streams` and `probe` (app/operator.py)."""
+    if args.command == "probe":
+        try:
+            url = validate_url(args.url)
+        except InvalidUrl as error:
+            print(f"rtsp-viewer probe: url {error}", file=sys.stderr)
+            return 2
+        ffmpeg = Settings(ffmpeg_bin=os.environ.get("FFMPEG_BIN", "")).ffmpeg()
+        return await operator.probe_camera(ffmpeg, url, args.transport, args.timeout)
+    api = operator.Api(args.server, os.environ.get("API_TOKEN") or None)
+    if args.command == "check":
+        return await operator.check(api, args.camera, args.transport)
+    return await operator.streams(api, args.action, args.args, args.transport)
+
+
 def raise_fd_limit() -> int:
     """Raise the soft limit on open files to the hard one (each viewer holds a socket, each
     upstream three pipes); the new soft limit."""
@@ -175,7 +195,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
     run.add_argument("--port", help="port (default: PORT or 8000; 0 picks one)")
     run.add_argument("--dev", action="store_true", help="development: CORS for all origins, DEBUG logs")
+    server_help = "the server (default: RTSP_VIEWER_URL or http://127.0.0.1:8000); API_TOKEN from the environment"
+    check = commands.add_parser("check", help="check a running server end to end; exit 1 naming the failed step")
+    check.add_argument("camera", nargs="?", help="an RTSP URL: create a temporary stream, play it, delete it")
+    check.add_argument("--server", default=os.environ.get("RTSP_VIEWER_URL", DEFAULT_SERVER), help=server_help)
+    check.add_argument("--transport", choices=["tcp", "udp"], default="tcp")
+    manage = commands.add_parser("streams", help="list | add NAME URL | show ID | rm ID, against the API")
+    manage.add_argument("action", choices=["list", "add", "show", "rm"])
+    manage.add_argument("args", nargs="*")
+    manage.add_argument("--server", default=os.environ.get("RTSP_VIEWER_URL", DEFAULT_SERVER), help=server_help)
+    manage.add_argument("--transport", choices=["tcp", "udp"], default="tcp")
+    look = commands.add_parser("probe", help="connect to a camera: codecs, size, fps, audio, or the error")
+    look.add_argument("url")
+    look.add_argument("--transport", choices=["tcp", "udp"], default="tcp")
+    look.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     args = parser.parse_args(argv)
+    if args.command != "serve":
+        sys.exit(trio.run(_operate, args))
     given = {"HOST": args.host, "PORT": args.port}  # checked as the variables are
     if args.dev:
         given |= {"CORS_ORIGINS": "*", "LOG_LEVEL": "DEBUG"}
