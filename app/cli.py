@@ -77,6 +77,8 @@ def hypercorn_config(settings: Settings, *, ping_interval: float = PING_INTERVAL
     """Hypercorn settings; the same as deploy/hypercorn.toml (checked by a test)."""
     config = ServerConfig()
     config.bind = [f"{settings.host}:{settings.port}"]
+    if settings.certfile:  # HTTPS and WSS from Hypercorn itself (the lean send path does not attach)
+        config.certfile, config.keyfile = settings.certfile, settings.keyfile
     config.graceful_timeout = 1.0
     config.accesslog = None  # app.access logs each request, with the client TRUSTED_PROXIES tell
     # a Logger, not "-": Hypercorn then adds no handler of its own, and its lines go through

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import sys
 from collections.abc import Callable, Mapping
 from typing import NewType
@@ -28,6 +29,7 @@ LogLevel = NewType("LogLevel", str)
 LogFormat = NewType("LogFormat", str)
 DatabaseUrl = NewType("DatabaseUrl", str)
 Secret = NewType("Secret", str)
+File = NewType("File", str)  # a readable file's path
 Origins = NewType("Origins", tuple[str, ...])  # CORS_ORIGINS: "*" or origins, comma-separated
 Hosts = NewType("Hosts", tuple[str, ...])  # ALLOWED_HOSTS: "*" or host names, comma-separated
 Sources = NewType("Sources", tuple[str, ...])  # ALLOWED_SOURCES: CIDRs and host names, comma-separated
@@ -59,6 +61,8 @@ class Settings:
     rate_limit: Rate = Rate((20.0, 40.0))  # (0, 0): off
     max_connections_per_client: Count = Count(20)
     start_within: Timeout = Timeout(60.0)  # a socket that sends no start by then is closed
+    certfile: File = File("")  # with KEYFILE: Hypercorn serves HTTPS and WSS itself
+    keyfile: File = File("")
 
     @property
     def url_streams(self) -> bool:
@@ -182,6 +186,16 @@ def _switch(value: object, _: object) -> str:
     return text
 
 
+def _file(value: object, _: object) -> str:
+    path = str(value).strip()
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise FieldError(f"cannot be read: {error.strerror}") from None
+    return path
+
+
 def _database_url(value: object, _: object) -> str:
     text = str(value).strip()
     if not text.startswith("sqlite:///") or text == "sqlite:///":
@@ -204,35 +218,36 @@ converter.register_structure_hook(Sources, _sources)
 converter.register_structure_hook(Switch, _switch)
 converter.register_structure_hook(Networks, _networks)
 converter.register_structure_hook(Rate, _rate)
+converter.register_structure_hook(File, _file)
 
 
 class SettingsError(Exception):
     """Bad variables; str() is the one line to print."""
 
 
-# Settings the issues announce that this version does not implement: an operator who sets
-# one must not believe it protects anything, so start-up refuses it.
-NOT_IMPLEMENTED = ("CERTFILE", "KEYFILE")
-
-
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """The settings from `environ` (default: the process environment).
 
-    Raises SettingsError naming every bad variable, and every variable of NOT_IMPLEMENTED
-    that is set."""
+    Raises SettingsError naming every bad variable (and a CERTFILE and KEYFILE that are
+    not a pair TLS can load)."""
     environ = os.environ if environ is None else environ
-    unsupported = [var for var in NOT_IMPLEMENTED if environ.get(var, "") != ""]
-    if unsupported:
-        raise SettingsError(f"not implemented by this version, unset: {', '.join(unsupported)}")
     names = {f.name: f.name.upper() for f in attrs.fields(Settings)}
     given = {name: environ[var] for name, var in names.items() if environ.get(var, "") != ""}
     try:
-        return converter.structure(given, Settings)
+        settings = converter.structure(given, Settings)
     except cattrs.ClassValidationError as error:
         bad = field_errors(error)
         shown = {k: "***" if k in ("api_token", "metrics_token", "secret_key") else repr(v) for k, v in given.items()}
         detail = "; ".join(f"{names.get(k, k)}={shown.get(k, '')} {msg}" for k, msg in bad.items())
         raise SettingsError(f"invalid settings: {detail}") from None
+    if bool(settings.certfile) != bool(settings.keyfile):
+        raise SettingsError("invalid settings: CERTFILE and KEYFILE go together (HTTPS needs both)")
+    if settings.certfile:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.certfile, settings.keyfile)
+        except (ssl.SSLError, OSError) as error:
+            raise SettingsError(f"invalid settings: CERTFILE and KEYFILE cannot be loaded: {error}") from None
+    return settings
 
 
 def load_or_exit(environ: Mapping[str, str] | None = None) -> Settings:

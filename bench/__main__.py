@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -68,17 +69,18 @@ class Rig:
     """A relay server process (ours, or rtsp-relay for reference) and viewers against it."""
 
     def __init__(self, camera_url: str, pid: int, base: str, *, resource: str | None = None,
-                 needs_start: bool = True, deflate: bool = True) -> None:
+                 needs_start: bool = True, deflate: bool = True, tls: ssl.SSLContext | None = None) -> None:
         self.camera_url = camera_url
         self.pid = pid
-        self.host, port = base.removeprefix("http://").split(":")
+        self.tls = tls
+        self.host, port = base.split("://", 1)[1].split(":")
         self.port = int(port)
         self.resource = resource or f"/ws/stream?url={camera_url}"
         self.needs_start = needs_start
         self.deflate = deflate
 
     async def viewer(self, nursery: trio.Nursery, *, read: bool = True) -> LeanViewer:
-        viewer = LeanViewer(self.host, self.port, self.resource, deflate=self.deflate)
+        viewer = LeanViewer(self.host, self.port, self.resource, deflate=self.deflate, tls=self.tls)
         await viewer.connect()
         if read:
             nursery.start_soon(viewer.run)
@@ -333,6 +335,23 @@ async def camera_and_server(env: dict[str, str], **camera: Any) -> AsyncIterator
             await process.wait()
 
 
+def with_tls(env: dict[str, str]) -> tuple[dict[str, str], ssl.SSLContext]:
+    """The server's env with CERTFILE/KEYFILE of a test CA's certificate for 127.0.0.1, and
+    a client context that trusts it."""
+    import tempfile
+
+    import trustme
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    folder = Path(tempfile.mkdtemp(prefix="bench-tls-"))
+    issued.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    issued.private_key_pem.write_to_path(str(folder / "key.pem"))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return {**env, "CERTFILE": str(folder / "cert.pem"), "KEYFILE": str(folder / "key.pem")}, client
+
+
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("what", nargs="*", default=["latency", "fanout", "teardown", "slow"])
@@ -346,6 +365,7 @@ async def main(argv: list[str]) -> None:
     parser.add_argument("--no-burst", action="store_true",
                         help="the camera starts a player at its next keyframe instead of the last one")
     parser.add_argument("--no-relay", action="store_true", help="skip the rtsp-relay reference (needs node, npm)")
+    parser.add_argument("--tls", action="store_true", help="ours serves WSS itself (CERTFILE/KEYFILE, a test CA)")
     parser.add_argument("--no-deflate", action="store_true",
                         help="viewers do not offer permessage-deflate (browsers do)")
     args = parser.parse_args(argv)
@@ -354,8 +374,11 @@ async def main(argv: list[str]) -> None:
     env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LINGER": "0", "LOG_LEVEL": "WARNING",
            "MAX_STREAMS_PER_CLIENT": "1000", "MAX_CONCURRENT_STREAMS": "100", "RATE_LIMIT": "off",
            "MAX_CONNECTIONS_PER_CLIENT": "100000"}
+    tls = None
+    if args.tls:
+        env, tls = with_tls(env)
     async with camera_and_server(env, codec=args.codec, audio=args.audio, burst=not args.no_burst) as (url, server, _):
-        rig = Rig(url, server.process.pid, await server.url(), deflate=not args.no_deflate)
+        rig = Rig(url, server.process.pid, await server.url(), deflate=not args.no_deflate, tls=tls)
         print(f"camera {url} ({args.codec}{', with audio' if args.audio else ''}); server {rig.host}:{rig.port} (pid {server.process.pid}); "
               f"{os.cpu_count()} cores")
         if "latency" in args.what:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import zlib
 
 import attrs
@@ -41,7 +42,8 @@ class LeanViewer:
     deflate: bool = False  # offer permessage-deflate, as browsers do
     keep: bool = False  # keep the media bytes in `media`
     raw: bytearray | None = None  # if given, every byte received after the handshake, as it came
-    stream: trio.SocketStream | None = None
+    tls: ssl.SSLContext | None = None  # WSS: TLS over the socket first
+    stream: trio.abc.Stream | None = None
     handshake: bytes = b""  # the server's 101 response head
     media: bytearray = attrs.Factory(bytearray)
     pause_until: float = 0.0  # trio time before which `run` does not read
@@ -65,6 +67,9 @@ class LeanViewer:
             sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, receive_buffer)
         await sock.connect((self.host, self.port))
         self.stream = trio.SocketStream(sock)
+        if self.tls is not None:
+            self.stream = trio.SSLStream(self.stream, self.tls, server_hostname=self.host)
+            await self.stream.do_handshake()
         key = base64.b64encode(os.urandom(16)).decode()
         extensions = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
         await self.stream.send_all((

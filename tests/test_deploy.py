@@ -17,8 +17,9 @@ import trio
 import trio_websocket
 import trustme
 
+from app.settings import SettingsError, load
 from tests.camera import Camera
-from tests.helpers import BIN, ROOT, Viewer, env, probe, spawn
+from tests.helpers import BIN, ROOT, Viewer, env, probe, spawn, start_server
 from tests.nginx import free_port, run_nginx
 
 PASSWORD = "Sekr1tDeploy"  # the camera's
@@ -47,12 +48,7 @@ async def test_behind_the_deploy_nginx_conf_over_tls_with_json_logs(nursery: tri
     app = (await server.url()).removeprefix("http://")
     folder = tmp_path / "nginx"
     folder.mkdir()
-    ca = trustme.CA()
-    certificate = ca.issue_cert("127.0.0.1", "localhost")
-    certificate.private_key_pem.write_to_path(str(folder / "privkey.pem"))
-    certificate.cert_chain_pems[0].write_to_path(str(folder / "fullchain.pem"))
-    client_tls = ssl.create_default_context()
-    ca.configure_trust(client_tls)
+    _, _, client_tls = certificate_files(folder)  # where the site file's paths point
     http_port, https_port = free_port(), free_port()
     base = f"https://127.0.0.1:{https_port}"
     async with run_nginx(folder, site_for_test(folder, app, http_port, https_port), https_port):
@@ -106,3 +102,46 @@ async def test_behind_the_deploy_nginx_conf_over_tls_with_json_logs(nursery: tri
     assert {"upstream.connecting", "upstream.playing"} <= {line["event"] for line in lines
                                                           if line.get("stream") == str(stream_id)}
     assert any(line["logger"] == "hypercorn.error" for line in lines)  # Hypercorn's lines are JSON too
+
+
+def certificate_files(folder: Path) -> tuple[Path, Path, ssl.SSLContext]:
+    """(certificate chain, key, a client context that trusts them), for 127.0.0.1."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    issued.private_key_pem.write_to_path(str(folder / "privkey.pem"))
+    issued.cert_chain_pems[0].write_to_path(str(folder / "fullchain.pem"))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return folder / "fullchain.pem", folder / "privkey.pem", client
+
+
+async def test_certfile_and_keyfile_serve_https_and_wss_without_a_proxy(nursery: trio.Nursery, tmp_path: Path) -> None:
+    camera = Camera()
+    await nursery.start(camera.run)
+    cert, key, client_tls = certificate_files(tmp_path)
+    with_key = {"CERTFILE": str(cert), "KEYFILE": str(key)}
+    assert load(with_key).certfile == str(cert)
+    for bad in ({"CERTFILE": str(key), "KEYFILE": str(cert)}, {"CERTFILE": str(cert), "KEYFILE": str(cert)}):
+        try:
+            load(bad)
+        except SettingsError as error:
+            assert "CERTFILE and KEYFILE cannot be loaded" in str(error)
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    server = await start_server(nursery, certfile=str(cert), keyfile=str(key))
+    assert server.base.startswith("https://")
+    async with httpx.AsyncClient(base_url=server.base, verify=client_tls) as http:
+        stream_id = (await http.post("/api/streams/", json={"name": "tls", "url": camera.url()})).json()["id"]
+        url = server.base.replace("https://", "wss://") + f"/ws/stream?id={stream_id}"
+        async with trio_websocket.open_websocket_url(url, ssl_context=client_tls) as ws:
+            viewer = Viewer(ws)
+            async with trio.open_nursery() as reading:
+                reading.start_soon(viewer.pump)
+                await viewer.play()
+                media = await viewer.collect(1.5)
+                health = (await http.get("/api/health/")).json()
+                reading.cancel_scope.cancel()
+    video, errors = probe(media)
+    assert "h264" in video and errors == "", (video, errors)
+    # the cost stated in the README: over Hypercorn's own TLS, media takes the ASGI path
+    assert health["send_path"] == "asgi" and "TLS" in health["send_path_reason"], health
