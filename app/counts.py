@@ -8,6 +8,9 @@ from contextlib import contextmanager
 
 import attrs
 
+# a label's values must stay few: any other method a client sends counts as "other"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 @attrs.define
 class EdgeTally:
@@ -36,4 +39,5 @@ class EdgeTally:
             self.send_paths[path] -= 1
 
     def request(self, route: str, method: str, status: int) -> None:
-        self.requests[route, method, str(status)] += 1
+        """Count a response; `route` is the URL rule (or "unmatched"), never the path."""
+        self.requests[route, method if method in METHODS else "other", str(status)] += 1

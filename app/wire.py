@@ -68,6 +68,17 @@ def capture_send(asgi_app: ASGIApp) -> ASGIApp:
     return app
 
 
+def decline_deflate(send: object) -> None:
+    """Answer this WebSocket's handshake without permessage-deflate (RFC 7692 lets a server
+    decline it): compressed video is no smaller, and on the ASGI path (TLS in Hypercorn,
+    another layout) wsproto would deflate every message, at 50 browser viewers six times
+    the CPU (bench/README.md). Call before accepting; a no-op outside Hypercorn 0.18."""
+    stream = getattr(send, "__self__", None)
+    handshake = getattr(stream, "handshake", None) if isinstance(stream, WSStream) else None
+    if handshake is not None and hasattr(handshake, "extensions"):
+        handshake.extensions = None  # what the client offered: now nothing
+
+
 class SendPath(StrEnum):
     WIRE = "wire"  # frames written here, straight to the socket
     ASGI = "asgi"  # frames through Quart's websocket.send and Hypercorn (several times the CPU)

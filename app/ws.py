@@ -48,7 +48,7 @@ from .metrics import stream_label
 from .services import Services, services
 from .store import MAX_ID, StorageError
 from .streams import stream_key
-from .wire import SEND_KEY, NoWire, Wire
+from .wire import SEND_KEY, NoWire, Wire, decline_deflate
 
 blueprint = Blueprint("ws", __name__)
 log = logging.getLogger(__name__)
@@ -163,6 +163,7 @@ async def _accept(s: Services, held: ExitStack) -> Accepted:
             target = Failure(ErrorCode.NOT_FOUND, f"no stream {target.stream_id}")
     except StorageError:
         target, close_code = Failure(ErrorCode.STREAM_ERROR, "storage is unavailable"), CloseCode.INTERNAL
+    decline_deflate(websocket.scope.get(SEND_KEY))
     await websocket.accept(subprotocol=protocol)
     try:
         wire: Wire | None = await Wire.attach(websocket.scope.get(SEND_KEY))

@@ -93,10 +93,16 @@ async def test_metrics_are_behind_api_token_or_metrics_token(nursery: trio.Nurse
         refused = await http.get("/metrics")
         wrong = await http.get("/metrics", headers={"Authorization": "Bearer " + "x" * 16})
     assert refused.status_code == wrong.status_code == 401
+    async with server.http() as http:  # made-up methods and paths add no label values
+        for i in range(20):
+            await http.request(f"M{i}", f"/api/x{i}")
     assert refused.headers["WWW-Authenticate"] == "Bearer"
     assert refused.json()["error"]["code"] == "UNAUTHORIZED"
     for token in tokens.values():
-        await scrape(server, token)
+        samples = await scrape(server, token)
+    routes = {dict(labels).get("route") for name, labels in samples if name == "rtsp_http_requests_total"}
+    methods = {dict(labels).get("method") for name, labels in samples if name == "rtsp_http_requests_total"}
+    assert routes <= {"/metrics", "unmatched"} and methods <= {"GET", "other"}, (routes, methods)
 
 
 @given(st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), max_size=50))
