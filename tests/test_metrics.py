@@ -8,9 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from supervisors.tally import FIRST_MEDIA_BUCKETS, Histogram
+from supervisors.hub import Hub
+from supervisors.tally import FIRST_MEDIA_BUCKETS, Histogram, StreamTally
+from supervisors.viewer import Viewer
 from tests.camera import Camera
+from tests.fakes import frame, pat, pmt
 from tests.helpers import Server, start_server, wait_for
+from tests.test_engine import _queued
 
 PASSWORD = "Sekr1tMetrics"
 
@@ -113,3 +117,39 @@ def test_the_histogram_counts_each_observation_once_in_its_bucket(observations: 
     assert sum(histogram.counts) == len(observations)
     for i, bound in enumerate((*FIRST_MEDIA_BUCKETS, float("inf"))):
         assert sum(histogram.counts[:i + 1]) == sum(1 for o in observations if o <= bound)
+
+
+@given(st.lists(st.sampled_from(["attach", "detach", "key", "frame", "overflow"]), max_size=40))
+def test_the_tally_counts_every_byte_read_and_every_byte_queued(ops: list[str]) -> None:
+    """Whatever the interleaving of joins, leaves, keyframes and overflows: bytes in are
+    what the hub read, bytes out what its viewers were given, and drops are kept when the
+    viewer that had them leaves."""
+    tally = StreamTally()
+    hub = Hub(tally=tally)
+    viewers: list[Viewer] = []
+    gone: list[Viewer] = []
+    given_before_overflow: dict[Viewer, int] = {}
+    read = 0
+    for i, op in enumerate(["key", *ops]):
+        if op == "attach":
+            viewers.append(Viewer(f"v{i}", budget=1 << 30, clock=lambda: 0.0))
+            hub.attach(viewers[-1])
+        elif op == "detach" and viewers:
+            hub.detach(viewer := viewers.pop(0))
+            gone.append(viewer)
+        elif op == "overflow" and viewers:  # the first viewer's queue overflows and is emptied
+            viewer = viewers[0]
+            given_before_overflow[viewer] = given_before_overflow.get(viewer, 0) + len(_queued(viewer))
+            viewer.budget = 0
+            hub.publish(frame(i, key=False))
+            read += len(frame(i, key=False))
+            viewer.budget = 1 << 30
+        else:
+            chunk = (pat() + pmt() + frame(i, key=True)) if op == "key" else frame(i, key=False)
+            hub.publish(chunk)
+            read += len(chunk)
+    assert tally.bytes_in == read
+    given = sum(len(_queued(v)) + given_before_overflow.get(v, 0) for v in viewers + gone)
+    assert tally.bytes_out == given
+    assert tally.drops == sum(v.drops for v in gone)
+    assert hub.statistics().viewer_drops == sum(v.drops for v in viewers)
