@@ -65,7 +65,8 @@ async def test_behind_the_deploy_nginx_conf_over_tls_with_json_logs(nursery: tri
             stream_id = created.json()["id"]
             # a WSS session that plays and decodes, on the server's lean send path
             url = f"wss://127.0.0.1:{https_port}/ws/stream?id={stream_id}"
-            async with trio_websocket.open_websocket_url(url, ssl_context=client_tls) as ws:
+            origin = [("Origin", base)]  # as the viewer page's socket has: same origin, through the proxy
+            async with trio_websocket.open_websocket_url(url, ssl_context=client_tls, extra_headers=origin) as ws:
                 viewer = Viewer(ws)
                 async with trio.open_nursery() as reading:
                     reading.start_soon(viewer.pump)
