@@ -114,7 +114,7 @@ def sample(page: Any) -> Sample:
     return Sample(time.monotonic(), *page.evaluate(SAMPLE))
 
 
-def _drive(url: str, script: Callable[[Any], T], screenshot: Path, bfcache: bool) -> T:
+def _drive(url: str, script: Callable[[Any], T], screenshot: Path, bfcache: bool, self_signed: bool) -> T:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -122,7 +122,7 @@ def _drive(url: str, script: Callable[[Any], T], screenshot: Path, bfcache: bool
         ignored = ["--disable-back-forward-cache"] if bfcache else None
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, ignore_default_args=ignored)
         try:
-            page = browser.new_page(viewport={"width": 1000, "height": 800})
+            page = browser.new_page(viewport={"width": 1000, "height": 800}, ignore_https_errors=self_signed)
             page.goto(url)
             try:
                 return script(page)
@@ -133,12 +133,14 @@ def _drive(url: str, script: Callable[[Any], T], screenshot: Path, bfcache: bool
             browser.close()
 
 
-async def drive(url: str, script: Callable[[Any], T], screenshot: Path, *, bfcache: bool = False) -> T:
+async def drive(url: str, script: Callable[[Any], T], screenshot: Path, *, bfcache: bool = False,
+                self_signed: bool = False) -> T:
     """Open `url` and run `script(page)` (Playwright's sync Page) in the browser's thread;
     it may call back into the test's trio loop with `trio.from_thread.run(_sync)`.
-    `bfcache`: leave Chromium's back/forward cache on, as in a user's browser."""
+    `bfcache`: leave Chromium's back/forward cache on, as in a user's browser.
+    `self_signed`: accept the test's own certificate (HTTPS and WSS)."""
     require_chromium()
-    return await trio.to_thread.run_sync(partial(_drive, url, script, screenshot, bfcache))
+    return await trio.to_thread.run_sync(partial(_drive, url, script, screenshot, bfcache, self_signed))
 
 
 async def watch(url: str, seconds: float, screenshot: Path, playing: trio.Event | None = None) -> Watched:

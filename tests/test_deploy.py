@@ -1,5 +1,6 @@
-"""The deployment as an operator copies it: deploy/nginx.conf (real nginx, TLS) in front of
-`rtsp-viewer serve` with JSON logs; the container and systemd files, checked statically.
+"""The deployment as an operator copies it: deploy/nginx.conf (a real nginx with TLS; the
+viewer page plays through it in Chromium) in front of `rtsp-viewer serve` with JSON logs,
+and CERTFILE/KEYFILE without a proxy.
 
 The nginx site file is used as it is, with only its ports, paths and certificate swapped
 for the test's own (a CA and certificate made by trustme).
@@ -11,6 +12,7 @@ import json
 import signal
 import ssl
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -18,6 +20,7 @@ import trio_websocket
 import trustme
 
 from app.settings import SettingsError, load
+from tests.browser import drive
 from tests.camera import Camera
 from tests.helpers import BIN, ROOT, Viewer, env, probe, spawn, start_server
 from tests.nginx import free_port, run_nginx
@@ -63,6 +66,14 @@ async def test_behind_the_deploy_nginx_conf_over_tls_with_json_logs(nursery: tri
             assert created.headers["Strict-Transport-Security"] == "max-age=31536000"
             assert (await http.get(f"/api/health/?token={SECRET_QUERY}")).status_code == 200
             stream_id = created.json()["id"]
+
+            def plays(page: Any) -> tuple[int, str]:  # the viewer page in Chromium, over HTTPS and WSS
+                page.wait_for_function("document.querySelector('.tile video').currentTime > 1", timeout=15_000)
+                return (page.evaluate("document.querySelector('.tile video').videoWidth"),
+                        page.text_content(".tile .phase"))
+
+            shown = await drive(f"{base}/", plays, tmp_path / "behind-nginx.png", self_signed=True)
+            assert shown == (320, "playing")
             # a WSS session that plays and decodes, on the server's lean send path
             url = f"wss://127.0.0.1:{https_port}/ws/stream?id={stream_id}"
             origin = [("Origin", base)]  # as the viewer page's socket has: same origin, through the proxy
