@@ -1,7 +1,7 @@
 """`GET /metrics`: Prometheus metrics (prometheus-client's text exposition format).
 
 Everything is read at scrape time from counters kept where things happen: the engine's
-`Tally` (per stream: bytes, FFmpeg starts, restarts and failures, drops, evictions; the
+`Tally` (per stream: bytes, FFmpeg starts, restarts and exits by error code, drops, evictions; the
 time to first media) and this edge's `EdgeTally` (sockets, send paths, HTTP requests).
 Nothing per viewer per message is added to the fan-out path. Labels carry stream ids
 (`stream="3"`; sockets playing their own `?url=` share `stream="url"`), never a URL.
@@ -73,12 +73,12 @@ class EngineCollector(Collector):
         for label in sorted(set(tallies) | set(live_drops)):
             drops.add_metric([label], (tallies[label].drops if label in tallies else 0) + live_drops[label])
         yield drops
-        failures = CounterMetricFamily("rtsp_ffmpeg_failures", "FFmpeg attempts that failed, by error code",
-                                       labels=["stream", "code"])
+        exits = CounterMetricFamily("rtsp_ffmpeg_exits", "FFmpeg attempts that ended in an error, by its code "
+                                    "(a requested restart or a stop is none)", labels=["stream", "code"])
         for label, tally in tallies.items():
-            for code, count in sorted(tally.failures.items()):
-                failures.add_metric([label, code], count)
-        yield failures
+            for code, count in sorted(tally.exits.items()):
+                exits.add_metric([label, code], count)
+        yield exits
         histogram = engine.tally.first_media
         first = HistogramMetricFamily("rtsp_first_media_seconds", "From a viewer's start to its first media")
         cumulative = list(itertools.accumulate(histogram.counts))

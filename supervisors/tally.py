@@ -45,7 +45,7 @@ class StreamTally:
     bytes_out: int = 0  # queued to viewers (a viewer that overflows loses some of it)
     starts: int = 0  # FFmpeg processes started
     restarts: int = 0  # new attempts after a failure, a reconnect or a PATCH
-    failures: Counter[str] = attrs.Factory(Counter)  # attempts that ended, by error code
+    exits: Counter[str] = attrs.Factory(Counter)  # attempts that ended in an error, by its code
     drops: int = 0  # queue overflows of viewers that have left (the live ones count their own)
     evictions: int = 0  # viewers cut off as SLOW_CONSUMER
 

@@ -238,7 +238,7 @@ class Upstream:
 
     def _report(self, failure: Failure) -> Failure:
         self._error = ErrorRecord(failure.code, failure.message, time.time())
-        self._tally.failures[failure.code] += 1
+        self._tally.exits[failure.code] += 1
         self._log(logging.WARNING, "failed", "upstream %s failed: %s", mask_url(self.source.url), failure,
                   code=failure.code)
         self.hub.broadcast(failure)

@@ -70,7 +70,7 @@ async def test_metrics_move_across_a_play_stop_and_error_cycle(nursery: trio.Nur
         await viewer.send("start")
         await viewer.error("AUTH")
     failed = await scrape(server)
-    assert value(failed, "rtsp_ffmpeg_failures_total", stream=str(bad), code="AUTH") == 1
+    assert value(failed, "rtsp_ffmpeg_exits_total", stream=str(bad), code="AUTH") == 1
     assert value(failed, "rtsp_ffmpeg_restarts_total", stream=str(bad)) == 0  # AUTH is not retried
     await wait_for(lambda: server.registry is not None and server.registry.statistics().viewers == 0)
     closed = await scrape(server)
@@ -86,7 +86,7 @@ async def test_metrics_move_across_a_play_stop_and_error_cycle(nursery: trio.Nur
 
     async with server.http() as http:  # a deleted stream's series go away
         assert (await http.delete(f"/api/streams/{bad}")).status_code == 204
-    assert ("rtsp_ffmpeg_failures_total", (("code", "AUTH"), ("stream", str(bad)))) not in await scrape(server)
+    assert ("rtsp_ffmpeg_exits_total", (("code", "AUTH"), ("stream", str(bad)))) not in await scrape(server)
 
 
 @pytest.mark.parametrize("tokens", [{"api_token": "a" * 16}, {"api_token": "a" * 16, "metrics_token": "m" * 16},
