@@ -321,3 +321,14 @@ async def test_with_api_token_the_page_asks_for_it_once_and_plays(
 
     asked, width, rows, hidden = await drive(f"{server.base}/", script, tmp_path / "token.png")
     assert asked and width == 640 and rows == 1 and hidden
+
+
+def test_the_page_carries_its_scripts_and_style_inline_but_never_one_that_could_end_its_element() -> None:
+    from app.page import Asset, _inline
+
+    page = (b'<link rel="stylesheet" href="/static/a.css"><script src="/static/a.js"></script>'
+            b'<script src="/static/b.js"></script>')
+    assets = {"a.css": Asset.of(b"p{}", "text/css"), "a.js": Asset.of(b"let a = 1;", "text/javascript"),
+              "b.js": Asset.of(b'let b = "</SCRIPT><script>alert(1)";', "text/javascript")}
+    assert _inline(page, assets) == (b'<style>p{}</style><script>let a = 1;</script>'
+                                     b'<script src="/static/b.js"></script>')
