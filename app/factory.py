@@ -14,6 +14,7 @@ from quart_trio import QuartTrio
 
 from supervisors import EngineConfig, Registry
 from supervisors.ffmpeg import Runner
+from supervisors.snapshot import Snapshots
 
 from . import (
     clients,
@@ -25,6 +26,7 @@ from . import (
     openapi,
     origins,
     page,
+    snapshot,
     stream_http,
     streams,
     wire,
@@ -55,8 +57,9 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
     soft_fds, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     connections = clients.Connections(settings.max_connections_per_client, clients.socket_cap(soft_fds))
     policy = origins.Policy.of(settings.cors_origins, settings.allowed_hosts, settings.host)
-    s = Services(settings=settings, access=access, store=Store(settings.database_path),
-                 registry=Registry(config, runner, group=metrics.stream_label), ffmpeg_path=ffmpeg, rates=rates,
+    registry = Registry(config, runner, group=metrics.stream_label)
+    s = Services(settings=settings, access=access, store=Store(settings.database_path), registry=registry,
+                 snapshots=Snapshots(registry, ffmpeg, settings.ffmpeg_timeout), ffmpeg_path=ffmpeg, rates=rates,
                  connections=connections, origins=policy, trusted=trusted)
     app.extensions["rtsp"] = s
     engine_scope = trio.CancelScope()
@@ -86,6 +89,6 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
     guard.install(app, access)
     origins.install(app, policy)
     metrics.install(app, s.metrics)
-    for module in (health, page, streams, stream_http, ws, guard, openapi, metrics):
+    for module in (health, page, streams, stream_http, snapshot, ws, guard, openapi, metrics):
         app.register_blueprint(module.blueprint)
     return app

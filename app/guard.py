@@ -2,9 +2,9 @@
 
 Before every HTTP request: the presented token is checked once (`g.grant`); a route other
 than PUBLIC answers 401 UNAUTHORIZED (`WWW-Authenticate: Bearer`) without the admin token,
-except the HTTP stream, which a play token for its stream opens too. WebSockets check in
-`app/ws.py` (`socket_grant`), before anything starts. `POST /api/streams/{id}/play-token`
-hands out play tokens.
+except the HTTP stream and the snapshot (WATCHING), which a play token for their stream
+opens too. WebSockets check in `app/ws.py` (`socket_grant`), before anything starts.
+`POST /api/streams/{id}/play-token` hands out play tokens.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from .streams import read_json, stream_record
 blueprint = Blueprint("guard", __name__)
 # the page asks for the token itself; /metrics checks METRICS_TOKEN or API_TOKEN itself
 PUBLIC = frozenset({"health.health", "page.index", "page.static", "openapi.openapi", "metrics.metrics"})
-STREAM_TS = "stream_http.stream_ts"
+# what a play token for a stream opens, besides its sockets; players and <video poster>
+# cannot set headers, so these also take the token as ?token=
+WATCHING = frozenset({"stream_http.stream_ts", "snapshot.snapshot"})
 DEFAULT_TTL = 300
 
 
@@ -35,7 +37,7 @@ def install(app: Quart, access: Access) -> None:
     @app.before_request
     async def _authenticate() -> None:
         presented = bearer(request.headers.get("Authorization"))
-        if presented is None and request.endpoint == STREAM_TS:
+        if presented is None and request.endpoint in WATCHING:
             presented = request.args.get("token")  # players cannot set headers
         grant = g.grant = access.check(presented)
         if request.endpoint in PUBLIC or request.endpoint is None or request.method == "OPTIONS":
@@ -44,7 +46,7 @@ def install(app: Quart, access: Access) -> None:
             raise unauthorized("a valid token is required (Authorization: Bearer <API_TOKEN>)")
         if not grant.admin:
             stream_id = (request.view_args or {}).get("stream_id")
-            if request.endpoint != STREAM_TS or not grant.may_watch(stream_id):
+            if request.endpoint not in WATCHING or not grant.may_watch(stream_id):
                 raise unauthorized(f"this play token only watches stream {grant.stream_id}")
 
 

@@ -36,7 +36,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
            404: "no such stream (NOT_FOUND)", 413: "body over 64 KiB (TOO_LARGE)",
            415: "body not application/json (UNSUPPORTED_MEDIA_TYPE)",
            429: "over RATE_LIMIT (RATE_LIMITED), or a stream limit (LIMIT)",
-           503: "storage unavailable (STORAGE_UNAVAILABLE), or the camera (UNREACHABLE)"}
+           503: "storage unavailable (STORAGE_UNAVAILABLE), or the camera (UNREACHABLE)",
+           403: "the camera refused the credentials (AUTH), or the source policy (FORBIDDEN)",
+           502: "the camera's stream failed (STREAM_ERROR)", 504: "no media within FFMPEG_TIMEOUT (TIMEOUT)"}
     out = {}
     for status in statuses:
         headers = {"Retry-After": {"schema": {"type": "string"}}} if status == 429 else None
@@ -158,6 +160,17 @@ def document() -> dict[str, Any]:
                                           "content": {"video/mp2t": {"schema": {"type": "string",
                                                                                 "format": "binary"}}}},
                                   **_errors(401, 404, 429, 503)}}},
+            "/api/streams/{stream_id}/snapshot.jpg": {
+                "get": {"operationId": "snapshot", "parameters": [*one, {
+                    "name": "width", "in": "query", "schema": {"type": "integer", "minimum": 16, "maximum": 4096},
+                    "description": "pixels; the height keeps the aspect ratio"}, {
+                    "name": "token", "in": "query", "schema": {"type": "string"},
+                    "description": "API_TOKEN or a play token, for <img> and <video poster>"}],
+                    "summary": "the latest keyframe as a JPEG: from the running upstream, else a brief "
+                               "connection within FFMPEG_TIMEOUT",
+                    "responses": {"200": {"description": "a JPEG", "content": {"image/jpeg": {
+                        "schema": {"type": "string", "format": "binary"}}}},
+                                  **_errors(400, 401, 403, 404, 429, 502, 503, 504)}}},
             "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics (text format 0.0.4); "
                                  "behind METRICS_TOKEN or API_TOKEN when one is set",
                                  "responses": {"200": {"description": "the metrics", "content": {"text/plain": {

@@ -13,6 +13,7 @@ import trio
 from quart import current_app
 
 from supervisors import Registry
+from supervisors.snapshot import Snapshots
 from supervisors.sources import Network
 
 from .access import Access
@@ -39,6 +40,7 @@ class Services:
     access: Access
     store: Store
     registry: Registry
+    snapshots: Snapshots
     ffmpeg_path: str
     rates: RateLimiter
     connections: Connections

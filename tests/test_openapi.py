@@ -3,9 +3,9 @@ schemathesis (every REST operation, with and without API_TOKEN): no 5xx, every s
 header, content type and body as documented, invalid input rejected.
 
 GET .../stream.ts is a live stream that never ends, and a stream made of schemathesis's
-random URLs would send FFmpeg (and DNS) off the machine: it runs alone, against a server
-with no streams, so every call is answered (404, 401, 429 …) without an upstream; its
-200 is tests/test_stock.py's. schemathesis's positive_data_acceptance check is left out,
+random URLs would send FFmpeg (and DNS) off the machine: it and GET .../snapshot.jpg run
+alone, against a server with no streams, so every call is answered (404, 401, 429 …)
+without an upstream; their 200s are tests/test_stock.py's and tests/test_snapshot.py's. schemathesis's positive_data_acceptance check is left out,
 since names and URLs have rules (trimming, control and invisible characters, port range)
 that the document states in words, not as JSON Schema patterns.
 """
@@ -22,8 +22,10 @@ from tests.helpers import BIN, env, spawn
 
 TOKEN = "openapi-token-0123456789abcdef"
 COMMON = ["--checks", "all", "--exclude-checks", "positive_data_acceptance", "--max-examples", "40", "--seed", "7"]
-REST = ["--exclude-operation-id", "streamTs"]
-STREAM = ["--include-operation-id", "streamTs", "--phases", "examples,coverage,fuzzing"]  # no stateful: no POST
+REST = ["--exclude-operation-id", "streamTs", "--exclude-operation-id", "snapshot"]
+# no stateful phase: no POST, so no stream (and no camera connection) behind them
+STREAM = ["--include-operation-id", "streamTs", "--include-operation-id", "snapshot",
+          "--phases", "examples,coverage,fuzzing"]
 
 
 @pytest.mark.parametrize(("token", "operations"), [("none set", REST), ("given", REST), ("missing", REST),

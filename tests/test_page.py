@@ -54,18 +54,21 @@ async def test_a_tile_plays_its_stream(camera_640: Camera, nursery: trio.Nursery
         with trio.fail_after(15):
             await other.got_media.wait()
 
-    def script(page: Any) -> tuple[str, str, int, tuple[float, int, int]]:
+    def script(page: Any) -> tuple[str, str, int, str, tuple[float, int, int]]:
         until(page, "document.querySelector('.tile video').videoWidth > 0")
         time.sleep(2)  # past the start
         steady = plays_on(page)
         name = page.text_content(".tile h2")
         phase = page.text_content(".tile .phase")
-        return name, phase, page.evaluate("document.querySelector('.tile video').videoWidth"), steady
+        poster = page.evaluate("""fetch(document.querySelector('.tile video').poster)
+            .then(r => `${r.status} ${r.headers.get('content-type')}`)""")  # the tile's poster: a snapshot
+        return name, phase, page.evaluate("document.querySelector('.tile video').videoWidth"), poster, steady
 
-    name, phase, width, (rate, presented, dropped) = await drive(f"{server.base}/", script, tmp_path / f"tile-{start}.png")
+    name, phase, width, poster, (rate, presented, dropped) = await drive(
+        f"{server.base}/", script, tmp_path / f"tile-{start}.png")
     if start == "joining":
         await other.aclose()
-    assert (name, phase, width) == ("front door", "playing", 640)
+    assert (name, phase, width, poster) == ("front door", "playing", 640, "200 image/jpeg")
     assert 0.8 <= rate <= 1.2 and presented >= 0.8 * 25 * 3 and dropped == 0, (rate, presented, dropped)
 
 

@@ -71,6 +71,9 @@ class Tile {
       <button data-action="start">start</button><button data-action="stop">stop</button>
       <button data-action="reconnect">reconnect</button></div>`;
     this.video = this.el.querySelector("video");
+    // the latest keyframe until the player shows frames (a query token: <video> sends no headers)
+    const query = token() ? `&token=${encodeURIComponent(token())}` : "";
+    this.video.poster = `/api/streams/${stream.id}/snapshot.jpg?width=320${query}`;
     this.phase = this.el.querySelector(".phase");
     this.error = this.el.querySelector(".error");
     for (const button of this.el.querySelectorAll("button")) {
