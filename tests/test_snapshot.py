@@ -7,8 +7,12 @@ import tempfile
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
+from supervisors.snapshot import Gathered
 from tests.camera import Camera, Feed, bundled_ffmpeg
+from tests.fakes import frame, pat, pmt
 from tests.helpers import start_server
 
 
@@ -101,3 +105,19 @@ async def test_bad_requests_for_a_snapshot_get_the_error_body(camera_640: Camera
         theirs = await http.get(f"/api/streams/{other['id']}/snapshot.jpg?token={play['token']}")
     assert mine.status_code == 200 and jpeg_size(mine.content) == "64x36"
     assert theirs.status_code == 401
+
+
+@given(st.lists(st.integers(min_value=1, max_value=3000), max_size=30), st.integers(min_value=1, max_value=12))
+def test_the_keyframe_is_cut_at_the_next_frame_whatever_the_chunks(cuts: list[int], size: int) -> None:
+    """However FFmpeg's output is chunked (mid-packet too), what is gathered is PAT, PMT
+    and the keyframe's packets, whole, and nothing of the frame after it."""
+    keyframe = pat() + pmt() + frame(0, key=True, size=size)
+    ts = keyframe + frame(1, key=False) + frame(2, key=False)
+    gathered = Gathered()
+    at = 0
+    for cut in [*cuts, len(ts)]:
+        if gathered.complete or at >= len(ts):
+            break
+        gathered.add(ts[at:at + cut])
+        at += cut
+    assert gathered.complete and gathered.data() == keyframe
