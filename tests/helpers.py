@@ -9,9 +9,10 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import attrs
 import httpx
@@ -39,7 +40,7 @@ class Server:
 
     @property
     def ws_base(self) -> str:
-        return self.base.replace("http://", "ws://")
+        return "ws" + self.base.removeprefix("http")  # ws:// or wss://
 
     def http(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.base, timeout=10)
@@ -50,26 +51,32 @@ class Server:
         assert response.status_code == 201, response.text
         return int(response.json()["id"])
 
-    @asynccontextmanager
-    async def viewer(self, query: str) -> AsyncIterator[Viewer]:
-        """A viewer that reads everything the server sends, as a browser does."""
-        async with trio_websocket.open_websocket_url(f"{self.ws_base}/ws/stream?{query}") as ws:
-            viewer = Viewer(ws)
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(viewer.pump)
-                    try:
-                        yield viewer
-                    finally:
-                        # close while still reading, so the close handshake can complete
-                        with trio.move_on_after(5, shield=True):
-                            await ws.aclose()
-                        nursery.cancel_scope.cancel()
-            finally:
-                # trio-websocket 0.12 leaves its TCP stream open when the server closes
-                # first (it waits for the server's FIN, then never closes its own end)
-                with trio.CancelScope(shield=True):
-                    await ws._stream.aclose()
+    def viewer(self, query: str, **options: Any) -> AbstractAsyncContextManager[Viewer]:
+        """A viewer of `/ws/stream?{query}` (see `open_viewer`)."""
+        return open_viewer(f"{self.ws_base}/ws/stream?{query}", **options)
+
+
+@asynccontextmanager
+async def open_viewer(url: str, **options: Any) -> AsyncIterator[Viewer]:
+    """A viewer that reads everything the server sends, as a browser does; `options` go to
+    trio-websocket (ssl_context, extra_headers)."""
+    async with trio_websocket.open_websocket_url(url, **options) as ws:
+        viewer = Viewer(ws)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(viewer.pump)
+                try:
+                    yield viewer
+                finally:
+                    # close while still reading, so the close handshake can complete
+                    with trio.move_on_after(5, shield=True):
+                        await ws.aclose()
+                    nursery.cancel_scope.cancel()
+        finally:
+            # trio-websocket 0.12 leaves its TCP stream open when the server closes
+            # first (it waits for the server's FIN, then never closes its own end)
+            with trio.CancelScope(shield=True):
+                await ws._stream.aclose()
 
 
 async def start_server(nursery: trio.Nursery, *, ping_interval: float = PING_INTERVAL, dead_after: int = DEAD_AFTER,
@@ -219,9 +226,21 @@ class Process:
         self.stderr = ""
 
     async def read_stderr(self) -> None:
+        """Keep its stderr until it ends; cancelled (the test is over, or failed), end the
+        process: SIGTERM, then SIGKILL after 10 s, reaped either way."""
         assert self.process.stderr is not None
-        async for chunk in self.process.stderr:
-            self.stderr += chunk.decode(errors="replace")
+        try:
+            async for chunk in self.process.stderr:
+                self.stderr += chunk.decode(errors="replace")
+        finally:
+            if self.process.returncode is None:
+                self.process.terminate()
+                with trio.move_on_after(10, shield=True):
+                    await self.process.wait()
+                if self.process.returncode is None:
+                    self.process.kill()
+                    with trio.CancelScope(shield=True):
+                        await self.process.wait()
 
     async def url(self) -> str:
         with trio.fail_after(20):
@@ -237,6 +256,7 @@ def env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 async def spawn(nursery: trio.Nursery, argv: list[str], environ: dict[str, str]) -> Process:
+    """Start a process whose stderr is kept; it ends when `nursery` does (see read_stderr)."""
     process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                                stdout=subprocess.DEVNULL, env=environ, cwd=ROOT)
     handle = Process(process)

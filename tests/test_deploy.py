@@ -16,13 +16,12 @@ from typing import Any
 
 import httpx
 import trio
-import trio_websocket
 import trustme
 
 from app.settings import SettingsError, load
 from tests.browser import drive
 from tests.camera import Camera
-from tests.helpers import BIN, ROOT, Viewer, env, probe, spawn, start_server
+from tests.helpers import BIN, ROOT, env, open_viewer, probe, spawn, start_server
 from tests.nginx import free_port, run_nginx
 
 PASSWORD = "Sekr1tDeploy"  # the camera's
@@ -77,20 +76,15 @@ async def test_behind_the_deploy_nginx_conf_over_tls_with_json_logs(nursery: tri
             # a WSS session that plays and decodes, on the server's lean send path
             url = f"wss://127.0.0.1:{https_port}/ws/stream?id={stream_id}"
             origin = [("Origin", base)]  # as the viewer page's socket has: same origin, through the proxy
-            async with trio_websocket.open_websocket_url(url, ssl_context=client_tls, extra_headers=origin) as ws:
-                viewer = Viewer(ws)
-                async with trio.open_nursery() as reading:
-                    reading.start_soon(viewer.pump)
-                    await viewer.play()
-                    media = await viewer.collect(2.0)
-                    health = (await http.get("/api/health/")).json()
-                    assert health["send_path"] == "wire", health
-                    # SIGTERM: the player sees `stopped` and 1001 through nginx
-                    server.process.send_signal(signal.SIGTERM)
-                    await viewer.status("stopped")
-                    assert await viewer.closed() == 1001
-                    reading.cancel_scope.cancel()
-                await ws._stream.aclose()  # trio-websocket leaves it open when the server closes first
+            async with open_viewer(url, ssl_context=client_tls, extra_headers=origin) as viewer:
+                await viewer.play()
+                media = await viewer.collect(2.0)
+                health = (await http.get("/api/health/")).json()
+                assert health["send_path"] == "wire", health
+                # SIGTERM: the player sees `stopped` and 1001 through nginx
+                server.process.send_signal(signal.SIGTERM)
+                await viewer.status("stopped")
+                assert await viewer.closed() == 1001
         with trio.fail_after(5):
             await server.process.wait()
     assert server.process.returncode == 0
@@ -144,15 +138,10 @@ async def test_certfile_and_keyfile_serve_https_and_wss_without_a_proxy(nursery:
     assert server.base.startswith("https://")
     async with httpx.AsyncClient(base_url=server.base, verify=client_tls) as http:
         stream_id = (await http.post("/api/streams/", json={"name": "tls", "url": camera.url()})).json()["id"]
-        url = server.base.replace("https://", "wss://") + f"/ws/stream?id={stream_id}"
-        async with trio_websocket.open_websocket_url(url, ssl_context=client_tls) as ws:
-            viewer = Viewer(ws)
-            async with trio.open_nursery() as reading:
-                reading.start_soon(viewer.pump)
-                await viewer.play()
-                media = await viewer.collect(1.5)
-                health = (await http.get("/api/health/")).json()
-                reading.cancel_scope.cancel()
+        async with server.viewer(f"id={stream_id}", ssl_context=client_tls) as viewer:
+            await viewer.play()
+            media = await viewer.collect(1.5)
+            health = (await http.get("/api/health/")).json()
     video, errors = probe(media)
     assert "h264" in video and errors == "", (video, errors)
     # the cost stated in the README: over Hypercorn's own TLS, media takes the ASGI path

@@ -277,3 +277,12 @@ async def test_serve_raises_its_open_file_limit_to_the_hard_limit(nursery: trio.
         server.process.send_signal(signal.SIGTERM)
         with trio.CancelScope(shield=True), trio.fail_after(10):
             await server.process.wait()
+
+
+async def test_a_spawned_server_ends_with_its_nursery_even_when_the_test_fails(tmp_path: Path) -> None:
+    """A test that fails half-way (its nursery cancelled) leaves no server behind."""
+    async with trio.open_nursery() as nursery:
+        server = await spawn(nursery, [str(BIN / "rtsp-viewer"), "serve", "--port", "0"], env(tmp_path))
+        await server.url()
+        nursery.cancel_scope.cancel()  # as a failing assertion does to the test's nursery
+    assert server.process.returncode is not None
