@@ -9,6 +9,7 @@ bad arguments.
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import sys
@@ -57,12 +58,15 @@ class Api:
                 status, text = response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             status, text = error.code, error.read().decode(errors="replace")
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            reason = getattr(error, "reason", None) or error.__class__.__name__
             raise StepFailed(f"cannot reach {self.server}: {reason}") from None
         if status != expect:
             raise StepFailed(f"HTTP {status}: {_error_text(text)}")
-        return json.loads(text) if text else None
+        try:
+            return json.loads(text) if text else None
+        except ValueError:
+            raise StepFailed(f"HTTP {status} but not JSON: is {self.server} this server?") from None
 
     def socket_url(self, stream_id: int) -> str:
         return self.server.replace("http", "ws", 1) + f"/ws/stream?id={stream_id}"
@@ -92,8 +96,11 @@ async def play_until_keyframe(api: Api, stream_id: int, within: float) -> tuple[
                 while True:
                     message = await ws.get_message()
                     if isinstance(message, str):
-                        event = json.loads(message)
-                        if event.get("type") == "error":
+                        try:
+                            event = json.loads(message)
+                        except ValueError:
+                            raise StepFailed(f"the socket sent text that is not JSON: {message[:80]!r}") from None
+                        if isinstance(event, dict) and event.get("type") == "error":
                             raise StepFailed(f"{event.get('code')}: {event.get('message')}")
                         continue
                     received += len(message)
@@ -130,7 +137,9 @@ async def check(api: Api, camera: str | None, transport: str) -> int:
 
     async def health() -> str:
         body = await api.call("GET", "/api/health/")
-        return f"{body.get('status')}, {body.get('streams', {}).get('running', 0)} upstreams running"
+        if not isinstance(body, dict) or "status" not in body:
+            raise StepFailed(f"not this server's health: {str(body)[:80]}")
+        return f"{body['status']}, {body.get('streams', {}).get('running', 0)} upstreams running"
 
     async def listed() -> str:
         return f"{len(await api.call('GET', '/api/streams/'))} streams"

@@ -49,6 +49,9 @@ async def test_check_names_the_step_that_failed(nursery: trio.Nursery) -> None:
     gone = server.base.rsplit(":", 1)[0] + ":1"  # nothing listens there: a stopped server
     status, out, _ = await cli("check", "--server", gone, camera.url())
     assert status == 1 and out.startswith("FAIL health: cannot reach"), out
+    not_ours = f"http://127.0.0.1:{camera.port}"  # something else answers there (RTSP, not HTTP)
+    status, out, err = await cli("check", "--server", not_ours, camera.url())
+    assert status == 1 and out.startswith("FAIL health:") and "Traceback" not in err, out + err
     status, out, _ = await cli("check", "--server", server.base, camera.url(), token=None)
     assert status == 0  # no API_TOKEN on this server
 
