@@ -25,7 +25,7 @@ blueprint = Blueprint("guard", __name__)
 PUBLIC = frozenset({"health.health", "page.index", "page.static", "openapi.openapi", "metrics.metrics"})
 # what a play token for a stream opens, besides its sockets; players and <video poster>
 # cannot set headers, so these also take the token as ?token=
-WATCHING = frozenset({"stream_http.stream_ts", "snapshot.snapshot"})
+WATCHING = frozenset({"stream_http.stream_ts", "stream_http.stream_mp4", "snapshot.snapshot"})
 DEFAULT_TTL = 300
 
 

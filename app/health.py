@@ -40,7 +40,8 @@ async def health() -> ResponseReturnValue:
         body.update({
             "version": APP_VERSION,
             "ffmpeg": {"path": ffmpeg.path, "version": ffmpeg.version},
-            "streams": {"running": stats.running, "max": stats.max},
+            "streams": {"running": stats.running, "max": stats.max, "transcoding": stats.transcoding,
+                        "cpu_percent": stats.cpu_percent},
             "viewers": stats.viewers,
             "send_path": s.send_path.path,  # null until the first WebSocket
         })

@@ -14,13 +14,26 @@ import attrs
 import cattrs
 from cattrs.preconf.json import make_converter
 
-from supervisors import CONTROL, InvalidUrl, Transport, UpstreamStatus, keep_masked, mask_url, validate_url
+from supervisors import (
+    CONTROL,
+    InvalidUrl,
+    Profile,
+    Transport,
+    UpstreamStatus,
+    VideoMode,
+    keep_masked,
+    mask_url,
+    validate_url,
+)
+from supervisors.profile import MAX_HEIGHT, MIN_HEIGHT
 
 from .store import StreamRecord, iso
 from .validation import FieldError, field_errors
 
 Name = NewType("Name", str)
 Url = NewType("Url", str)
+Flag = NewType("Flag", bool)
+Height = NewType("Height", int)
 MAX_NAME = 200
 
 
@@ -29,6 +42,13 @@ class StreamInput:
     name: Name
     url: Url
     transport: Transport = Transport.TCP
+    video: VideoMode = VideoMode.COPY
+    audio: Flag = Flag(False)
+    max_height: Height | None = None
+
+    @property
+    def profile(self) -> Profile:
+        return Profile(self.video, self.audio, self.max_height)
 
 
 def _name(value: object, _: object) -> str:
@@ -56,6 +76,25 @@ def _transport(value: object, _: object) -> Transport:
         raise FieldError(f"must be {' or '.join(Transport)}") from None
 
 
+def _video(value: object, _: object) -> VideoMode:
+    try:
+        return VideoMode(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise FieldError(f"must be {', '.join(VideoMode)}") from None
+
+
+def _flag(value: object, _: object) -> bool:
+    if not isinstance(value, bool):
+        raise FieldError("must be true or false")
+    return value
+
+
+def _height(value: object, _: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_HEIGHT <= value <= MAX_HEIGHT:
+        raise FieldError(f"must be an integer {MIN_HEIGHT}-{MAX_HEIGHT}, or null")
+    return value
+
+
 def _status(status: UpstreamStatus) -> dict[str, Any]:
     error = status.error
     return {
@@ -63,7 +102,7 @@ def _status(status: UpstreamStatus) -> dict[str, Any]:
         "error": None if error is None else {"code": error.code, "message": error.message,
                                              "at": iso(error.at)},
         "video": status.video, "bytes_in": status.bytes_in, "drops": status.drops,
-        "restarts": status.restarts,
+        "restarts": status.restarts, "transcoding": status.transcoding, "cpu_percent": status.cpu_percent,
     }
 
 
@@ -71,6 +110,9 @@ converter = make_converter(forbid_extra_keys=True)
 converter.register_structure_hook(Name, _name)
 converter.register_structure_hook(Url, _url)
 converter.register_structure_hook(Transport, _transport)
+converter.register_structure_hook(VideoMode, _video)
+converter.register_structure_hook(Flag, _flag)
+converter.register_structure_hook(Height, _height)
 converter.register_unstructure_hook(UpstreamStatus, _status)
 
 
@@ -89,7 +131,8 @@ def read_input(body: object, base: StreamRecord | None = None) -> StreamInput:
         raise ValidationFailed("body must be a JSON object", {})
     merged = dict(body)
     if base is not None:
-        merged = {"name": base.name, "url": base.url, "transport": base.transport, **body}
+        merged = {"name": base.name, "url": base.url, "transport": base.transport, "video": base.profile.video,
+                  "audio": base.profile.audio, "max_height": base.profile.max_height, **body}
     try:
         data = converter.structure(merged, StreamInput)
     except cattrs.ClassValidationError as error:
@@ -104,6 +147,7 @@ def read_input(body: object, base: StreamRecord | None = None) -> StreamInput:
 def stream_json(record: StreamRecord, status: UpstreamStatus) -> dict[str, Any]:
     return {
         "id": record.id, "name": record.name, "url": mask_url(record.url),
-        "transport": record.transport, "created_at": record.created_at,
+        "transport": record.transport, "video": record.profile.video, "audio": record.profile.audio,
+        "max_height": record.profile.max_height, "created_at": record.created_at,
         "updated_at": record.updated_at, "status": converter.unstructure(status),
     }

@@ -9,7 +9,8 @@ from typing import Any
 from quart import Blueprint, jsonify
 from quart.typing import ResponseReturnValue
 
-from supervisors import ErrorCode, StreamPhase, Transport
+from supervisors import ErrorCode, StreamPhase, Transport, VideoMode
+from supervisors.profile import MAX_HEIGHT, MIN_HEIGHT
 
 from .health import APP_VERSION
 
@@ -57,6 +58,12 @@ URL = {"type": "string", "minLength": 1, "maxLength": 2048,
        "description": "rtsp:// or rtsps://, a host, optional port 1-65535; no whitespace or control characters; "
                       "a password of *** keeps the stored one (same scheme, host and port only)"}
 TRANSPORT = {"type": "string", "enum": [t.value for t in Transport]}
+PROFILE = {  # the media profile (README: media profiles)
+    "video": {"type": "string", "enum": [v.value for v in VideoMode],
+              "description": "copy (default), h264 (libx264 transcode), mpeg1 (mpeg1video for JSMpeg)"},
+    "audio": {"type": "boolean", "description": "carry the camera's audio as AAC (MP2 with mpeg1)"},
+    "max_height": {"type": ["integer", "null"], "minimum": MIN_HEIGHT, "maximum": MAX_HEIGHT,
+                   "description": "h264 and mpeg1: scale down to at most this many lines"}}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -64,14 +71,14 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"code": {"type": "string", "enum": REST_CODES}, "message": {"type": "string"},
                        "fields": {"type": "object", "additionalProperties": {"type": "string"}}}}}},
     "StreamInput": {"type": "object", "required": ["name", "url"], "additionalProperties": False,
-                    "properties": {"name": NAME, "url": URL, "transport": TRANSPORT}},
+                    "properties": {"name": NAME, "url": URL, "transport": TRANSPORT, **PROFILE}},
     "StreamPatch": {"type": "object", "additionalProperties": False,
-                    "properties": {"name": NAME, "url": URL, "transport": TRANSPORT}},
+                    "properties": {"name": NAME, "url": URL, "transport": TRANSPORT, **PROFILE}},
     "Stream": {"type": "object", "required": ["id", "name", "url", "transport", "created_at", "updated_at", "status"],
                "properties": {
                    "id": {"type": "integer", "minimum": 1}, "name": {"type": "string"},
                    "url": {"type": "string", "description": "credentials masked as ***"},
-                   "transport": TRANSPORT, "created_at": {"type": "string", "format": "date-time"},
+                   "transport": TRANSPORT, **PROFILE, "created_at": {"type": "string", "format": "date-time"},
                    "updated_at": {"type": "string", "format": "date-time"}, "status": _ref("StreamStatus")}},
     "StreamStatus": {"type": "object", "required": ["phase", "viewers", "since", "error", "video", "bytes_in"],
                      "properties": {
@@ -88,12 +95,18 @@ SCHEMAS: dict[str, Any] = {
                                                               "width": {"type": "integer"},
                                                               "height": {"type": "integer"}}}]},
                          "bytes_in": {"type": "integer", "minimum": 0}, "drops": {"type": "integer", "minimum": 0},
-                         "restarts": {"type": "integer", "minimum": 0}}},
+                         "restarts": {"type": "integer", "minimum": 0},
+                         "transcoding": {"type": "boolean", "description": "the profile decodes and encodes"},
+                         "cpu_percent": {"type": ["number", "null"], "minimum": 0,
+                                         "description": "of one core, by this stream's FFmpeg processes"}}},
     "Health": {"type": "object", "required": ["status"], "properties": {
         "status": {"type": "string", "enum": ["ok", "degraded"]}, "version": {"type": "string"},
         "ffmpeg": {"type": "object", "properties": {"path": {"type": "string"},
                                                      "version": {"type": ["string", "null"]}}},
-        "streams": {"type": "object", "properties": {"running": {"type": "integer"}, "max": {"type": "integer"}}},
+        "streams": {"type": "object", "properties": {
+            "running": {"type": "integer"}, "max": {"type": "integer"},
+            "transcoding": {"type": "integer", "description": "running streams whose profile transcodes"},
+            "cpu_percent": {"type": "number", "description": "of one core, by every stream's FFmpeg"}}},
         "viewers": {"type": "integer"}, "send_path": {"type": ["string", "null"], "enum": ["wire", "asgi", None]},
         "send_path_reason": {"type": "string"}, "reason": {"type": "string"}}},
     "PlayTokenRequest": {"type": "object", "additionalProperties": False,
@@ -160,6 +173,15 @@ def document() -> dict[str, Any]:
                                           "content": {"video/mp2t": {"schema": {"type": "string",
                                                                                 "format": "binary"}}}},
                                   **_errors(401, 404, 429, 503)}}},
+            "/api/streams/{stream_id}/stream.mp4": {
+                "get": {"operationId": "streamMp4", "parameters": [*one, {
+                    "name": "token", "in": "query", "schema": {"type": "string"},
+                    "description": "API_TOKEN or a play token, for players that cannot set headers"}],
+                    "summary": "fragmented MP4: init segment, then a fragment per frame from a keyframe on",
+                    "responses": {"200": {"description": "live fMP4, chunked, until the client leaves",
+                                          "content": {"video/mp4": {"schema": {"type": "string",
+                                                                               "format": "binary"}}}},
+                                  **_errors(400, 401, 404, 429, 503)}}},
             "/api/streams/{stream_id}/snapshot.jpg": {
                 "get": {"operationId": "snapshot", "parameters": [*one, {
                     "name": "width", "in": "query", "schema": {"type": "integer", "minimum": 16, "maximum": 4096},

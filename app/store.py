@@ -20,7 +20,8 @@ from typing import TypeVar
 import attrs
 import trio
 
-from supervisors import Transport
+from supervisors import Profile, Source, Transport, VideoMode
+from supervisors.profile import DEFAULT
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ MIGRATIONS = [
         transport TEXT NOT NULL DEFAULT 'tcp',
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL)""",
+    # the media profile (issue 12); SQLite adds one column per statement
+    "ALTER TABLE streams ADD COLUMN video TEXT NOT NULL DEFAULT 'copy'",
+    "ALTER TABLE streams ADD COLUMN audio INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE streams ADD COLUMN max_height INTEGER",
 ]
 
 
@@ -44,6 +49,12 @@ class StreamRecord:
     transport: Transport
     created_at: str
     updated_at: str
+    profile: Profile = DEFAULT
+
+    @property
+    def source(self) -> Source:
+        """What the engine plays for this stream."""
+        return Source(self.url, self.transport, self.profile)
 
 
 class StorageError(Exception):
@@ -63,9 +74,10 @@ def now_iso() -> str:
 
 
 def _record(row: tuple[object, ...]) -> StreamRecord:
-    stream_id, name, url, transport, created_at, updated_at = row
+    stream_id, name, url, transport, created_at, updated_at, video, audio, max_height = row
+    profile = Profile(VideoMode(str(video)), bool(audio), None if max_height is None else int(max_height))  # type: ignore[call-overload]
     return StreamRecord(int(stream_id), str(name), str(url), Transport(str(transport)),  # type: ignore[call-overload]
-                        str(created_at), str(updated_at))
+                        str(created_at), str(updated_at), profile)
 
 
 def _private(path: Path) -> None:
@@ -131,7 +143,8 @@ class Store:
         return await self._call(self._all, -1 if limit is None else limit, offset)
 
     def _all(self, limit: int, offset: int) -> list[StreamRecord]:
-        rows = self._conn().execute("SELECT * FROM streams ORDER BY id LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+        rows = self._conn().execute("SELECT id, name, url, transport, created_at, updated_at, video, audio, max_height FROM streams "
+                                     "ORDER BY id LIMIT ? OFFSET ?", (limit, offset)).fetchall()
         return [_record(row) for row in rows]
 
     async def get(self, stream_id: int) -> StreamRecord | None:
@@ -141,29 +154,34 @@ class Store:
         return await self._call(self._get, stream_id)
 
     def _get(self, stream_id: int) -> StreamRecord | None:
-        row = self._conn().execute("SELECT * FROM streams WHERE id = ?", (stream_id,)).fetchone()
+        row = self._conn().execute("SELECT id, name, url, transport, created_at, updated_at, video, audio, max_height "
+                                     "FROM streams WHERE id = ?", (stream_id,)).fetchone()
         return _record(row) if row else None
 
-    async def create(self, name: str, url: str, transport: Transport) -> StreamRecord:
-        return await self._call(self._create, name, url, transport)
+    async def create(self, name: str, url: str, transport: Transport, profile: Profile = DEFAULT) -> StreamRecord:
+        return await self._call(self._create, name, url, transport, profile)
 
-    def _create(self, name: str, url: str, transport: Transport) -> StreamRecord:
+    def _create(self, name: str, url: str, transport: Transport, profile: Profile) -> StreamRecord:
         stamp = now_iso()
         with self._conn() as db:
             cursor = db.execute(
-                "INSERT INTO streams (name, url, transport, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?)", (name, url, transport, stamp, stamp))
-        return StreamRecord(int(cursor.lastrowid or 0), name, url, transport, stamp, stamp)
+                "INSERT INTO streams (name, url, transport, created_at, updated_at, video, audio, max_height) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, url, transport, stamp, stamp, profile.video, int(profile.audio), profile.max_height))
+        return StreamRecord(int(cursor.lastrowid or 0), name, url, transport, stamp, stamp, profile)
 
-    async def update(self, stream_id: int, name: str, url: str, transport: Transport) -> StreamRecord | None:
+    async def update(self, stream_id: int, name: str, url: str, transport: Transport,
+                     profile: Profile = DEFAULT) -> StreamRecord | None:
         if not 0 < stream_id <= MAX_ID:
             return None
-        return await self._call(self._update, stream_id, name, url, transport)
+        return await self._call(self._update, stream_id, name, url, transport, profile)
 
-    def _update(self, stream_id: int, name: str, url: str, transport: Transport) -> StreamRecord | None:
+    def _update(self, stream_id: int, name: str, url: str, transport: Transport, profile: Profile) -> StreamRecord | None:
         with self._conn() as db:
-            db.execute("UPDATE streams SET name = ?, url = ?, transport = ?, updated_at = ? "
-                       "WHERE id = ?", (name, url, transport, now_iso(), stream_id))
+            db.execute("UPDATE streams SET name = ?, url = ?, transport = ?, updated_at = ?, video = ?, audio = ?, "
+                       "max_height = ? WHERE id = ?",
+                       (name, url, transport, now_iso(), profile.video, int(profile.audio), profile.max_height,
+                        stream_id))
         self._forget()
         return self._get(stream_id)
 

@@ -1,6 +1,9 @@
-"""`GET /api/streams/{id}/stream.ts`: one camera as a chunked MPEG-TS response.
+"""`GET /api/streams/{id}/stream.ts` and `stream.mp4`: one camera as a chunked MPEG-TS or
+fragmented MP4 response.
 
-For VLC, ffplay, `ffmpeg -i` and mpegts.js's HTTP loader (as go2rtc's `/api/stream.ts`).
+For VLC, ffplay, `ffmpeg -i` and mpegts.js's HTTP loader (as go2rtc's `/api/stream.ts`
+and `/api/stream.mp4`); the MP4 is the fMP4 of the sockets' `format=fmp4`: init segment,
+then one fragment per frame from a keyframe on.
 The response is a viewer like a socket's: the same shared upstream, GOP cache (it starts
 with PAT, PMT and a keyframe), limits and slow-viewer rules. Before the first byte a
 failure is an error body with its HTTP status (`HTTP_STATUS`: LIMIT 429, AUTH 403, ...);
@@ -19,29 +22,41 @@ import trio
 from quart import Blueprint, Response, g
 from quart.typing import ResponseReturnValue
 
-from supervisors import HTTP_STATUS, Close, ErrorCode, Failure, Source
+from supervisors import HTTP_STATUS, Close, ErrorCode, Failure, MediaFormat, Source
 
 from .clients import Limited
 from .errors import ApiError
 from .services import Services, services
 from .streams import stream_key
+from .ws import format_refused
 
 blueprint = Blueprint("stream_http", __name__)
-MIMETYPE = "video/mp2t"
+MIMETYPES = {MediaFormat.MPEGTS: "video/mp2t", MediaFormat.FMP4: "video/mp4"}
 
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/stream.ts", methods=["GET"])
 async def stream_ts(stream_id: int) -> ResponseReturnValue:
+    return await _stream(stream_id, MediaFormat.MPEGTS)
+
+
+@blueprint.route("/api/streams/<stream_id:stream_id>/stream.mp4", methods=["GET"])
+async def stream_mp4(stream_id: int) -> ResponseReturnValue:
+    return await _stream(stream_id, MediaFormat.FMP4)
+
+
+async def _stream(stream_id: int, media_format: MediaFormat) -> ResponseReturnValue:
     s = services()
     record = await s.store.get(stream_id)
     if record is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"no stream {stream_id}")
+    if (refused := format_refused(media_format, record.source)) is not None:
+        raise ApiError(HTTP_STATUS[refused.code], refused.code, refused.message)
     held = ExitStack()  # this client's share of MAX_CONNECTIONS_PER_CLIENT, for the response's life
     try:
         held.enter_context(s.connections.hold(g.client))
     except Limited as limited:
         raise ApiError(HTTP_STATUS[ErrorCode.LIMIT], ErrorCode.LIMIT, str(limited)) from None
-    media = _media(s, stream_key(stream_id), Source(record.url, record.transport), g.client)
+    media = _media(s, stream_key(stream_id), record.source, g.client, media_format)
     # the first item decides the status: media (200, streaming) or a failure (its error body)
     try:
         with trio.move_on_after(s.settings.ffmpeg_timeout + 1) as waited:
@@ -55,7 +70,8 @@ async def stream_ts(stream_id: int) -> ResponseReturnValue:
         await media.aclose()
         held.close()
         raise ApiError(HTTP_STATUS[first.code], first.code, first.message)
-    response = Response(_body(first, media, held), mimetype=MIMETYPE, headers={"Cache-Control": "no-store"})
+    response = Response(_body(first, media, held), mimetype=MIMETYPES[media_format],
+                        headers={"Cache-Control": "no-store"})
     response.timeout = None  # live: no RESPONSE_TIMEOUT
     return response
 
@@ -70,9 +86,11 @@ async def _body(first: bytes, media: AsyncGenerator[bytes | Failure, None], held
                 yield item
 
 
-async def _media(s: Services, key: str, source: Source, client: str) -> AsyncGenerator[bytes | Failure, None]:
+async def _media(s: Services, key: str, source: Source, client: str,
+                 media_format: MediaFormat) -> AsyncGenerator[bytes | Failure, None]:
     """A viewer's media; a failure (then nothing more) ends it."""
     with s.registry.open_viewer(client) as viewer:
+        viewer.format = media_format
         try:
             s.registry.attach(viewer, key, source)
         except Failure as failure:

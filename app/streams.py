@@ -9,7 +9,7 @@ from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
-from supervisors import ErrorCode, Failure, Source
+from supervisors import ErrorCode, Failure
 
 from .errors import ApiError
 from .models import StreamInput, ValidationFailed, read_input, stream_json
@@ -98,7 +98,7 @@ async def list_streams() -> ResponseReturnValue:
 @blueprint.route("/api/streams/", strict_slashes=False, methods=["POST"])
 async def create_stream() -> ResponseReturnValue:
     data = await _input()
-    record = await services().store.create(data.name, data.url, data.transport)
+    record = await services().store.create(data.name, data.url, data.transport, data.profile)
     return jsonify(stream_view(record)), 201, {"Location": f"/api/streams/{record.id}/"}
 
 
@@ -112,11 +112,11 @@ async def patch_stream(stream_id: int) -> ResponseReturnValue:
     base = await stream_record(stream_id)
     data = await _input(base)
     s = services()
-    record = await s.store.update(stream_id, data.name, data.url, data.transport)
+    record = await s.store.update(stream_id, data.name, data.url, data.transport, data.profile)
     if record is None:
         raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
-    if (record.url, record.transport) != (base.url, base.transport):
-        s.registry.restart(stream_key(stream_id), Source(record.url, record.transport))
+    if record.source != base.source:
+        s.registry.restart(stream_key(stream_id), record.source)
     return jsonify(stream_view(record))
 
 

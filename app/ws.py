@@ -29,11 +29,14 @@ from supervisors import (
     Event,
     Failure,
     InvalidUrl,
+    Media,
+    MediaFormat,
     Phase,
     Source,
     Status,
     Transport,
     Unfinished,
+    VideoMode,
     Viewer,
     media_close_code,
     validate_url,
@@ -62,13 +65,14 @@ class Target:
     key: str
     stream_id: int | None = None
     source: Source | None = None
+    format: MediaFormat = MediaFormat.MPEGTS  # `format=`: what its binary frames carry
 
     async def resolve(self, s: Services) -> Source | None:
         if self.source is not None:
             return self.source
         assert self.stream_id is not None
         record = await s.store.get(self.stream_id)
-        return None if record is None else Source(record.url, record.transport)
+        return None if record is None else record.source
 
 
 def parse_query(args: MultiDict[str, str]) -> Target | Failure:
@@ -77,10 +81,14 @@ def parse_query(args: MultiDict[str, str]) -> Target | Failure:
     stream_id, url = args.get("id"), args.get("url")
     if (stream_id is None) == (url is None):
         return Failure(ErrorCode.BAD_REQUEST, "give exactly one of id=<stream id> or url=<rtsp url>")
+    try:
+        media_format = MediaFormat(args.get("format", MediaFormat.MPEGTS))
+    except ValueError:
+        return Failure(ErrorCode.BAD_REQUEST, f"format must be {' or '.join(MediaFormat)}")
     if stream_id is not None:
         if not (stream_id.isascii() and stream_id.isdigit()) or not 0 < int(stream_id) <= MAX_ID:
             return Failure(ErrorCode.BAD_REQUEST, "id must be a positive integer")
-        return Target(stream_key(int(stream_id)), stream_id=int(stream_id))
+        return Target(stream_key(int(stream_id)), stream_id=int(stream_id), format=media_format)
     assert url is not None
     try:
         transport = Transport(args.get("transport", Transport.TCP))
@@ -90,13 +98,22 @@ def parse_query(args: MultiDict[str, str]) -> Target | Failure:
         source = Source(validate_url(url), transport)
     except InvalidUrl as error:
         return Failure(ErrorCode.BAD_REQUEST, f"url {error}")
-    return Target(f"url:{source.key}", source=source)
+    return Target(f"url:{source.key}", source=source, format=media_format)
 
 
-def event_json(event: Status | Failure) -> str:
+def event_json(event: Status | Failure | Media) -> str:
     if isinstance(event, Status):
         return json.dumps({"type": "status", "phase": event.phase})
+    if isinstance(event, Media):
+        return json.dumps({"type": "media", "mime": event.mime})
     return json.dumps({"type": "error", "code": event.code, "message": event.message})
+
+
+def format_refused(media_format: MediaFormat, source: Source) -> Failure | None:
+    """Why this stream cannot be played in this format, if it cannot."""
+    if media_format is MediaFormat.FMP4 and source.profile.video is VideoMode.MPEG1:
+        return Failure(ErrorCode.BAD_REQUEST, "format fmp4 needs video copy or h264 (this stream is mpeg1)")
+    return None
 
 
 def parse_action(message: str | bytes) -> Action | Failure:
@@ -271,7 +288,7 @@ async def _as_close(event: Event, send: Send) -> bool:
     if isinstance(event, Close):
         await websocket.close(event.code, event.reason)
         return True
-    return False  # status: the REST view has it
+    return False  # status and media type: the REST view has them
 
 
 async def _write(viewer: Viewer, done: trio.CancelScope, send: Send, wire: Wire | None, on_event: OnEvent) -> None:
@@ -349,6 +366,10 @@ async def _start(viewer: Viewer, target: Target, s: Services, *, restart: bool) 
         if not s.registry.reconnect(viewer) and viewer.announced:
             viewer.notify(Status(Phase.PLAYING))  # coalesced with a restart that just ran
         return  # every viewer of it, this one included, sees connecting then playing
+    if (refused := format_refused(target.format, source)) is not None:
+        viewer.notify(refused)
+        return
+    viewer.format = target.format
     try:
         s.registry.attach(viewer, target.key, source)
     except Failure as failure:

@@ -7,7 +7,8 @@ from this process, and prints tables:
 - latency: `start` → first binary frame for a cold stream (vs bare FFmpeg with the same
   input flags, and with FFmpeg's default probing) and for a viewer joining a running stream;
 - fanout: for N viewers, server and FFmpeg CPU, this load client's own CPU, the slowest
-  viewer's share of the stream's rate, server RSS;
+  viewer's share of the stream's rate, server RSS (`--fmp4`: fMP4 viewers too, whose
+  FFmpeg CPU includes the remuxer's);
 - slow: server RSS with 5 viewers that never read (and 1 that does), over 120 s;
 - idle (on request): server CPU for 200 connected viewers that do not play (pings).
 """
@@ -124,8 +125,9 @@ async def start_relay(camera_url: str, *, deflate: bool) -> tuple[trio.Process, 
                         needs_start=False, deflate=deflate)
 
 
-async def start_camera(codec: str = "h264", audio: bool = False, burst: bool = True) -> tuple[trio.Process, str]:
-    argv = [sys.executable, "-m", "tests.camera", "--size", "640x360", "--bitrate", "2M", "--noise",
+async def start_camera(codec: str = "h264", audio: bool = False, burst: bool = True,
+                       size: str = "640x360") -> tuple[trio.Process, str]:
+    argv = [sys.executable, "-m", "tests.camera", "--size", size, "--bitrate", "2M", "--noise",
             "--gop", "50", "--codec", codec, *(["--audio"] if audio else []), *([] if burst else ["--no-burst"])]
     process = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert process.stdout is not None
@@ -368,6 +370,8 @@ async def main(argv: list[str]) -> None:
     parser.add_argument("--tls", action="store_true", help="ours serves WSS itself (CERTFILE/KEYFILE, a test CA)")
     parser.add_argument("--no-deflate", action="store_true",
                         help="viewers do not offer permessage-deflate (browsers do)")
+    parser.add_argument("--fmp4", action="store_true",
+                        help="fan-out also with fMP4 viewers (format=fmp4), alternating with MPEG-TS ones")
     args = parser.parse_args(argv)
     # the load client is one address standing for many viewers: the per-client limits
     # (RATE_LIMIT, MAX_CONNECTIONS_PER_CLIENT, MAX_STREAMS_PER_CLIENT) would stop it
@@ -385,6 +389,9 @@ async def main(argv: list[str]) -> None:
             await bench_latency(rig, args.rounds)
         if "fanout" in args.what:
             rigs = {"ours": rig}
+            if args.fmp4:
+                rigs["ours fMP4"] = Rig(url, server.process.pid, await server.url(), deflate=not args.no_deflate,
+                                        tls=tls, resource=f"/ws/stream?url={url}&format=fmp4")
             relay = None
             if not args.no_relay:
                 relay, rigs["rtsp-relay"] = await start_relay(url, deflate=not args.no_deflate)

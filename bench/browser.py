@@ -1,8 +1,9 @@
-"""`python -m bench.browser`: stock mpegts.js in headless Chromium, first frame and latency.
+"""`python -m bench.browser`: players in headless Chromium, first frame and latency.
 
 For `app/static/minimal.html` (mpegts.js on `/ws/stream.ts`, with its stock config, then
 with `&lowlatency`: no stash buffer, latency chasing) and for the viewer page at `/` (one
-tile: mpegts.js on `/ws/stream`, low latency), against a 640x360 2 Mbit/s camera,
+tile: native MSE on `/ws/stream?format=fmp4`, and with `?player=mpegts` mpegts.js on
+`/ws/stream`, low latency), against a 640x360 2 Mbit/s camera,
 alternating rounds of:
 - cold: no upstream running (LINGER=0), navigation to the first presented frame;
 - joining: another viewer keeps the upstream up, navigation to the first presented frame.
@@ -78,7 +79,8 @@ def _rounds(url: str, kinds: list[str], joining_started: object, joining_stopped
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.browser")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each kind, alternating")
-    parser.add_argument("--only", choices=["stock", "low latency", "viewer page"], action="append",
+    parser.add_argument("--only", choices=["stock", "low latency", "viewer page", "viewer page mpegts.js"],
+                        action="append",
                         help="measure only this page (repeatable)")
     args = parser.parse_args(argv)
     env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LINGER": "0", "LOG_LEVEL": "WARNING"}
@@ -99,7 +101,8 @@ async def main(argv: list[str]) -> None:
             await other.pop().aclose()
 
         kinds = ["cold", "joining"] * args.rounds
-        print("\n## mpegts.js in headless Chromium (minimal.html on /ws/stream.ts, the viewer page on /ws/stream)")
+        print("\n## Players in headless Chromium (minimal.html: mpegts.js on /ws/stream.ts; the viewer page: "
+              "native MSE on fMP4, or mpegts.js on /ws/stream)")
         print("| config | start | rounds | first frame after navigation, median (max) s "
               "| live latency, median (max) s |")
         print("|---|---|---|---|---|")
@@ -109,7 +112,7 @@ async def main(argv: list[str]) -> None:
         resource = f"/ws/stream.ts?id={stream_id}"  # the joiner's: the same upstream as the pages'
         pages = (("stock", f"/static/minimal.html?id={stream_id}"),
                  ("low latency", f"/static/minimal.html?id={stream_id}&lowlatency"),
-                 ("viewer page", "/"))
+                 ("viewer page", "/"), ("viewer page mpegts.js", "/?player=mpegts"))
         for config, path in pages:
             if args.only and config not in args.only:
                 continue

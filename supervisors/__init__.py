@@ -12,13 +12,17 @@ from .events import (
     ErrorCode,
     Event,
     Failure,
+    Media,
+    MediaFormat,
     Phase,
     Status,
     StreamPhase,
     Transport,
+    VideoMode,
     media_close_code,
 )
 from .ffmpeg import Source
+from .profile import Profile
 from .registry import Registry, RegistryStatistics
 from .tally import StreamTally, Tally
 from .upstream import ErrorRecord, UpstreamStatus
@@ -27,6 +31,6 @@ from .viewer import Unfinished, Viewer
 
 __all__ = [
     "CONTROL", "HTTP_STATUS", "Action", "Close", "CloseCode", "EngineConfig", "ErrorCode", "ErrorRecord", "Event", "Failure", "InvalidUrl",
-    "Phase", "Registry", "RegistryStatistics", "Source", "Status", "StreamPhase", "StreamTally", "Tally", "Transport",
-    "Unfinished", "UpstreamStatus", "Viewer", "keep_masked", "mask_text", "mask_url", "media_close_code", "validate_url",
+    "Media", "MediaFormat", "Phase", "Profile", "Registry", "RegistryStatistics", "Source", "Status", "StreamPhase", "StreamTally", "Tally", "Transport",
+    "Unfinished", "UpstreamStatus", "VideoMode", "Viewer", "keep_masked", "mask_text", "mask_url", "media_close_code", "validate_url",
 ]

@@ -96,6 +96,21 @@ class Transport(StrEnum):
     UDP = "udp"
 
 
+class VideoMode(StrEnum):
+    """A stream's video profile: what FFmpeg makes of the camera's video."""
+
+    COPY = "copy"  # as the camera sends it
+    H264 = "h264"  # transcoded with libx264 (H.265 or odd cameras)
+    MPEG1 = "mpeg1"  # mpeg1video without B-frames (JSMpeg players)
+
+
+class MediaFormat(StrEnum):
+    """What a viewer's binary frames carry (`format=` on the sockets)."""
+
+    MPEGTS = "mpegts"
+    FMP4 = "fmp4"  # fragmented MP4 for native MSE: init segment, then moof+mdat fragments
+
+
 @attrs.frozen
 class Status:
     phase: Phase
@@ -120,4 +135,12 @@ class Close:
     reason: str = ""
 
 
-Event = Status | Failure | Close
+@attrs.frozen
+class Media:
+    """What the binary frames that follow are: sent before the first of them (fMP4), with
+    the MIME type and codecs string MSE's addSourceBuffer takes."""
+
+    mime: str
+
+
+Event = Status | Failure | Close | Media

@@ -8,6 +8,7 @@ cancelled upstream never leaves a process behind.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ import trio
 
 from .classify import classify, video_info
 from .events import ErrorCode, Failure, Transport
+from .profile import DEFAULT, Profile
 from .sources import ANY_SOURCE, SourcePolicy
 from .urls import place, secrets_of, sharing_key
 
@@ -28,6 +30,7 @@ KILL_GRACE = 2.0
 _REDIRECT = re.compile(rb"Redirecting to (\S+)")  # FFmpeg's own line when a camera redirects
 READ_SIZE = 256 * 1024  # one pipe read; large reads keep the per-chunk cost down
 STDERR_KEEP = 16 * 1024
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @attrs.frozen
@@ -36,6 +39,7 @@ class Source:
 
     url: str
     transport: Transport = Transport.TCP
+    profile: Profile = DEFAULT
 
     @property
     def key(self) -> str:
@@ -58,6 +62,7 @@ class Run(Protocol):
     async def finish(self) -> None: ...
     def failure(self) -> Failure: ...
     def video(self) -> dict[str, object] | None: ...
+    def cpu_seconds(self) -> float | None: ...
 
 
 # Entering a Runner's context starts one attempt; it raises Failure(STREAM_ERROR) when the
@@ -66,13 +71,14 @@ Runner = Callable[["Source"], AbstractAsyncContextManager[Run]]
 
 
 def build_argv(ffmpeg: str, source: Source, *, timeout: float) -> list[str]:
-    """FFmpeg reading the source with the least start-up delay, copying video to MPEG-TS.
+    """FFmpeg reading the source with the least start-up delay, writing MPEG-TS as the
+    source's profile says (video copied by default; `profile.Profile`).
 
     `-probesize 32 -analyzeduration 0` starts output at the first keyframe instead of
     after about a second of probing; stream copy needs no more than the SDP's parameter
     sets. No `-fflags nobuffer`: with it FFmpeg dropped the keyframe a camera sends right
-    after PLAY and waited for the next one (bench/README.md). Audio is dropped (`-an`):
-    browsers' MPEG-TS players want video only.
+    after PLAY and waited for the next one (bench/README.md). Audio only when the profile
+    asks for it: browsers' MPEG-TS players play video alone.
     """
     return [
         ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info",
@@ -80,7 +86,7 @@ def build_argv(ffmpeg: str, source: Source, *, timeout: float) -> list[str]:
         "-timeout", str(int(timeout * 1_000_000)),
         "-probesize", "32", "-analyzeduration", "0",
         "-i", source.url,
-        "-map", "0:v:0", "-c:v", "copy", "-an", "-sn", "-dn",
+        *source.profile.output_args(),
         "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "-flush_packets", "1",
         "pipe:1",
     ]
@@ -136,8 +142,10 @@ class FFmpegRun:
     the check stops the session, not its first connection attempt."""
 
     def __init__(self, stdout: trio.abc.ReceiveStream, tail: StderrTail, secrets: tuple[str, ...], *,
-                 sources: SourcePolicy = ANY_SOURCE, kill: Callable[[], None] = lambda: None) -> None:
+                 sources: SourcePolicy = ANY_SOURCE, kill: Callable[[], None] = lambda: None,
+                 pid: int | None = None) -> None:
         self.stdout = stdout
+        self._pid = pid
         self._tail = tail
         self._secrets = secrets
         self._sources = sources
@@ -177,6 +185,20 @@ class FFmpegRun:
     def video(self) -> dict[str, object] | None:
         return video_info(self._tail.head)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time FFmpeg has used so far (user + system), or None where it cannot be read."""
+        return None if self._pid is None else process_cpu_seconds(self._pid)
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """A process's user + system CPU seconds, from /proc (None elsewhere, or once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
 
 def ffmpeg_runner(ffmpeg: str, *, timeout: float, sources: SourcePolicy = ANY_SOURCE) -> Runner:
     """A Runner that starts the real FFmpeg for a source its policy allows (checked after
@@ -193,7 +215,8 @@ def ffmpeg_runner(ffmpeg: str, *, timeout: float, sources: SourcePolicy = ANY_SO
             except OSError as error:
                 raise Failure(ErrorCode.STREAM_ERROR, f"cannot start {ffmpeg}: {describe_os_error(error)}") from None
             assert process.stdout is not None and process.stderr is not None
-            handle = FFmpegRun(process.stdout, StderrTail(), secrets_of(source.url), sources=sources, kill=process.kill)
+            handle = FFmpegRun(process.stdout, StderrTail(), secrets_of(source.url), sources=sources, kill=process.kill,
+                               pid=process.pid)
             nursery.start_soon(handle._drain, process.stderr)
             try:
                 yield handle

@@ -7,6 +7,8 @@ the media from a keyframe on: at once from the cache when the upstream is runnin
 at the next keyframe. `restart` starts a new attempt: nothing of the old one reaches a
 viewer after its `connecting`. The cache holds PAT, PMT and the packets since the last keyframe,
 up to `gop_limit` bytes (beyond that only PAT/PMT, and joiners wait for a keyframe).
+fMP4 viewers are fed by `self.fmp4` (`remux.FragmentHub`) from the remuxer, which takes
+this TS as a viewer of its own (`feed`); every viewer, of either format, gets the events.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from collections.abc import Callable
 
 import attrs
 
-from .events import Event
+from .events import Event, MediaFormat
 from .mpegts import Aligner, Index
+from .remux import FragmentHub
 from .tally import Histogram, StreamTally
 from .timeline import Retimer
 from .viewer import Viewer
@@ -38,8 +41,10 @@ class Hub:
     def __init__(self, *, gop_limit: int = GOP_LIMIT, on_slow: Callable[[Viewer], None] = lambda v: None,
                  timeline: int | None = None, tally: StreamTally | None = None,
                  first_media: Histogram | None = None) -> None:
-        self.viewers: set[Viewer] = set()
+        self.viewers: set[Viewer] = set()  # the sockets' viewers, of either format
+        self._ts: set[Viewer] = set()  # who receives the TS: MPEG-TS viewers and the fMP4 remuxer
         self._tally = tally or StreamTally()  # the stream's, which outlives this upstream
+        self.fmp4 = FragmentHub(gop_limit=gop_limit, on_slow=on_slow, tally=self._tally)
         self._first_media = first_media or Histogram()
         self._retimer = Retimer(timeline)  # outlives `reset`: one timeline per stream
         self.bytes_in = 0
@@ -54,7 +59,8 @@ class Hub:
         self._index = Index()
         self._gop: list[bytes] = []
         self._gop_bytes = 0
-        for viewer in self.viewers:
+        self.fmp4.reset()
+        for viewer in self.viewers | self._ts:
             viewer.synced = False
 
     def timeline_end(self) -> int | None:
@@ -67,15 +73,25 @@ class Hub:
         its timestamps going on from the last ones sent (`timeline.Retimer`)."""
         self._retimer.restart()
         self.reset()
-        for viewer in self.viewers:
+        for viewer in self.viewers | self._ts:
             viewer.restart()
 
     def attach(self, viewer: Viewer) -> None:
         """Add a viewer; it starts from the cached keyframe, or waits for the next one.
+        An fMP4 viewer gets fragments from `self.fmp4` (the upstream runs the remuxer)."""
+        self.viewers.add(viewer)
+        if viewer.format is MediaFormat.FMP4:
+            viewer.retimer = None
+            self.fmp4.attach(viewer)
+        else:
+            self.feed(viewer)
+
+    def feed(self, viewer: Viewer) -> None:
+        """Give a viewer this upstream's TS, from the cached keyframe or the next one.
         A socket that played before (stop and start, or another stream) goes on with its
         own timeline: its media pass through a Retimer of its own (a copy per chunk for
         it alone) so that its timestamps never jump."""
-        self.viewers.add(viewer)
+        self._ts.add(viewer)
         viewer.synced = False
         viewer.retimer = None if viewer.resume_at is None else Retimer(viewer.resume_at, self._retimer.step)
         header = self._index.header
@@ -88,16 +104,22 @@ class Hub:
             if viewer.synced:
                 self._sent(viewer, len(header) + sum(len(part) for part in gop))
 
+    def unfeed(self, viewer: Viewer) -> None:
+        """No more TS for a viewer given it with `feed` alone (the remuxer)."""
+        self._ts.discard(viewer)
+
     def detach(self, viewer: Viewer) -> None:
         if viewer in self.viewers:
             self.viewers.discard(viewer)
+            self._ts.discard(viewer)
+            self.fmp4.detach(viewer)
             self._drops_gone += viewer.drops
             self._tally.drops += viewer.drops
             end = viewer.retimer.end() if viewer.retimer is not None else None
             viewer.resume_at = end if end is not None else self._retimer.end()
 
     def _pids(self) -> tuple[int | None, ...]:
-        return self._index.video_pid, self._index.pcr_pid
+        return self._index.video_pid, self._index.pcr_pid, *self._index.other_pids
 
     def broadcast(self, event: Event) -> None:
         for viewer in self.viewers:
@@ -128,7 +150,7 @@ class Hub:
                 self._gop, self._gop_bytes = [], 0
         header = self._index.header
         offered = 0  # viewers that took `data` as it is (counted once per chunk, below)
-        for viewer in list(self.viewers):
+        for viewer in list(self._ts):
             retimer = viewer.retimer
             if viewer.synced:
                 viewer.synced = viewer.offer(data if retimer is None else retimer.apply(data, pids, key))

@@ -58,6 +58,7 @@ class Index:
     video_pid: int | None = None
     video_type: int | None = None
     pcr_pid: int | None = None
+    other_pids: tuple[int, ...] = ()  # the PMT's other elementary streams (audio)
 
     @property
     def header(self) -> bytes | None:
@@ -120,14 +121,18 @@ class Index:
         end = min(len(section), 3 + (((section[1] & 0x0F) << 8) | section[2])) - 4
         i = 12 + (((section[10] & 0x0F) << 8) | section[11])
         video = None
+        others = []
         while i + 5 <= end:
             stream_type = section[i]
             pid = ((section[i + 1] & 0x1F) << 8) | section[i + 2]
             if video is None and stream_type in VIDEO_TYPES:
                 video = (pid, stream_type)
+            else:
+                others.append(pid)
             i += 5 + (((section[i + 3] & 0x0F) << 8) | section[i + 4])
         self.pmt = bytes(packet)
         self.video_pid, self.video_type = video if video else (None, None)
+        self.other_pids = tuple(others)
         self.pcr_pid = ((section[8] & 0x1F) << 8) | section[9]
 
 

@@ -38,6 +38,8 @@ class RegistryStatistics:
     max: int
     viewers: int  # open sockets
     tasks: int  # supervisor tasks alive in the registry's nursery
+    transcoding: int = 0  # running upstreams whose profile decodes and encodes
+    cpu_percent: float = 0.0  # of one core, by every upstream's FFmpeg processes (as last measured)
 
 
 class Registry:
@@ -247,8 +249,11 @@ class Registry:
             yield key, upstream.hub.statistics()
 
     def statistics(self) -> RegistryStatistics:
+        statuses = [upstream.status() for upstream in list(self._upstreams.values())]
         return RegistryStatistics(running=len(self._upstreams), max=self.config.max_streams,
-                                  viewers=len(self._viewers), tasks=self._supervisors)
+                                  viewers=len(self._viewers), tasks=self._supervisors,
+                                  transcoding=sum(status.transcoding for status in statuses),
+                                  cpu_percent=round(sum(status.cpu_percent or 0.0 for status in statuses), 1))
 
     def shutdown(self) -> None:
         """Server going away: every viewer gets `stopped` and a 1001 close; upstreams end."""

@@ -28,7 +28,7 @@ SETTLING = 2  # an attempt's first frames: any step but about one frame is a jum
 class Retimer:
     """Shifts the timestamps of one stream's attempts onto one timeline (module docstring)."""
 
-    __slots__ = ("_last", "_settling", "_shift", "_start", "_step")
+    __slots__ = ("_last", "_others", "_settling", "_shift", "_start", "_step")
 
     def __init__(self, start: int | None = None, step: int = FRAME) -> None:
         self._start = start  # where the current attempt must begin; None: where it likes
@@ -36,6 +36,7 @@ class Retimer:
         self._last: int | None = None  # the last DTS (or PTS) sent, on the timeline
         self._step = step
         self._settling = SETTLING  # frames of this attempt still held to the frame step
+        self._others: dict[int, list[int]] = {}  # audio PID -> [last PTS sent, its step, extra shift]
 
     def restart(self) -> None:
         """A new attempt follows: its first timestamp goes one frame after the last sent."""
@@ -43,6 +44,8 @@ class Retimer:
             self._start = (self._last + self._step) % WRAP
         self._shift = None if self._start is not None else 0
         self._settling = SETTLING
+        for state in self._others.values():
+            state[2] = 0
 
     @property
     def step(self) -> int:
@@ -54,7 +57,8 @@ class Retimer:
         return None if self._last is None else (self._last + self._step) % WRAP
 
     def apply(self, data: bytes, pids: tuple[int | None, ...], key: int | None) -> bytes:
-        """`data` (whole packets) with the timestamps on `pids` (video, PCR) on the stream's
+        """`data` (whole packets) with the timestamps on `pids` (video, PCR, then any others,
+        such as audio, which are shifted alike but do not set the timeline) on the stream's
         timeline. `key` is the offset of a keyframe in `data`, if any: a new attempt's
         shift is fixed there, as viewers resume an attempt at its first keyframe (what
         comes before it reaches nobody and is passed through as it is)."""
@@ -68,9 +72,15 @@ class Retimer:
         for off in range(0, len(data), PACKET):
             if not (self._shift or data[off + 1] & 0x40):  # unshifted: only PES starts matter
                 continue
-            if ((data[off + 1] & 0x1F) << 8 | data[off + 2]) not in pids:
+            pid = (data[off + 1] & 0x1F) << 8 | data[off + 2]
+            if pid not in pids:
                 continue
             decoding = _decoding_ts(data, off) if data[off + 1] & 0x40 else None
+            if decoding is not None and pid not in pids[:2]:  # audio: shifted alike, not timed
+                if shift := self._other(pid, decoding):
+                    out = out if out is not None else bytearray(data)
+                    _shift_pes(out, _pes(data, off) + 9, shift)
+                continue
             if decoding is not None:
                 decoding = (decoding + self._shift) % WRAP
                 if self._last is not None:
@@ -96,6 +106,34 @@ class Retimer:
                 if data[at - 2] & 0x40:  # and a DTS
                     _put_ts(out, at + 5, decoding)
         return data if out is None else bytes(out)
+
+
+    def _other(self, pid: int, stamp: int) -> int:
+        """The shift for a PES of another PID (audio): the video's, and as much more as keeps
+        that PID going forward (a new attempt's first audio may begin a little before the
+        last audio sent: it then follows it by its own step, a few ms off the video)."""
+        moved = (stamp + self._shift) % WRAP  # type: ignore[operator]
+        state = self._others.get(pid)
+        if state is None:
+            self._others[pid] = [moved, 0, 0]
+            return self._shift or 0
+        last, step, extra = state
+        moved = (moved + extra) % WRAP
+        delta = (moved - last) % WRAP
+        if delta == 0 or delta >= WRAP // 2:  # not after the last one sent: put it right after
+            extra = (extra + last + max(step, 1) - moved) % WRAP
+            moved = (last + max(step, 1)) % WRAP
+        elif delta < HZ:
+            step = delta
+        state[:] = [moved, step, extra]
+        return (self._shift + extra) % WRAP  # type: ignore[operator]
+
+
+def _shift_pes(out: bytearray, at: int, shift: int) -> None:
+    """Move the PTS at `at`, and the DTS after it if there is one, by `shift`."""
+    _put_ts(out, at, (_ts(out, at) + shift) % WRAP)
+    if out[at - 2] & 0x40:
+        _put_ts(out, at + 5, (_ts(out, at + 5) + shift) % WRAP)
 
 
 def _pes(data: bytes, off: int) -> int:

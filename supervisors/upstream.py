@@ -26,6 +26,7 @@ from .config import EngineConfig
 from .events import FINAL_CODES, ErrorCode, Failure, StreamPhase
 from .ffmpeg import READ_SIZE, Run, Runner, Source, describe_os_error
 from .hub import Hub
+from .remux import Remuxer
 from .tally import Histogram, StreamTally
 from .urls import mask_url
 from .viewer import Viewer
@@ -50,6 +51,35 @@ class UpstreamStatus:
     bytes_in: int = 0
     drops: int = 0
     restarts: int = 0
+    transcoding: bool = False  # the profile decodes and encodes the video
+    cpu_percent: float | None = None  # of one core, by this upstream's FFmpeg processes
+
+
+class CpuMeter:
+    """Percent of one core used between readings at least EVERY seconds apart (the last
+    figure is repeated in between, so frequent status reads do not make it noisy)."""
+
+    EVERY = 1.0
+
+    def __init__(self) -> None:
+        self._at: float | None = None
+        self._seconds = 0.0
+        self._percent: float | None = None
+
+    def start(self) -> None:
+        """A new process starts now, at 0 CPU seconds: its first reading is its average."""
+        self._at, self._seconds = time.monotonic(), 0.0
+
+    def percent(self, seconds: float | None) -> float | None:
+        now = time.monotonic()
+        if seconds is None:
+            self._at, self._percent = None, None
+        elif self._at is None or seconds < self._seconds:  # a process it did not see start, or one ended
+            self._at, self._seconds = now, seconds
+        elif now - self._at >= self.EVERY:
+            self._percent = round(100 * (seconds - self._seconds) / (now - self._at), 1)
+            self._at, self._seconds = now, seconds
+        return self._percent
 
 
 class Upstream:
@@ -84,6 +114,8 @@ class Upstream:
         self._run: Run | None = None
         self.retired = False
         self.restarted_at = -math.inf  # when restart() was last called
+        self._cpu = CpuMeter()
+        self._remuxer = Remuxer(config.ffmpeg, self.hub.fmp4, self.hub.feed, self.hub.unfeed, self.label)
 
     # --- called by the registry (synchronous) --------------------------------------------
 
@@ -118,7 +150,15 @@ class Upstream:
         hub = self.hub.statistics()
         return UpstreamStatus(phase=self._phase, viewers=hub.viewers, since=self._since,
                               error=self._error, video=self._video_info(), bytes_in=hub.bytes_in,
-                              drops=hub.drops, restarts=self.restarts)
+                              drops=hub.drops, restarts=self.restarts, transcoding=self.source.profile.transcoded,
+                              cpu_percent=self._cpu.percent(self._cpu_seconds()))
+
+    def _cpu_seconds(self) -> float | None:
+        """CPU seconds of the processes running for this upstream now."""
+        run = self._run
+        seconds = None if run is None else run.cpu_seconds()
+        remux = self._remuxer.cpu_seconds()
+        return seconds if remux is None else (seconds or 0.0) + remux
 
     # --- the supervisor -----------------------------------------------------------------
 
@@ -128,6 +168,7 @@ class Upstream:
                 task_status.started()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._linger_guard)
+                    nursery.start_soon(self._remuxer.run, self._viewers_changed)
                     await self._supervise()
                     nursery.cancel_scope.cancel()
         finally:
@@ -170,6 +211,7 @@ class Upstream:
             try:
                 async with self._runner(self.source) as run:
                     self._run = run
+                    self._cpu.start()
                     try:
                         stalled, healthy_from = await self._pump(run)
                         if stalled:  # say so now: ending a process stuck in connect takes a while
@@ -243,6 +285,9 @@ class Upstream:
                   code=failure.code)
         self.hub.broadcast(failure)
         return failure
+
+    async def _viewers_changed(self) -> None:
+        await self._changed.wait()
 
     async def _linger_guard(self) -> None:
         while True:

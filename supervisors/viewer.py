@@ -38,7 +38,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from .events import Close, CloseCode, ErrorCode, Event, Failure, Phase, Status
+from .events import Close, CloseCode, ErrorCode, Event, Failure, MediaFormat, Phase, Status
 from .timeline import Retimer
 
 MAX_ITEMS = 8192  # items queued at most: media overflows at MAX_ITEMS - EVENT_ROOM, an event
@@ -71,7 +71,7 @@ class Viewer:
     """A socket's subscription state and outbound queue (see module docstring)."""
 
     __slots__ = ("_announced", "_bytes", "_clock", "_holding", "_items", "_lot", "_overflow_since",
-                 "_slow_after", "asked_at", "budget", "client", "drops", "express", "key", "resume_at", "retimer",
+                 "_slow_after", "asked_at", "budget", "client", "drops", "express", "format", "key", "resume_at", "retimer",
                  "slow", "synced")
 
     def __init__(self, client: str, *, budget: int, clock: Callable[[], float] = trio.current_time,
@@ -79,6 +79,7 @@ class Viewer:
         self.client = client
         self.budget = budget
         self.key: str | None = None  # the upstream it is attached to
+        self.format = MediaFormat.MPEGTS  # what its binary frames carry (set before attach)
         self.synced = False  # has received PAT+PMT+keyframe of the current upstream attempt
         self.slow = False
         self.drops = 0

@@ -89,6 +89,9 @@ class FakeRun:
     def failure(self) -> Failure:
         return classify(STDERR.get(self.behaviour.split(":")[0], STDERR["eof"]))
 
+    def cpu_seconds(self) -> float | None:
+        return None
+
     def video(self) -> dict[str, object] | None:
         return {"codec": "h264", "width": 320, "height": 240}
 

@@ -207,14 +207,15 @@ def pids_in_order(data: bytes) -> list[int]:
     return [((p[1] & 0x1F) << 8) | p[2] for p in ts_packets(data)]
 
 
-def probe(data: bytes) -> tuple[str, str]:
-    """(stream description, decode errors) of MPEG-TS bytes, by the bundled FFmpeg."""
+def probe(data: bytes, streams: str = "0") -> tuple[str, str]:
+    """(video stream description, decode errors of `streams`) of MPEG-TS bytes, by the
+    bundled FFmpeg."""
     with tempfile.NamedTemporaryFile(suffix=".ts") as f:
         f.write(data)
         f.flush()
         info = subprocess.run([bundled_ffmpeg(), "-hide_banner", "-i", f.name], capture_output=True,
                               text=True, check=False).stderr
-        decode = subprocess.run([bundled_ffmpeg(), "-hide_banner", "-v", "error", "-i", f.name,
+        decode = subprocess.run([bundled_ffmpeg(), "-hide_banner", "-v", "error", "-i", f.name, "-map", streams,
                                  "-f", "null", "-"], capture_output=True, text=True, check=False)
     video = next((ln.strip() for ln in info.splitlines() if "Video:" in ln), "")
     return video, decode.stderr.strip()

@@ -22,9 +22,9 @@ from tests.helpers import BIN, env, spawn
 
 TOKEN = "openapi-token-0123456789abcdef"
 COMMON = ["--checks", "all", "--exclude-checks", "positive_data_acceptance", "--max-examples", "40", "--seed", "7"]
-REST = ["--exclude-operation-id", "streamTs", "--exclude-operation-id", "snapshot"]
+REST = ["--exclude-operation-id", "streamTs", "--exclude-operation-id", "streamMp4", "--exclude-operation-id", "snapshot"]
 # no stateful phase: no POST, so no stream (and no camera connection) behind them
-STREAM = ["--include-operation-id", "streamTs", "--include-operation-id", "snapshot",
+STREAM = ["--include-operation-id", "streamTs", "--include-operation-id", "streamMp4", "--include-operation-id", "snapshot",
           "--phases", "examples,coverage,fuzzing"]
 
 

@@ -33,7 +33,9 @@ async def test_create_list_get_patch_delete(server: Server) -> None:
         assert stream["transport"] == "tcp"
         assert stream["created_at"].endswith("Z") and stream["updated_at"] == stream["created_at"]
         assert stream["status"] == {"phase": "idle", "viewers": 0, "since": None, "error": None,
-                                    "video": None, "bytes_in": 0, "drops": 0, "restarts": 0}
+                                    "video": None, "bytes_in": 0, "drops": 0, "restarts": 0,
+                                    "transcoding": False, "cpu_percent": None}
+        assert (stream["video"], stream["audio"], stream["max_height"]) == ("copy", False, None)  # the profile
         second = (await http.post("/api/streams", json={"name": "b", "url": "rtsp://h/x",
                                                           "transport": "udp"})).json()
         listed = (await http.get("/api/streams")).json()
@@ -163,7 +165,7 @@ async def test_health_reports_ffmpeg_and_counts(server: Server, camera: Camera) 
         assert body["status"] == "ok" and body["version"]
         assert body["ffmpeg"]["path"].endswith(("ffmpeg", "v9.0.2")) or "ffmpeg" in body["ffmpeg"]["path"]
         assert body["ffmpeg"]["version"]
-        assert body["streams"] == {"running": 0, "max": 10} and body["viewers"] == 0
+        assert body["streams"] == {"running": 0, "max": 10, "transcoding": 0, "cpu_percent": 0.0} and body["viewers"] == 0
         async with server.viewer(f"url={camera.url()}") as viewer:
             await viewer.play()
             body = (await http.get("/api/health")).json()

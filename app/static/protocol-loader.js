@@ -14,9 +14,19 @@
 // hand it over: `protocolLoader(onMessage, onClose, openProtocolSocket(url))`.
 "use strict";
 
-// The URL of the full protocol's socket for stream `id`, on this page's server.
-function streamSocketUrl(id) {
-  return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws/stream?id=${id}`;
+// The URL of the full protocol's socket for stream `id`, on this page's server; `format`
+// "fmp4" for the browser's own MSE (mse-player.js), else MPEG-TS for mpegts.js.
+function streamSocketUrl(id, format = "mpegts") {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/ws/stream?id=${id}${format === "fmp4" ? "&format=fmp4" : ""}`;
+}
+
+// fMP4 where the browser has MediaSource (or ManagedMediaSource), unless the page was
+// opened with ?player=mpegts; mpeg1 streams are for JSMpeg (static/jsmpeg.html).
+function preferredFormat(stream) {
+  const forced = new URLSearchParams(location.search).get("player") === "mpegts";
+  const native = Boolean(window.ManagedMediaSource || window.MediaSource);
+  return forced || !native || stream.video === "mpeg1" ? "mpegts" : "fmp4";
 }
 
 // A socket of the full protocol, opened now: it sends start as soon as it opens and

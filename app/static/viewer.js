@@ -1,6 +1,8 @@
 // The viewer page: the stream list (polled from REST), the add / edit form, and one live
-// tile per stream. A tile plays with mpegts.js on the full protocol (protocol-loader.js):
-// its socket stays up while the server retries the camera, so the same player plays on;
+// tile per stream. A tile plays fMP4 with the browser's own MSE (mse-player.js) when the
+// `media` message's codecs are supported, else MPEG-TS with mpegts.js (protocol-loader.js),
+// on the full protocol: its socket stays up while the server retries the camera, so the
+// same player plays on;
 // if the socket itself closes, the tile opens a new one with backoff (1, 2, 4 … 30 s),
 // except after AUTH, NOT_FOUND or LIMIT, which need a person. A page put away (pagehide,
 // the back/forward cache) releases every socket; shown again (pageshow), it reconnects.
@@ -60,6 +62,7 @@ login.onsubmit = async (event) => {
 class Tile {
   constructor(stream) {
     this.id = stream.id;
+    this.format = preferredFormat(stream);  // as the socket opened in the head
     this.messages = [];  // every status and error this tile got, in order
     this.backoff = 1;
     this.stopped = false;  // by a person (or a final error): no reconnecting
@@ -90,17 +93,54 @@ class Tile {
   connect() {
     this.release();
     this.phase.textContent = "connecting";
-    const url = streamSocketUrl(this.id);
+    const url = streamSocketUrl(this.id, this.format);
     // the socket first: its handshake and the cached GOP arrive while the player sets up
     // (on the page's first load it was opened in the head, before mpegts.js was parsed)
     this.early = earlySockets.get(this.id) || openProtocolSocket(url, token());
     earlySockets.delete(this.id);
+    this.el.dataset.player = this.format === "fmp4" ? "mse" : "mpegts.js";
+    if (this.format === "fmp4") {
+      this.playNative(this.early);
+      this.early = null;
+      return;
+    }
     const loader = protocolLoader((message, socket) => this.onMessage(message, socket), () => this.onClose(),
                                   this.early);
     this.player = mpegts.createPlayer({type: "mpegts", isLive: true, url}, {customLoader: loader, ...LOW_LATENCY});
     this.player.attachMediaElement(this.video);
     this.player.load();
     this.player.play();
+  }
+
+  // fMP4 into the browser's own MediaSource; a codecs string it cannot play falls back to
+  // mpegts.js on a new MPEG-TS socket
+  playNative(socket) {
+    this.native = socket;
+    socket.take({
+      message: (event) => {
+        if (typeof event.data !== "string") {
+          this.player?.append(event.data);
+          return;
+        }
+        const message = JSON.parse(event.data);
+        if (message.type !== "media") {
+          this.onMessage(message, socket);
+        } else if (!FragmentPlayer.supports(message.mime)) {
+          this.format = "mpegts";
+          this.connect();
+        } else if (!this.player || this.player.mime !== message.mime) {
+          this.player?.destroy();
+          this.player = new FragmentPlayer(this.video, message.mime);
+        }
+      },
+      close: () => {
+        if (this.native === socket) {
+          this.native = null;
+          this.onClose();
+        }
+      },
+      error: () => {},
+    });
   }
 
   onMessage(message, socket) {
@@ -148,8 +188,13 @@ class Tile {
 
   release() {
     clearTimeout(this.timer);
+    if (this.native) {
+      const native = this.native;
+      this.native = null;  // its close is ours, not the server's
+      native.close();
+    }
     if (this.player) {
-      this.player.destroy();  // its loader closes the socket: the server drops the viewer at once
+      this.player.destroy();  // mpegts.js's loader closes its socket: the server drops the viewer at once
       this.player = null;
       this.socket = null;
     }

@@ -1,0 +1,238 @@
+"""Fragmented MP4 (issue 12, point 1): `format=fmp4` on the sockets, and `stream.mp4`.
+
+A real camera, the real server and its remux FFmpeg; the bytes are read by FFmpeg
+(codec, size, frame rate, decode errors) and by a small box reader of the test's own.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import tempfile
+from functools import cache
+from itertools import pairwise
+from pathlib import Path
+
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from supervisors.fmp4 import BrokenStream, Fragment, Fragments, Init, boxes, child
+from supervisors.remux import remux_argv
+from tests.camera import Camera, bundled_ffmpeg
+from tests.helpers import Server, Viewer, start_server, wait_for
+
+
+def probe_mp4(data: bytes) -> tuple[str, str]:
+    """(the video stream's description, decode errors) of MP4 bytes, by FFmpeg."""
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+        f.write(data)
+        f.flush()
+        info = subprocess.run([bundled_ffmpeg(), "-hide_banner", "-i", f.name], capture_output=True, text=True,
+                              check=False).stderr
+        decode = subprocess.run([bundled_ffmpeg(), "-hide_banner", "-v", "error", "-i", f.name, "-f", "null", "-"],
+                                capture_output=True, text=True, check=False)
+    video = next((ln.strip() for ln in info.splitlines() if "Video:" in ln), info)
+    return video, decode.stderr.strip()
+
+
+def parse(data: bytes) -> list[Init | Fragment]:
+    return Fragments().feed(data)
+
+
+def tfdts(data: bytes) -> list[int]:
+    """baseMediaDecodeTime of the video track's runs, fragment by fragment."""
+    times = []
+    for item in parse(data):
+        if isinstance(item, Init):  # the first, or again after a restart
+            init = item
+            continue
+        for kind, start, end in boxes(item.data, 8, struct.unpack_from(">I", item.data)[0]):
+            tfhd = child(item.data, start, end, b"tfhd") if kind == b"traf" else None
+            if tfhd is None or struct.unpack_from(">I", item.data, tfhd[0] + 4)[0] != init.video_track:
+                continue
+            tfdt = child(item.data, start, end, b"tfdt")
+            assert tfdt is not None
+            version = item.data[tfdt[0]]
+            times.append(struct.unpack_from(">Q" if version else ">I", item.data, tfdt[0] + 4)[0])
+    return times
+
+
+def sps_codec(init: bytes) -> str:
+    """avc1.PPCCLL from the SPS NAL inside avcC (not from avcC's own copy of those bytes)."""
+    at = init.index(b"avcC") + 4
+    sps_length = struct.unpack_from(">H", init, at + 6)[0]
+    sps = init[at + 8 : at + 8 + sps_length]
+    assert sps[0] & 0x1F == 7, "an SPS NAL"
+    return f"avc1.{sps[1]:02x}{sps[2]:02x}{sps[3]:02x}"
+
+
+def first_media_text_then_init(viewer: Viewer) -> str:
+    """The `media` message's MIME type; it comes before the first binary frame, which is
+    the init segment."""
+    kinds = [m.get("type") if isinstance(m, dict) else "binary" for m in viewer.log]
+    assert "media" in kinds and kinds.index("media") < kinds.index("binary"), kinds
+    assert viewer.media[0][4:8] == b"ftyp", viewer.media[0][:16]
+    return str(next(m for m in viewer.texts if m.get("type") == "media")["mime"])
+
+
+def remuxers() -> list[int]:
+    """The remux FFmpeg processes of this test process (MPEG-TS from stdin)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if b"pipe:0" in argv and b"mp4" in argv and stat[0] != "Z" and int(stat[1]) == os.getpid():
+            found.append(int(entry.name))
+    return found
+
+
+async def test_an_fmp4_session_is_the_camera_video_from_a_keyframe_with_the_codec_string_of_its_sps(
+        camera: Camera, nursery: trio.Nursery) -> None:
+    server = await start_server(nursery)
+    stream_id = await server.create(camera.url())
+    async with server.viewer(f"id={stream_id}&format=fmp4") as viewer:
+        await viewer.play()
+        await viewer.collect(2.5)
+    mime = first_media_text_then_init(viewer)
+    data = b"".join(viewer.media)
+    items = parse(data)
+    init, first = items[0], items[1]
+    assert isinstance(init, Init) and isinstance(first, Fragment) and first.key
+    assert mime == f'video/mp4; codecs="{sps_codec(init.data)}"', mime
+    video, errors = probe_mp4(data)
+    assert "h264" in video and "320x240" in video and "25 tbr" in video, video
+    steps = sorted(b - a for a, b in pairwise(tfdts(data)))
+    assert steps[len(steps) // 2] == 90_000 // 25  # the camera's frame rate, frame by frame
+    assert not errors, errors
+    assert len(items) > 50  # one fragment per frame: 25 fps for 2.5 s
+
+
+async def test_a_joiner_gets_the_gop_at_once_and_every_format_shares_one_camera_session(
+        camera: Camera, nursery: trio.Nursery) -> None:
+    """A TS viewer and two fMP4 viewers: one camera session, one remuxer; the joiner's
+    first fragment is a keyframe, with the frames since it, at once. When the fMP4
+    viewers leave, the remuxer ends while the TS viewer plays on."""
+    server = await start_server(nursery)
+    stream_id = await server.create(camera.url())
+    async with server.viewer(f"id={stream_id}") as ts_viewer:
+        await ts_viewer.play()
+        async with server.viewer(f"id={stream_id}&format=fmp4") as first:
+            await first.play()
+            await trio.sleep(0.6)  # into the GOP (25 frames per second, one keyframe a second)
+            async with server.viewer(f"id={stream_id}&format=fmp4") as joiner:
+                await joiner.send("start")
+                start = trio.current_time()
+                await wait_for(lambda: len(joiner.media) >= 2, within=5, step=0.01)
+                waited = trio.current_time() - start
+                await joiner.collect(0.5)
+            assert camera.describes == 1 and len(remuxers()) == 1
+        items = parse(b"".join(joiner.media))
+        assert isinstance(items[1], Fragment) and items[1].key
+        assert waited < 1.0, waited  # not the next keyframe: the cached one
+        assert sum(isinstance(i, Fragment) for i in items[:30]) > 10  # the GOP came along
+        first_media_text_then_init(joiner)
+        await wait_for(lambda: not remuxers(), within=10)
+        before = len(ts_viewer.media)
+        await trio.sleep(0.5)
+        assert len(ts_viewer.media) > before
+
+
+async def test_a_restart_keeps_fragment_times_increasing(camera: Camera, nursery: trio.Nursery) -> None:
+    server = await start_server(nursery)
+    stream_id = await server.create(camera.url())
+    async with server.viewer(f"id={stream_id}&format=fmp4") as viewer:
+        await viewer.play()
+        await viewer.collect(1.5)
+        await viewer.send("reconnect")
+        await viewer.status("connecting")
+        await viewer.status("playing")
+        await viewer.collect(1.5)
+    times = tfdts(b"".join(viewer.media))
+    steps = [b - a for a, b in pairwise(times)]
+    assert len(times) > 50 and all(step > 0 for step in steps), steps
+    assert max(steps) < 90_000 // 2, max(steps)  # the restart is no gap in the timeline either
+
+
+async def test_stream_mp4_over_http_plays_in_ffmpeg_and_mpeg1_is_refused(camera: Camera, nursery: trio.Nursery) -> None:
+    """What `ffmpeg -i http://…/stream.mp4` (and VLC) do: a chunked fMP4 response that
+    decodes as the camera's video from its first frame."""
+    server = await start_server(nursery)
+    stream_id = await server.create(camera.url())
+    mpeg1 = await server.create(camera.url(), name="jsmpeg", video="mpeg1")
+    done = await trio.run_process(
+        [bundled_ffmpeg(), "-hide_banner", "-v", "error", "-i", f"{server.base}/api/streams/{stream_id}/stream.mp4",
+         "-t", "2", "-f", "framemd5", "-"], capture_stdout=True, capture_stderr=True, check=False)
+    frames = [line for line in done.stdout.decode().splitlines() if line and not line.startswith("#")]
+    assert done.returncode == 0 and done.stderr.decode().strip() == "", done.stderr
+    assert len(frames) >= 40
+    async with server.http() as http:
+        refused = await http.get(f"/api/streams/{mpeg1}/stream.mp4")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "BAD_REQUEST", refused.text
+    async with server.viewer(f"id={mpeg1}&format=fmp4") as viewer:
+        await viewer.send("start")
+        assert "fmp4" in str((await viewer.error("BAD_REQUEST"))["message"])
+    async with server.viewer(f"id={stream_id}&format=webm") as viewer:
+        assert "format" in str((await viewer.error("BAD_REQUEST"))["message"])
+
+
+@cache
+def recorded() -> bytes:
+    """A few seconds of FFmpeg's fMP4 with video and audio, as the remuxer writes it."""
+    return subprocess.run([
+        bundled_ffmpeg(), "-hide_banner", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3", "-map", "0:v", "-map", "1:a",
+        "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac",
+        "-f", "mp4", "-movflags", remux_argv("ffmpeg")[-4], "pipe:1"],
+        capture_output=True, check=True).stdout
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=40_000), min_size=1, max_size=60))
+def test_fragments_are_the_same_however_the_bytes_are_chunked(cuts: list[int]) -> None:
+    data = recorded()
+    whole = parse(data)
+    assert isinstance(whole[0], Init) and whole[0].mime.startswith('video/mp4; codecs="avc1.')
+    assert whole[0].mime.endswith(',mp4a.40.2"') and sum(isinstance(i, Fragment) and i.key for i in whole) == 3
+    fragments, got, at = Fragments(), [], 0
+    for size in cuts:
+        got += fragments.feed(data[at : at + size])
+        at += size
+    got += fragments.feed(data[at:])
+    assert got == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_bytes_that_are_not_fmp4_are_refused_or_waited_for_never_a_crash(junk: bytes) -> None:
+    try:
+        Fragments().feed(junk)
+    except BrokenStream:
+        pass
+
+
+async def test_the_openapi_document_names_stream_mp4(server: Server) -> None:
+    async with server.http() as http:
+        paths = (await http.get("/api/openapi.json")).json()["paths"]
+    assert "/api/streams/{stream_id}/stream.mp4" in paths
+
+
+async def test_a_new_remuxer_goes_on_with_the_stream_timeline(camera: Camera, nursery: trio.Nursery) -> None:
+    """A player that keeps its MediaSource across sockets (the page after a stop and a
+    start) must not get times behind what it has played: each remuxer's `tfdt` follows
+    the stream's timeline, not its own start (it failed with every remuxer at 0)."""
+    server = await start_server(nursery)
+    stream_id = await server.create(camera.url())
+    async with server.viewer(f"id={stream_id}&format=fmp4") as first:
+        await first.play()
+        await first.collect(1.0)
+    await wait_for(lambda: not remuxers(), within=10)
+    async with server.viewer(f"id={stream_id}&format=fmp4") as second:
+        await second.play()
+        await second.collect(1.0)
+    before, after = tfdts(b"".join(first.media)), tfdts(b"".join(second.media))
+    assert after[0] > before[-1], (before[-1], after[0])
