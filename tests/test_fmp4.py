@@ -7,6 +7,7 @@ A real camera, the real server and its remux FFmpeg; the bytes are read by FFmpe
 from __future__ import annotations
 
 import os
+import re
 import struct
 import subprocess
 import tempfile
@@ -14,12 +15,17 @@ from functools import cache
 from itertools import pairwise
 from pathlib import Path
 
+import attrs
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from supervisors import Phase, Status
+from supervisors.events import Media
 from supervisors.fmp4 import BrokenStream, Fragment, Fragments, Init, boxes, child
-from supervisors.remux import remux_argv
+from supervisors.remux import FragmentHub, remux_argv
+from supervisors.tally import StreamTally
+from supervisors.viewer import Viewer as QueueViewer
 from tests.camera import Camera, bundled_ffmpeg
 from tests.helpers import Server, Viewer, start_server, wait_for
 
@@ -236,3 +242,92 @@ async def test_a_new_remuxer_goes_on_with_the_stream_timeline(camera: Camera, nu
         await second.collect(1.0)
     before, after = tfdts(b"".join(first.media)), tfdts(b"".join(second.media))
     assert after[0] > before[-1], (before[-1], after[0])
+
+
+def _token(kind: str, number: int, size: int) -> bytes:
+    return f"<{kind}{number}>".encode().ljust(size, b".")
+
+
+@settings(max_examples=500, deadline=None)
+@given(budget=st.integers(min_value=600, max_value=6000), gop_limit=st.integers(min_value=200, max_value=5000),
+       steps=st.lists(st.one_of(
+           st.just(("init", 0, 0)), st.tuples(st.just("fragment"), st.integers(0, 1), st.integers(10, 900)),
+           st.tuples(st.just("join"), st.integers(0, 2), st.just(0)),
+           st.tuples(st.just("leave"), st.integers(0, 2), st.just(0)),
+           st.tuples(st.just("read"), st.integers(0, 2), st.integers(1, 6)),
+           st.just(("restart", 0, 0)), st.just(("end", 0, 0))), max_size=120))
+def test_any_interleaving_gives_each_fmp4_viewer_media_init_a_keyframe_then_every_fragment_in_order(
+        budget: int, gop_limit: int, steps: list[tuple[str, int, int]]) -> None:
+    """Joins, leaves, slow reads (overflows), new init segments, upstream restarts and
+    remuxer ends in any order: a viewer's bytes are runs that each begin with the `media`
+    event, the init segment and a keyframe fragment, then the fragments published after
+    it, none missing, none reordered, and none from before a restart after its `connecting`."""
+    hub = FragmentHub(gop_limit=gop_limit, on_slow=lambda viewer: None, tally=StreamTally())
+    viewers = [QueueViewer(f"v{i}", budget=budget, clock=lambda: 0.0) for i in range(3)]
+    checks = [RunCheck() for _ in viewers]
+    inits = fragments = 0
+    since = 1  # the first fragment of the current attempt (after the last restart or remuxer end)
+    for kind, a, b in steps:
+        if kind == "init":
+            inits += 1
+            hub.publish(Init(_token("I", inits, 30), f'video/mp4; codecs="avc1.{inits}"', 1, {}))
+        elif kind == "fragment":
+            fragments += 1
+            hub.publish(Fragment(_token("K" if a else "F", fragments, b), bool(a)))
+        elif kind == "join" and viewers[a] not in hub.viewers:
+            checks[a].at_least = since  # a joiner gets nothing of an attempt that is over
+            hub.attach(viewers[a])
+        elif kind == "leave":
+            hub.detach(viewers[a])
+            viewers[a].clear_media()
+        elif kind == "read":
+            for _ in range(b):
+                try:
+                    checks[a].take(viewers[a].next_nowait())
+                except trio.WouldBlock:
+                    break
+        elif kind == "restart":  # as Hub.restart: every viewer starts over after `connecting`
+            since = fragments + 1
+            hub.reset()
+            for i, viewer in enumerate(viewers):
+                if viewer in hub.viewers:
+                    viewer.restart()
+                    checks[i].restarts.append(fragments + 1)
+        elif kind == "end":
+            since = fragments + 1
+            hub.end()
+    for viewer, check in zip(viewers, checks, strict=True):  # and whatever is still queued
+        while True:
+            try:
+                check.take(viewer.next_nowait())
+            except trio.WouldBlock:
+                break
+
+
+@attrs.define
+class RunCheck:
+    """What one viewer has sent, checked as it goes (see the property test)."""
+
+    restarts: list[int] = attrs.Factory(list)  # per `connecting` queued: the first fragment after it
+    expect_init: bool = False
+    last: int | None = None
+    at_least: int = 0
+
+    def take(self, item: object) -> None:
+        if isinstance(item, Media):
+            self.expect_init, self.last = True, None
+        elif isinstance(item, Status) and item.phase is Phase.CONNECTING:
+            self.at_least, self.last = self.restarts.pop(0), None
+        elif isinstance(item, bytes):
+            for kind, number in re.findall(rb"<([IKF])(\d+)>", item):
+                n = int(number)
+                if kind == b"I":
+                    assert self.expect_init, "an init segment comes right after its media event"
+                    self.expect_init = False
+                elif self.last is None:
+                    assert kind == b"K" and not self.expect_init, "a run starts with its init and a keyframe"
+                    assert n >= self.at_least, "nothing of before the restart after its connecting"
+                    self.last = n
+                else:
+                    assert n == self.last + 1, "nothing missing or reordered within a run"
+                    self.last = n
