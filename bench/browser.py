@@ -6,7 +6,8 @@ tile: native MSE on `/ws/stream?format=fmp4`, and with `?player=mpegts` mpegts.j
 `/ws/stream`, low latency), against a 640x360 2 Mbit/s camera,
 alternating rounds of:
 - cold: no upstream running (LINGER=0), navigation to the first presented frame;
-- joining: another viewer keeps the upstream up, navigation to the first presented frame.
+- joining: another viewer keeps the upstream up (in the page's format: with fMP4, its
+  remuxer too), navigation to the first presented frame.
 The first frame is the first `requestVideoFrameCallback` after navigation (its `now`,
 which counts from navigation start). Live latency is the newest media the player has
 (the end of `video.buffered`) minus what it shows (`currentTime`), sampled every 0.25 s
@@ -88,9 +89,10 @@ async def main(argv: list[str]) -> None:
         base = await server.url()
         host, port = base.removeprefix("http://").split(":")
         other: list[LeanViewer] = []
+        joiner = [""]  # the other viewer's resource: in the format of the page under test
 
         async def joining_started() -> None:
-            viewer = LeanViewer(host, int(port), resource)
+            viewer = LeanViewer(host, int(port), joiner[0])
             await viewer.connect()
             nursery.start_soon(viewer.run)
             with trio.fail_after(15):
@@ -109,13 +111,15 @@ async def main(argv: list[str]) -> None:
         async with httpx.AsyncClient(base_url=base) as http:
             created = await http.post("/api/streams/", json={"name": "bench", "url": url})
         stream_id = created.json()["id"]
-        resource = f"/ws/stream.ts?id={stream_id}"  # the joiner's: the same upstream as the pages'
-        pages = (("stock", f"/static/minimal.html?id={stream_id}"),
-                 ("low latency", f"/static/minimal.html?id={stream_id}&lowlatency"),
-                 ("viewer page", "/"), ("viewer page mpegts.js", "/?player=mpegts"))
-        for config, path in pages:
+        ts, fmp4 = f"/ws/stream.ts?id={stream_id}", f"/ws/stream.ts?id={stream_id}&format=fmp4"
+        pages = (("stock", f"/static/minimal.html?id={stream_id}", ts),
+                 ("low latency", f"/static/minimal.html?id={stream_id}&lowlatency", ts),
+                 ("viewer page", "/", fmp4),  # joining: the stream and its remuxer already run
+                 ("viewer page mpegts.js", "/?player=mpegts", ts))
+        for config, path, resource in pages:
             if args.only and config not in args.only:
                 continue
+            joiner[0] = resource
             results = await trio.to_thread.run_sync(partial(
                 _rounds, f"{base}{path}", kinds, joining_started, joining_stopped))
             for kind in ("cold", "joining"):

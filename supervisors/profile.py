@@ -2,8 +2,8 @@
 
 `copy` (the default) passes the camera's video through; `h264` transcodes it with libx264
 (`zerolatency`, the camera's size or at most `max_height` lines, a keyframe every 2 s so
-that joiners start soon) for H.265 or odd cameras; `mpeg1` makes mpeg1video without
-B-frames for JSMpeg players. `audio` carries the camera's first audio track as AAC (MP2
+that joiners start soon, at most 4 Mbit/s) for H.265 or odd cameras; `mpeg1` makes
+mpeg1video without B-frames at 2 Mbit/s for JSMpeg players. `audio` carries the camera's first audio track as AAC (MP2
 with mpeg1); a camera without audio still plays. Pure code.
 """
 
@@ -16,6 +16,10 @@ from .events import VideoMode
 KEYFRAME_EVERY = 2  # seconds between the keyframes a transcoding profile makes
 MIN_HEIGHT, MAX_HEIGHT = 16, 4320
 MPEG1_RATE = 25  # MPEG-1 allows only a few frame rates; 25 is one of them
+# capped rates: a noisy scene would otherwise come out at 5-10 times the camera's own
+# (measured: 2 Mbit/s of noise became 10 Mbit/s at 640x360 and 22 at 1280x720 uncapped)
+H264_MAXRATE = "4M"
+MPEG1_RATE_BITS = "2M"  # JSMpeg decodes in JavaScript: its docs keep to 1-2 Mbit/s
 
 
 @attrs.frozen
@@ -35,10 +39,12 @@ class Profile:
         scale = ["-vf", f"scale=-2:'min(ih,{self.max_height})'"] if self.max_height else []
         if self.video is VideoMode.H264:
             args += ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+                     "-crf", "23", "-maxrate", H264_MAXRATE, "-bufsize", H264_MAXRATE,
                      "-force_key_frames", f"expr:gte(t,n_forced*{KEYFRAME_EVERY})", *scale]
         elif self.video is VideoMode.MPEG1:
-            args += ["-c:v", "mpeg1video", "-bf", "0", "-q:v", "4", "-r", str(MPEG1_RATE),
-                     "-g", str(MPEG1_RATE * KEYFRAME_EVERY), "-pix_fmt", "yuv420p", *scale]
+            args += ["-c:v", "mpeg1video", "-bf", "0", "-b:v", MPEG1_RATE_BITS, "-maxrate", MPEG1_RATE_BITS,
+                     "-bufsize", MPEG1_RATE_BITS, "-r", str(MPEG1_RATE), "-g", str(MPEG1_RATE * KEYFRAME_EVERY),
+                     "-pix_fmt", "yuv420p", *scale]
         else:
             args += ["-c:v", "copy"]
         if not self.audio:

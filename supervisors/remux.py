@@ -7,7 +7,7 @@ and a `FragmentHub` fans the init segment and the fragments out to those viewers
 joiner gets a `Media` event (the MIME type with the codecs string), the init segment and
 the fragments since the last keyframe at once. The remuxer keeps running across
 upstream restarts (its `tfdt` times go on with the TS timestamps, `-copyts`) and ends
-LINGER seconds after its last fMP4 viewer left.
+LINGER seconds (the upstreams' setting) after its last fMP4 viewer left.
 
 Cancellation: cancelling `Remuxer.run` ends the remux FFmpeg; it is reaped before it returns.
 """
@@ -30,7 +30,6 @@ from .viewer import Viewer
 
 log = logging.getLogger(__name__)
 
-LINGER = 3.0  # seconds the remuxer runs on after its last fMP4 viewer left
 RETRY = 1.0  # seconds before a remuxer that failed is started again
 FEED_BUDGET = 8 << 20  # TS bytes queued for the remuxer at most (beyond: resume at a keyframe)
 READ_SIZE = 256 * 1024
@@ -121,8 +120,9 @@ class Remuxer:
     """Runs the remux FFmpeg of one upstream while it has fMP4 viewers (module docstring)."""
 
     def __init__(self, ffmpeg: str, fragments: FragmentHub, feed: Callable[[Viewer], None],
-                 unfeed: Callable[[Viewer], None], label: str) -> None:
+                 unfeed: Callable[[Viewer], None], label: str, linger: float) -> None:
         self._ffmpeg = ffmpeg
+        self._linger_for = linger
         self._hub = fragments
         self._feed = feed  # attach a TS viewer to the upstream's hub
         self._unfeed = unfeed
@@ -133,7 +133,7 @@ class Remuxer:
         return None if self._pid is None else process_cpu_seconds(self._pid)
 
     async def run(self, changed: Callable[[], Awaitable[None]]) -> None:
-        """Forever: wait for fMP4 viewers, remux while they (or LINGER after them) last.
+        """Forever: wait for fMP4 viewers, remux while they (and `linger` s after them) last.
         `changed` returns when the upstream's viewers change."""
         while True:
             while not self._hub.viewers:
@@ -153,7 +153,7 @@ class Remuxer:
         while True:
             while self._hub.viewers:
                 await changed()
-            with trio.move_on_after(LINGER):
+            with trio.move_on_after(self._linger_for):
                 while not self._hub.viewers:
                     await changed()
                 continue

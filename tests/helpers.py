@@ -163,7 +163,8 @@ class Viewer:
 
 
 def ffmpeg_children(pid: int | None = None) -> list[int]:
-    """PIDs of the service's FFmpeg processes (reading a source into pipe:1) under pid."""
+    """PIDs of the service's FFmpeg processes reading a camera into pipe:1 under pid (not
+    the fMP4 remuxers, which read pipe:0)."""
     pid = os.getpid() if pid is None else pid
     found = []
     for entry in Path("/proc").iterdir():
@@ -176,7 +177,7 @@ def ffmpeg_children(pid: int | None = None) -> list[int]:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         state = stat.rsplit(")", 1)[1].split()[0]
-        if ppid == pid and state != "Z" and b"pipe:1" in argv and b"mpegts" in argv:
+        if ppid == pid and state != "Z" and b"pipe:1" in argv and b"mpegts" in argv and b"pipe:0" not in argv:
             found.append(int(entry.name))
     return found
 

@@ -2,8 +2,8 @@
 // own MediaSource (ManagedMediaSource where that is what it has, as on iOS Safari), no
 // JavaScript demuxer. The socket's `media` message names the MIME type and codecs; the
 // binary frames that follow (init segment, then a fragment per frame) are appended as they
-// come. Live: it keeps to the newest frames (a little fast while behind, a jump when far
-// behind) and trims what it has played.
+// come. Live: it keeps to the newest frames (1.1x from 0.2 s behind until 0.1 s, a jump
+// from 0.5 s) and trims what it has played.
 //
 //   if (FragmentPlayer.supports(mime)) { player = new FragmentPlayer(video, mime); }
 //   player.append(arrayBuffer); ... player.destroy();
@@ -21,6 +21,7 @@ class FragmentPlayer {
     this.mime = mime;
     this.queue = [];
     this.buffer = null;
+    this.chasing = false;  // playing a little fast to get back to the newest frames
     this.source = new NativeSource();
     if (window.ManagedMediaSource && NativeSource === window.ManagedMediaSource) {
       video.disableRemotePlayback = true;  // ManagedMediaSource plays only without AirPlay
@@ -70,7 +71,8 @@ class FragmentPlayer {
       if (video.currentTime < ranges.start(0) || behind > 0.5) {
         video.currentTime = Math.max(ranges.start(ranges.length - 1), end - 0.05);  // to the live edge
       }
-      video.playbackRate = behind > 0.2 ? 1.1 : 1;
+      this.chasing = behind > 0.2 || (this.chasing && behind > 0.1);  // as mpegts.js's liveSync
+      video.playbackRate = this.chasing ? 1.1 : 1;
       if (video.currentTime - ranges.start(0) > 30) {
         this.trim(10);
       }
