@@ -43,6 +43,7 @@ class Hub:
                  first_media: Histogram | None = None) -> None:
         self.viewers: set[Viewer] = set()  # the sockets' viewers, of either format
         self._ts: set[Viewer] = set()  # who receives the TS: MPEG-TS viewers and the fMP4 remuxer
+        self._internal: set[Viewer] = set()  # of those, the remuxer's: not a viewer in the tally
         self._tally = tally or StreamTally()  # the stream's, which outlives this upstream
         self.fmp4 = FragmentHub(gop_limit=gop_limit, on_slow=on_slow, tally=self._tally)
         self._first_media = first_media or Histogram()
@@ -104,9 +105,15 @@ class Hub:
             if viewer.synced:
                 self._sent(viewer, len(header) + sum(len(part) for part in gop))
 
+    def feed_internal(self, viewer: Viewer) -> None:
+        """`feed` the remuxer: its bytes are not counted as given to viewers."""
+        self._internal.add(viewer)
+        self.feed(viewer)
+
     def unfeed(self, viewer: Viewer) -> None:
-        """No more TS for a viewer given it with `feed` alone (the remuxer)."""
+        """No more TS for a viewer given it with `feed_internal` (the remuxer)."""
         self._ts.discard(viewer)
+        self._internal.discard(viewer)
 
     def detach(self, viewer: Viewer) -> None:
         if viewer in self.viewers:
@@ -127,6 +134,8 @@ class Hub:
 
     def _sent(self, viewer: Viewer, size: int) -> None:
         """A viewer that was not synced got `size` bytes from a keyframe on."""
+        if viewer in self._internal:
+            return
         self._tally.bytes_out += size
         if (waited := viewer.waited()) is not None:
             self._first_media.observe(waited)
@@ -150,6 +159,7 @@ class Hub:
                 self._gop, self._gop_bytes = [], 0
         header = self._index.header
         offered = 0  # viewers that took `data` as it is (counted once per chunk, below)
+        internal = [viewer for viewer in self._internal if viewer.synced]  # at most one: the remuxer
         for viewer in list(self._ts):
             retimer = viewer.retimer
             if viewer.synced:
@@ -162,6 +172,7 @@ class Hub:
                     self._sent(viewer, len(header) + len(first))
             if viewer.slow:
                 self._on_slow(viewer)
+        offered -= sum(viewer.synced for viewer in internal)  # the remuxer's share is not a viewer's
         self._tally.bytes_out += offered * len(data)
 
     def statistics(self) -> HubStatistics:

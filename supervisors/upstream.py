@@ -115,7 +115,7 @@ class Upstream:
         self.retired = False
         self.restarted_at = -math.inf  # when restart() was last called
         self._cpu = CpuMeter()
-        self._remuxer = Remuxer(config.ffmpeg, self.hub.fmp4, self.hub.feed, self.hub.unfeed, self.label,
+        self._remuxer = Remuxer(config.ffmpeg, self.hub.fmp4, self.hub.feed_internal, self.hub.unfeed, self.label,
                                 linger=config.linger)
 
     # --- called by the registry (synchronous) --------------------------------------------

@@ -331,3 +331,29 @@ class RunCheck:
                 else:
                     assert n == self.last + 1, "nothing missing or reordered within a run"
                     self.last = n
+
+
+def test_the_ts_given_to_the_remuxer_is_not_counted_as_given_to_viewers() -> None:
+    """rtsp_bytes_out_total counts what viewers got: the remuxer's copy of the TS is not one."""
+    from supervisors.hub import Hub
+    from tests.fakes import frame, pat, pmt
+
+    tally = StreamTally()
+    hub = Hub(tally=tally)
+    viewer, remuxer = (QueueViewer(name, budget=1 << 20, clock=lambda: 0.0) for name in ("v", "remux"))
+    hub.attach(viewer)
+    hub.feed_internal(remuxer)
+    for index in range(6):
+        hub.publish((pat() + pmt() if index == 0 else b"") + frame(index, key=index % 3 == 0))
+    given = sum(len(item) for item in _drain(viewer) if isinstance(item, bytes))
+    assert sum(len(item) for item in _drain(remuxer) if isinstance(item, bytes)) == given > 0
+    assert tally.bytes_out == given  # once, not twice
+
+
+def _drain(viewer: QueueViewer) -> list[object]:
+    items = []
+    while True:
+        try:
+            items.append(viewer.next_nowait())
+        except trio.WouldBlock:
+            return items

@@ -59,6 +59,26 @@ login.onsubmit = async (event) => {
   }
 };
 
+// mpegts.js, loaded the first time a tile plays MPEG-TS (once for every tile)
+let mpegtsLoading = null;
+
+function loadMpegts() {
+  if (window.mpegts) {
+    return Promise.resolve();
+  }
+  mpegtsLoading = mpegtsLoading || new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = "/static/vendor/mpegts.js";
+    script.onload = resolve;
+    script.onerror = () => {
+      mpegtsLoading = null;  // the next tile tries again
+      reject(new Error("mpegts.js did not load"));
+    };
+    document.head.append(script);
+  });
+  return mpegtsLoading;
+}
+
 class Tile {
   constructor(stream) {
     this.id = stream.id;
@@ -104,6 +124,15 @@ class Tile {
       this.early = null;
       return;
     }
+    const early = this.early;
+    loadMpegts().then(() => {
+      if (this.early === early) {  // not released meanwhile
+        this.playMpegts(url);
+      }
+    });
+  }
+
+  playMpegts(url) {
     const loader = protocolLoader((message, socket) => this.onMessage(message, socket), () => this.onClose(),
                                   this.early);
     this.player = mpegts.createPlayer({type: "mpegts", isLive: true, url}, {customLoader: loader, ...LOW_LATENCY});
@@ -191,6 +220,7 @@ class Tile {
     if (this.native) {
       const native = this.native;
       this.native = null;  // its close is ours, not the server's
+      this.socket = null;
       native.close();
     }
     if (this.player) {
