@@ -27,8 +27,7 @@ from supervisors import HTTP_STATUS, Close, ErrorCode, Failure, MediaFormat, Sou
 from .clients import Limited
 from .errors import ApiError
 from .services import Services, services
-from .streams import stream_key
-from .ws import format_refused
+from .streams import format_refused, stream_key
 
 blueprint = Blueprint("stream_http", __name__)
 MIMETYPES = {MediaFormat.MPEGTS: "video/mp2t", MediaFormat.FMP4: "video/mp4"}

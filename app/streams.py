@@ -9,7 +9,7 @@ from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
-from supervisors import ErrorCode, Failure
+from supervisors import ErrorCode, Failure, MediaFormat, Source, VideoMode
 
 from .errors import ApiError
 from .models import StreamInput, ValidationFailed, read_input, stream_json
@@ -38,6 +38,14 @@ class StreamId(BaseConverter):
 
 def stream_key(stream_id: int) -> str:
     return f"id:{stream_id}"
+
+
+def format_refused(media_format: MediaFormat, source: Source) -> Failure | None:
+    """Why this stream cannot be played in this format, if it cannot (for the sockets and
+    the HTTP streams alike)."""
+    if media_format is MediaFormat.FMP4 and source.profile.video is VideoMode.MPEG1:
+        return Failure(ErrorCode.BAD_REQUEST, "format fmp4 needs video copy or h264 (this stream is mpeg1)")
+    return None
 
 
 def stream_view(record: StreamRecord) -> dict[str, object]:

@@ -36,7 +36,6 @@ from supervisors import (
     Status,
     Transport,
     Unfinished,
-    VideoMode,
     Viewer,
     media_close_code,
     validate_url,
@@ -50,7 +49,7 @@ from .logs import next_id
 from .metrics import stream_label
 from .services import Services, services
 from .store import MAX_ID, StorageError
-from .streams import stream_key
+from .streams import format_refused, stream_key
 from .wire import SEND_KEY, NoWire, Wire, decline_deflate
 
 blueprint = Blueprint("ws", __name__)
@@ -108,12 +107,6 @@ def event_json(event: Status | Failure | Media) -> str:
         return json.dumps({"type": "media", "mime": event.mime})
     return json.dumps({"type": "error", "code": event.code, "message": event.message})
 
-
-def format_refused(media_format: MediaFormat, source: Source) -> Failure | None:
-    """Why this stream cannot be played in this format, if it cannot."""
-    if media_format is MediaFormat.FMP4 and source.profile.video is VideoMode.MPEG1:
-        return Failure(ErrorCode.BAD_REQUEST, "format fmp4 needs video copy or h264 (this stream is mpeg1)")
-    return None
 
 
 def parse_action(message: str | bytes) -> Action | Failure:
