@@ -184,6 +184,7 @@ async def test_stream_mp4_over_http_plays_in_ffmpeg_and_mpeg1_is_refused(camera:
         assert "fmp4" in str((await viewer.error("BAD_REQUEST"))["message"])
     async with server.viewer(f"id={stream_id}&format=webm") as viewer:
         assert "format" in str((await viewer.error("BAD_REQUEST"))["message"])
+        assert await viewer.closed() == 1008  # refused at the handshake (and not raced by our own close)
 
 
 @cache
