@@ -206,17 +206,31 @@ async def bench_fanout(rigs: dict[str, Rig], counts: list[int], seconds: float, 
           "median viewer % | server RSS MiB | msgs/s per viewer |")
     print("|---|---|---|---|---|---|---|---|---|")
     totals: dict[tuple[int, str], list[float]] = {}
+    memory: dict[tuple[int, str], list[float]] = {}
     for n in counts:
         for _ in range(repeat):
             for name, rig in rigs.items():
-                totals.setdefault((n, name), []).append(await fanout_row(name, rig, n, seconds))
+                cpu, rss = await fanout_row(name, rig, n, seconds)
+                totals.setdefault((n, name), []).append(cpu)
+                memory.setdefault((n, name), []).append(rss)
     print(f"\nservice + FFmpeg CPU %, median of {repeat} alternating runs:")
     for n in counts:
         print(f"- N = {n}: " + ", ".join(f"{name} {median(totals[n, name]):.1f}" for name in rigs))
+    if len(counts) > 1:
+        print("\nserver RSS per viewer (least-squares slope of the median RSS over N = "
+              f"{', '.join(map(str, counts))}):")
+        for name in rigs:
+            print(f"- {name}: {slope(counts, [median(memory[n, name]) for n in counts]):.1f} KiB per viewer")
 
 
-async def fanout_row(name: str, rig: Rig, n: int, seconds: float) -> float:
-    """Print one row; return service + FFmpeg CPU %."""
+def slope(xs: list[int], ys: list[float]) -> float:
+    """The least-squares slope of ys over xs."""
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum((x - mean_x) ** 2 for x in xs)
+
+
+async def fanout_row(name: str, rig: Rig, n: int, seconds: float) -> tuple[float, float]:
+    """Print one row; return (service + FFmpeg CPU %, server RSS KiB)."""
     async with trio.open_nursery() as nursery:
         viewers = [await rig.viewer(nursery) for _ in range(n)]
         for viewer in viewers:
@@ -235,7 +249,8 @@ async def fanout_row(name: str, rig: Rig, n: int, seconds: float) -> float:
         got = [v.media_bytes - b for v, b in zip(viewers, bytes0, strict=True)]
         rate = max(got)
         msgs = (sum(v.messages for v in viewers) - msgs0) / n / wall
-        rss = rss_kib(rig.pid) / 1024
+        rss_kib_now = rss_kib(rig.pid)
+        rss = rss_kib_now / 1024
         server, ffmpeg = 100 * (server1 - server0) / wall, 100 * (ffmpeg1 - ffmpeg0) / wall
         print(f"| {name} | {n} | {server:.1f} | {ffmpeg:.1f} "
               f"| {100 * me / wall:.1f} | {100 * min(got) / rate:.1f} | {100 * median(got) / rate:.1f} "
@@ -244,7 +259,7 @@ async def fanout_row(name: str, rig: Rig, n: int, seconds: float) -> float:
             await viewer.aclose()
         nursery.cancel_scope.cancel()
     await trio.sleep(1)
-    return server + ffmpeg
+    return server + ffmpeg, rss_kib_now
 
 
 async def bench_idle(rig: Rig, n: int, seconds: float) -> None:
