@@ -285,16 +285,25 @@ async def _as_close(event: Event, send: Send) -> bool:
 
 
 async def _write(viewer: Viewer, done: trio.CancelScope, send: Send, wire: Wire | None, on_event: OnEvent) -> None:
-    while True:
-        item: bytes | Event | Unfinished = await viewer.next()
-        if isinstance(item, bytes):
-            await send(item)
-        elif isinstance(item, Unfinished):
-            assert wire is not None  # only the wire's express lane makes them
-            await wire.finish(item)
-        elif await on_event(item, send):
-            done.cancel()
-            return
+    while not await _send_next(viewer, send, wire, on_event):
+        pass
+    done.cancel()
+
+
+async def _send_next(viewer: Viewer, send: Send, wire: Wire | None, on_event: OnEvent) -> bool:
+    """Send the viewer's next item; True when the socket is done. Its own frame, so that
+    nothing of the item is kept while the writer waits for the next one: with the express
+    lane a writer may wait for minutes, and the item it sent last may be the joiner's
+    whole GOP (about 250 KB a viewer at 2 Mbit/s, measured with tracemalloc)."""
+    item: bytes | Event | Unfinished = await viewer.next()
+    if isinstance(item, bytes):
+        await send(item)
+    elif isinstance(item, Unfinished):
+        assert wire is not None  # only the wire's express lane makes them
+        await wire.finish(item)
+    else:
+        return await on_event(item, send)
+    return False
 
 
 async def _read(viewer: Viewer, target: Target, s: Services, *, actions: bool) -> None:
