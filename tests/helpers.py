@@ -161,6 +161,22 @@ class Viewer:
         await self.send("start")
         await self.status("playing", within=within)
 
+    async def reconnect(self) -> None:
+        """`reconnect`, until the upstream plays again (`connecting`, then `playing`)."""
+        await self.send("reconnect")
+        await self.status("connecting")
+        await self.status("playing")
+
+
+def queued_items(viewer: Any) -> list[object]:
+    """Everything an engine viewer's writer would send now, as `next` gives it."""
+    items = []
+    while True:
+        try:
+            items.append(viewer.next_nowait())
+        except trio.WouldBlock:
+            return items
+
 
 def ffmpeg_children(pid: int | None = None) -> list[int]:
     """PIDs of the service's FFmpeg processes reading a camera into pipe:1 under pid (not

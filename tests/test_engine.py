@@ -19,7 +19,7 @@ from supervisors.hub import Hub
 from supervisors.mpegts import Aligner, Index
 from supervisors.viewer import Unfinished, Viewer
 from tests.fakes import FakeSource, frame, pat, pmt
-from tests.helpers import wait_for
+from tests.helpers import queued_items, wait_for
 
 URL = Source("rtsp://127.0.0.1/live")  # resolvable: the real runner checks it first
 
@@ -165,13 +165,13 @@ async def test_restart_resets_backoff_and_announces_connecting(nursery: trio.Nur
         registry.attach(viewer, "k", URL)
         await trio.sleep(20)  # in a long backoff now
         tries = len(fake.starts)
-        before = _events(viewer)
+        before = queued_items(viewer)
         assert phases(before).count("connecting") == tries
         registry.restart("k", Source("rtsp://cam/other"))
         await trio.sleep(0.01)
         assert len(fake.starts) == tries + 1  # at once, not after the backoff
         assert fake.sources[-1].url == "rtsp://cam/other"
-        assert phases(_events(viewer)) == ["connecting", "playing"]  # the new try is announced, and plays
+        assert phases(queued_items(viewer)) == ["connecting", "playing"]  # the new try is announced, and plays
 
 
 def test_aligner_gives_whole_packets_from_any_split() -> None:
@@ -238,24 +238,14 @@ def test_overflow_drops_queue_and_resumes_at_next_keyframe_then_slow_consumer() 
     for i in range(9, 12):
         hub.publish(frame(i, key=False))
     assert viewer.slow
-    events = _events(viewer)
+    events = queued_items(viewer)
     assert [type(e).__name__ for e in events] == ["Failure", "Close"]
     assert events[0].code == "SLOW_CONSUMER" and events[1].code == 1008  # type: ignore[union-attr]
 
 
-def _events(viewer: Viewer) -> list[object]:
-    """Everything the viewer's writer would send now, as `next` gives it."""
-    items = []
-    while True:
-        try:
-            items.append(viewer.next_nowait())
-        except trio.WouldBlock:
-            return items
-
-
 def _queued(viewer: Viewer) -> bytes:
     """The media the viewer's writer would send now (after its `playing`)."""
-    items = [item for item in _events(viewer) if item != Status(Phase.PLAYING)]
+    items = [item for item in queued_items(viewer) if item != Status(Phase.PLAYING)]
     assert all(isinstance(item, bytes) for item in items), items
     return b"".join(items)  # type: ignore[arg-type]
 

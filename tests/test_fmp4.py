@@ -27,7 +27,7 @@ from supervisors.remux import FragmentHub, remux_argv
 from supervisors.tally import StreamTally
 from supervisors.viewer import Viewer as QueueViewer
 from tests.camera import Camera, bundled_ffmpeg
-from tests.helpers import Server, Viewer, start_server, wait_for
+from tests.helpers import Server, Viewer, queued_items, start_server, wait_for
 
 
 def probe_mp4(data: bytes) -> tuple[str, str]:
@@ -154,9 +154,7 @@ async def test_a_restart_keeps_fragment_times_increasing(camera: Camera, nursery
     async with server.viewer(f"id={stream_id}&format=fmp4") as viewer:
         await viewer.play()
         await viewer.collect(1.5)
-        await viewer.send("reconnect")
-        await viewer.status("connecting")
-        await viewer.status("playing")
+        await viewer.reconnect()
         await viewer.collect(1.5)
     times = tfdts(b"".join(viewer.media))
     steps = [b - a for a, b in pairwise(times)]
@@ -298,11 +296,8 @@ def test_any_interleaving_gives_each_fmp4_viewer_media_init_a_keyframe_then_ever
             since = fragments + 1
             hub.end()
     for viewer, check in zip(viewers, checks, strict=True):  # and whatever is still queued
-        while True:
-            try:
-                check.take(viewer.next_nowait())
-            except trio.WouldBlock:
-                break
+        for item in queued_items(viewer):
+            check.take(item)
 
 
 @attrs.define
@@ -346,15 +341,6 @@ def test_the_ts_given_to_the_remuxer_is_not_counted_as_given_to_viewers() -> Non
     hub.feed_internal(remuxer)
     for index in range(6):
         hub.publish((pat() + pmt() if index == 0 else b"") + frame(index, key=index % 3 == 0))
-    given = sum(len(item) for item in _drain(viewer) if isinstance(item, bytes))
-    assert sum(len(item) for item in _drain(remuxer) if isinstance(item, bytes)) == given > 0
+    given = sum(len(item) for item in queued_items(viewer) if isinstance(item, bytes))
+    assert sum(len(item) for item in queued_items(remuxer) if isinstance(item, bytes)) == given > 0
     assert tally.bytes_out == given  # once, not twice
-
-
-def _drain(viewer: QueueViewer) -> list[object]:
-    items = []
-    while True:
-        try:
-            items.append(viewer.next_nowait())
-        except trio.WouldBlock:
-            return items

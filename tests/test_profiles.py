@@ -97,9 +97,7 @@ async def test_audio_across_a_restart_never_goes_back(nursery: trio.Nursery) -> 
     async with server.viewer(f"id={stream_id}") as viewer:
         await viewer.play()
         await viewer.collect(1.0)
-        await viewer.send("reconnect")
-        await viewer.status("connecting")
-        await viewer.status("playing")
+        await viewer.reconnect()
         await viewer.collect(1.0)
     audio = [t for kind, t in timestamps(b"".join(viewer.media), pid=0x101) if kind == "dts"]
     steps = [(b - a) % (1 << 33) for a, b in pairwise(audio)]
