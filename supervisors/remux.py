@@ -25,6 +25,7 @@ import trio
 from .events import ErrorCode, Failure, Media
 from .ffmpeg import KILL_GRACE, StderrTail, process_cpu_seconds, terminate_then_kill
 from .fmp4 import BrokenStream, Fragment, Fragments, Init
+from .linger import unwatched_for
 from .tally import StreamTally
 from .viewer import Viewer
 
@@ -150,15 +151,8 @@ class Remuxer:
                 await trio.sleep(RETRY)
 
     async def _linger(self, scope: trio.CancelScope, changed: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            while self._hub.viewers:
-                await changed()
-            with trio.move_on_after(self._linger_for):
-                while not self._hub.viewers:
-                    await changed()
-                continue
-            scope.cancel()
-            return
+        await unwatched_for(self._linger_for, lambda: bool(self._hub.viewers), changed)
+        scope.cancel()
 
     async def _once(self) -> bool:
         """One remux process, until it exits or is cancelled: True if it failed."""

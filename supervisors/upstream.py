@@ -26,6 +26,7 @@ from .config import EngineConfig
 from .events import FINAL_CODES, ErrorCode, Failure, StreamPhase
 from .ffmpeg import READ_SIZE, Run, Runner, Source, describe_os_error
 from .hub import Hub
+from .linger import unwatched_for
 from .remux import Remuxer
 from .tally import Histogram, StreamTally
 from .urls import mask_url
@@ -291,17 +292,10 @@ class Upstream:
         await self._changed.wait()
 
     async def _linger_guard(self) -> None:
-        while True:
-            while self.hub.viewers:
-                await self._changed.wait()
-            with trio.move_on_after(self._config.linger):
-                while not self.hub.viewers:
-                    await self._changed.wait()
-                continue
-            self._log(logging.INFO, "lingered", "upstream %s has had no viewer for %g s: stopping",
-                     mask_url(self.source.url), self._config.linger)
-            self.retire()
-            return
+        await unwatched_for(self._config.linger, lambda: bool(self.hub.viewers), self._viewers_changed)
+        self._log(logging.INFO, "lingered", "upstream %s has had no viewer for %g s: stopping",
+                  mask_url(self.source.url), self._config.linger)
+        self.retire()
 
     def _log(self, level: int, event: str, message: str, *args: object, **fields: object) -> None:
         """A log line with its event and stream as fields (LOG_FORMAT=json shows them)."""
