@@ -1,8 +1,8 @@
 """Benchmarks, all on loopback: `python -m bench [latency] [fanout] [slow] [--viewers 1,10,50]`.
 
 Starts the test camera (a real 2 Mbit/s H.264 noise source, 2 s GOP) and the server
-(`rtsp-viewer serve`) as processes of their own, drives them with lean WebSocket viewers
-from this process, and prints tables:
+(`rtsp-viewer serve`) as processes of their own, drives them with WebSocket viewers (the
+C client `wsload.c` for fan-out and idle, lean Python viewers for the rest), and prints tables:
 
 - latency: `start` → first binary frame for a cold stream (vs bare FFmpeg with the same
   input flags, and with FFmpeg's default probing) and for a viewer joining a running stream;
@@ -10,7 +10,7 @@ from this process, and prints tables:
   viewer's share of the stream's rate, server RSS (`--fmp4`: fMP4 viewers too, whose
   FFmpeg CPU includes the remuxer's);
 - slow: server RSS with 5 viewers that never read (and 1 that does), over 120 s;
-- idle (on request): server CPU for 200 connected viewers that do not play (pings).
+- idle (on request): RSS and CPU of 5000 connections that never start (`--idle-connections`).
 """
 
 from __future__ import annotations
@@ -29,20 +29,28 @@ from typing import Any
 
 import trio
 
+from app.cli import PING_INTERVAL
 from supervisors.ffmpeg import READ_SIZE, Source, build_argv
 from tests.camera import bundled_ffmpeg
 from tests.helpers import BIN, Process, rss_kib, spawn, wait_for
 from tests.lean import LeanViewer
 
+from .load import LoadClient, Stats
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_split(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process: (user, system)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
+        return 0.0, 0.0
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
 
 
 def median(values: list[float]) -> float:
@@ -198,11 +206,12 @@ async def bench_latency(rig: Rig, rounds: int) -> None:
     print(f"\ncold start / bare FFmpeg (medians): {median(cold) / median(bare):.2f}")
 
 
-async def bench_fanout(rigs: dict[str, Rig], counts: list[int], seconds: float, repeat: int) -> None:
+async def bench_fanout(rigs: dict[str, Rig], counts: list[int], seconds: float, repeat: int,
+                       client: str = "c") -> None:
     """Each N measured `repeat` times per server, the servers in alternation (the host's
     noise drifts over minutes), then the median of service + FFmpeg CPU per server."""
     print("\n## fan-out: N viewers of one 2 Mbit/s stream, measured over", seconds, "s")
-    print("| server | N | server CPU % | FFmpeg CPU % | load client CPU % | slowest viewer % of rate | "
+    print("| server | N | server CPU % (of it user) | FFmpeg CPU % | load client CPU % | slowest viewer % of rate | "
           "median viewer % | server RSS MiB | msgs/s per viewer |")
     print("|---|---|---|---|---|---|---|---|---|")
     totals: dict[tuple[int, str], list[float]] = {}
@@ -210,7 +219,7 @@ async def bench_fanout(rigs: dict[str, Rig], counts: list[int], seconds: float, 
     for n in counts:
         for _ in range(repeat):
             for name, rig in rigs.items():
-                cpu, rss = await fanout_row(name, rig, n, seconds)
+                cpu, rss = await fanout_row(name, rig, n, seconds, client)
                 totals.setdefault((n, name), []).append(cpu)
                 memory.setdefault((n, name), []).append(rss)
     print(f"\nservice + FFmpeg CPU %, median of {repeat} alternating runs:")
@@ -229,52 +238,108 @@ def slope(xs: list[int], ys: list[float]) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum((x - mean_x) ** 2 for x in xs)
 
 
-async def fanout_row(name: str, rig: Rig, n: int, seconds: float) -> tuple[float, float]:
-    """Print one row; return (service + FFmpeg CPU %, server RSS KiB)."""
+class PythonLoad:
+    """The load client as LeanViewers in this process (`--client python`)."""
+
+    def __init__(self, viewers: list[LeanViewer]) -> None:
+        self.viewers = viewers
+
+    async def stats(self) -> Stats:
+        return Stats(sum(not v.closed for v in self.viewers), sum(v.messages for v in self.viewers),
+                     [v.media_bytes for v in self.viewers])
+
+    def cpu(self) -> float:
+        return time.process_time()
+
+
+@asynccontextmanager
+async def load(rig: Rig, n: int, client: str) -> AsyncIterator[PythonLoad | LoadClient]:
+    """N playing viewers of the rig: `wsload` (client "c") or LeanViewers in this process."""
+    if client == "c":
+        started = await LoadClient.start(rig.host, rig.port, rig.resource, n, start=rig.needs_start,
+                                         batch=os.environ.get("BENCH_CLIENT_POLICY", "batch") == "batch")
+        try:
+            yield started
+        finally:
+            await started.aclose()
+        return
     async with trio.open_nursery() as nursery:
         viewers = [await rig.viewer(nursery) for _ in range(n)]
         for viewer in viewers:
             if rig.needs_start:
                 await viewer.send_action("start")
+        yield PythonLoad(viewers)
+        for viewer in viewers:
+            await viewer.aclose()
+        nursery.cancel_scope.cancel()
+
+
+def client_cpu(viewers: PythonLoad | LoadClient) -> float:
+    return viewers.cpu() if isinstance(viewers, PythonLoad) else cpu_seconds(viewers.pid)
+
+
+async def fanout_row(name: str, rig: Rig, n: int, seconds: float, client: str) -> tuple[float, float]:
+    """Print one row; return (service + FFmpeg CPU %, server RSS KiB)."""
+    async with load(rig, n, client) as viewers:
         await trio.sleep(3)  # everyone playing, queues settled
         server0, ffmpeg0 = rig.cpu()
-        me0 = time.process_time()
-        bytes0 = [v.media_bytes for v in viewers]
-        msgs0 = sum(v.messages for v in viewers)
+        user0 = cpu_split(rig.pid)[0]
+        me0 = client_cpu(viewers)
+        before = await viewers.stats()
         wall0 = trio.current_time()
         await trio.sleep(seconds)
         wall = trio.current_time() - wall0
         server1, ffmpeg1 = rig.cpu()
-        me = time.process_time() - me0
-        got = [v.media_bytes - b for v, b in zip(viewers, bytes0, strict=True)]
+        user = cpu_split(rig.pid)[0] - user0
+        me = client_cpu(viewers) - me0
+        after = await viewers.stats()
+        got = [b - a for a, b in zip(before.bytes, after.bytes, strict=True)]
         rate = max(got)
-        msgs = (sum(v.messages for v in viewers) - msgs0) / n / wall
+        msgs = (after.messages - before.messages) / n / wall
         rss_kib_now = rss_kib(rig.pid)
         rss = rss_kib_now / 1024
         server, ffmpeg = 100 * (server1 - server0) / wall, 100 * (ffmpeg1 - ffmpeg0) / wall
-        print(f"| {name} | {n} | {server:.1f} | {ffmpeg:.1f} "
+        print(f"| {name} | {n} | {server:.1f} ({100 * user / wall:.1f}) | {ffmpeg:.1f} "
               f"| {100 * me / wall:.1f} | {100 * min(got) / rate:.1f} | {100 * median(got) / rate:.1f} "
               f"| {rss:.1f} | {msgs:.1f} |")
-        for viewer in viewers:
-            await viewer.aclose()
-        nursery.cancel_scope.cancel()
     await trio.sleep(1)
     return server + ffmpeg, rss_kib_now
 
 
 async def bench_idle(rig: Rig, n: int, seconds: float) -> None:
-    """What connected viewers cost before they play: the server's WebSocket pings."""
-    async with trio.open_nursery() as nursery:
-        viewers = [await rig.viewer(nursery) for _ in range(n)]
-        await trio.sleep(3)
-        server0, _ = rig.cpu()
+    """What N connections that never start cost the server: RSS per connection, and CPU
+    between pings (from the last connection opened to PING_INTERVAL after the first) and
+    over `seconds` of pings (each connection is pinged every PING_INTERVAL)."""
+    warm = await LoadClient.start(rig.host, rig.port, rig.resource, 10, start=False)
+    await trio.sleep(1)
+    await warm.aclose()
+    await trio.sleep(2)
+    rss0 = rss_kib(rig.pid)
+    opening = trio.current_time()
+    idle = await LoadClient.start(rig.host, rig.port, rig.resource, n, start=False)
+    opened = trio.current_time()
+    try:
+        await trio.sleep(0.5)
+        rss1 = rss_kib(rig.pid)
+        quiet = opening + PING_INTERVAL - 0.5 - trio.current_time()  # before the first ping is due
+        cpu0 = rig.cpu()[0]
+        await trio.sleep(max(quiet, 0))
+        between = 100 * (rig.cpu()[0] - cpu0) / quiet if quiet > 0 else float("nan")
+        cpu0 = rig.cpu()[0]
         await trio.sleep(seconds)
-        server1, _ = rig.cpu()
-        for viewer in viewers:
-            await viewer.aclose()
-        nursery.cancel_scope.cancel()
-    print(f"\n## idle: {n} connected viewers, not playing, {seconds:g} s")
-    print(f"server CPU {100 * (server1 - server0) / seconds:.2f} % (the pings and their pongs)")
+        pinging = 100 * (rig.cpu()[0] - cpu0) / seconds
+        stats = await idle.stats()
+        client = cpu_seconds(idle.pid)
+    finally:
+        await idle.aclose()
+    print(f"\n## idle: {n} connections, open and never started")
+    print(f"- opened in {opened - opening:.1f} s; {stats.open} still open at the end")
+    print(f"- server RSS {rss0 / 1024:.1f} MiB before, {rss1 / 1024:.1f} MiB with them: "
+          f"**{(rss1 - rss0) / n:.1f} KiB per connection**")
+    print(f"- server CPU between pings ({max(quiet, 0):.1f} s before the first was due): {between:.2f} %")
+    print(f"- server CPU over {seconds:g} s of pings ({n / PING_INTERVAL:.0f} a second): {pinging:.2f} %, "
+          f"{pinging / 100 / (n / PING_INTERVAL) * 1e6:.0f} µs of CPU per ping and its pong")
+    print(f"- load client CPU, all of its life: {client:.2f} s")
 
 
 def open_fds(pid: int) -> int:
@@ -387,12 +452,15 @@ async def main(argv: list[str]) -> None:
                         help="viewers do not offer permessage-deflate (browsers do)")
     parser.add_argument("--fmp4", action="store_true",
                         help="fan-out also with fMP4 viewers (format=fmp4), alternating with MPEG-TS ones")
+    parser.add_argument("--idle-connections", type=int, default=5000, help="idle: how many connections")
+    parser.add_argument("--client", choices=["c", "python"], default="c",
+                        help="fan-out's load client: wsload.c (one C process) or lean viewers in this process")
     args = parser.parse_args(argv)
     # the load client is one address standing for many viewers: the per-client limits
     # (RATE_LIMIT, MAX_CONNECTIONS_PER_CLIENT, MAX_STREAMS_PER_CLIENT) would stop it
     env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LINGER": "0", "LOG_LEVEL": "WARNING",
            "MAX_STREAMS_PER_CLIENT": "1000", "MAX_CONCURRENT_STREAMS": "100", "RATE_LIMIT": "off",
-           "MAX_CONNECTIONS_PER_CLIENT": "100000"}
+           "MAX_CONNECTIONS_PER_CLIENT": "100000", "START_WITHIN": "300"}
     tls = None
     if args.tls:
         env, tls = with_tls(env)
@@ -410,12 +478,13 @@ async def main(argv: list[str]) -> None:
             relay = None
             if not args.no_relay:
                 relay, rigs["rtsp-relay"] = await start_relay(url, deflate=not args.no_deflate)
-            await bench_fanout(rigs, [int(n) for n in args.viewers.split(",")], args.seconds, args.repeat)
+            await bench_fanout(rigs, [int(n) for n in args.viewers.split(",")], args.seconds, args.repeat,
+                               args.client)
             if relay is not None:
                 relay.terminate()
                 await relay.wait()
         if "idle" in args.what:
-            await bench_idle(rig, 200, 20)
+            await bench_idle(rig, args.idle_connections, 30)
         if "teardown" in args.what:
             await bench_teardown(rig, args.rounds, 100)
         if "slow" in args.what:
