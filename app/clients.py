@@ -101,21 +101,28 @@ class Connections:
     per_client: int
     total: int  # every client's together (below the fd limit)
     _open: Counter[str] = attrs.Factory(Counter)
+    _held: int = 0  # the sum of `_open`, kept as it changes: summing it per socket is O(clients)
 
     @contextmanager
     def hold(self, client: str) -> Iterator[None]:
         """One open socket or stream for the client while the block runs; raises Limited."""
-        if self._open.total() >= self.total:
+        if self._held >= self.total:
             raise Limited(f"the server holds as many sockets as it may ({self.total})")
         if self._open[client] >= self.per_client:
             raise Limited(f"MAX_CONNECTIONS_PER_CLIENT ({self.per_client}) reached for this client")
         self._open[client] += 1
+        self._held += 1
         try:
             yield
         finally:
+            self._held -= 1
             self._open[client] -= 1
             if self._open[client] <= 0:
                 del self._open[client]
+
+    def held(self) -> int:
+        """Sockets and streams held now, of every client."""
+        return self._held
 
 
 def socket_cap(soft_limit: int) -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.clients import Connections, Limited
 from app.settings import SettingsError, load
 from supervisors.classify import classify, video_info
 from supervisors.urls import InvalidUrl, mask_text, mask_url, sharing_key, validate_url
@@ -175,3 +177,28 @@ def test_deploy_hypercorn_toml_matches_the_embedded_server() -> None:
     assert deploy["worker_class"] == "trio" and deploy["workers"] == 1
     for key in ("graceful_timeout", "websocket_ping_interval", "read_timeout", "websocket_max_message_size"):
         assert deploy[key] == getattr(embedded, key), key
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3)), max_size=60), st.integers(1, 3), st.integers(1, 6))
+def test_connection_limits_hold_under_any_interleaving(steps: list[tuple[bool, int]], per_client: int,
+                                                       total: int) -> None:
+    """Opening (True) or closing (False) a socket of client k, in any order: the running
+    count equals the sockets open, and each limit refuses exactly when it is reached."""
+    connections = Connections(per_client, total)
+    held: dict[int, list[ExitStack]] = {k: [] for k in range(4)}
+    for opening, k in steps:
+        if not opening:
+            if held[k]:
+                held[k].pop().close()
+            continue
+        stack = ExitStack()
+        full = sum(map(len, held.values())) >= total or len(held[k]) >= per_client
+        try:
+            stack.enter_context(connections.hold(f"10.0.0.{k}"))
+        except Limited:
+            assert full
+        else:
+            assert not full
+            held[k].append(stack)
+        assert connections.held() == sum(map(len, held.values()))
