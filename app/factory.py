@@ -1,4 +1,4 @@
-"""The app factory: a QuartTrio app with the health, streams and ws blueprints.
+"""The app factory: a QuartTrio app with its blueprints, and the media sockets in front of it.
 
 The engine (a Registry) is started in `app.nursery` before serving and cancelled after;
 its upstreams' FFmpeg processes are ended and reaped before the app's nursery closes.
@@ -27,9 +27,9 @@ from . import (
     origins,
     page,
     snapshot,
+    sockets,
     stream_http,
     streams,
-    wire,
     ws,
 )
 from .access import Access, server_key
@@ -82,13 +82,14 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
         engine_scope.cancel()
         await s.store.close()
 
-    app.asgi_app = origins.check_hosts(wire.capture_send(app.asgi_app), policy)  # type: ignore[method-assign, assignment]
+    # the media sockets are served before Quart (app/sockets.py), the Host check before both
+    app.asgi_app = origins.check_hosts(sockets.route(app.asgi_app, ws.handlers(s)), policy)  # type: ignore[method-assign, assignment]
     errors.install(app)
     logs.install(app)  # first: its request id and clock start before the limits answer
     clients.install(app, trusted, rates)
     guard.install(app, access)
     origins.install(app, policy)
     metrics.install(app, s.metrics)
-    for module in (health, page, streams, stream_http, snapshot, ws, guard, openapi, metrics):
+    for module in (health, page, streams, stream_http, snapshot, guard, openapi, metrics):
         app.register_blueprint(module.blueprint)
     return app

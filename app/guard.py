@@ -9,14 +9,16 @@ opens too. WebSockets check in `app/ws.py` (`socket_grant`), before anything sta
 
 from __future__ import annotations
 
-from quart import Blueprint, Quart, g, jsonify, request, websocket
+from quart import Blueprint, Quart, g, jsonify, request
 from quart.typing import ResponseReturnValue
+from werkzeug.datastructures import MultiDict
 
 from supervisors import ErrorCode
 
 from .access import MAX_TTL, Access, Grant, bearer, from_protocols
 from .errors import ApiError
 from .services import services
+from .sockets import Socket
 from .store import iso
 from .streams import read_json, stream_record
 
@@ -56,11 +58,11 @@ def is_admin() -> bool:
     return grant is not None and grant.admin
 
 
-def socket_grant(access: Access) -> tuple[Grant | None, str | None]:
-    """The grant of this WebSocket's token (`?token=`, Authorization, or a
+def socket_grant(access: Access, socket: Socket, args: MultiDict[str, str]) -> tuple[Grant | None, str | None]:
+    """The grant of this WebSocket's token (`?token=` in `args`, Authorization, or a
     `bearer.<token>` subprotocol) and the subprotocol to accept it with."""
-    token, protocol = from_protocols(websocket.headers.get("Sec-WebSocket-Protocol"))
-    presented = websocket.args.get("token") or bearer(websocket.headers.get("Authorization")) or token
+    token, protocol = from_protocols(socket.header("Sec-WebSocket-Protocol"))
+    presented = args.get("token") or bearer(socket.header("Authorization")) or token
     return access.check(presented), protocol
 
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import attrs
 from quart import Quart, Response, request
 
-from .wire import ASGIApp
+from .sockets import ASGIApp
 
 ANY = "*"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")

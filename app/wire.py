@@ -27,7 +27,7 @@ breaks, the handler ends with the rest unsent), the socket is shut down: the cli
 the connection end, never a torn frame or a frame inside another.
 
 Anything else (TLS in Hypercorn, HTTP/2, another server or Hypercorn layout) makes
-`attach` raise NoWire with the reason, and the socket uses Quart's `websocket.send`.
+`attach` raise NoWire with the reason, and the socket sends through the ASGI send.
 
 This module relies on Hypercorn's and wsproto's internals: both are pinned in
 pyproject.toml to the versions it was tested with, and `attach` checks each attribute.
@@ -39,9 +39,7 @@ import logging
 import os
 import socket as stdsocket
 import struct
-from collections.abc import Callable, Coroutine
 from enum import StrEnum
-from typing import Any
 
 import attrs
 import trio
@@ -53,19 +51,6 @@ from wsproto.connection import ConnectionState
 from supervisors import Unfinished
 
 log = logging.getLogger(__name__)
-SEND_KEY = "rtsp_viewer.asgi_send"  # where `capture_send` puts the ASGI send in the scope
-ASGIApp = Callable[[Any, Any, Any], Coroutine[Any, Any, None]]
-
-
-def capture_send(asgi_app: ASGIApp) -> ASGIApp:
-    """ASGI middleware: WebSocket scopes carry the server's own `send` for `Wire.attach`."""
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
-            scope = {**scope, SEND_KEY: send}
-        await asgi_app(scope, receive, send)
-
-    return app
 
 
 def decline_deflate(send: object) -> None:
@@ -81,7 +66,7 @@ def decline_deflate(send: object) -> None:
 
 class SendPath(StrEnum):
     WIRE = "wire"  # frames written here, straight to the socket
-    ASGI = "asgi"  # frames through Quart's websocket.send and Hypercorn (several times the CPU)
+    ASGI = "asgi"  # frames through the ASGI send and Hypercorn (several times the CPU)
 
 
 @attrs.define
@@ -155,7 +140,7 @@ class Wire:
         """The wire behind an accepted connection's ASGI send.
 
         Every attribute used later is checked here, so another Hypercorn layout falls
-        back to Quart's send instead of failing mid-stream.
+        back to the ASGI send instead of failing mid-stream.
 
         Raises NoWire (saying why) when this connection cannot have one."""
         stream = getattr(send, "__self__", None)

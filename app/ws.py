@@ -1,10 +1,11 @@
 """`/ws/stream` (SPEC §4) and `/ws/stream.ts` (stock players): one viewer per socket.
 
+Served from ASGI by `app/sockets.py`, not through Quart (a fifth of a viewer's memory).
 Each socket has two tasks in one nursery: the reader, which handles the client's
 actions, and the writer, the only task that sends, which drains the viewer's queue
 (status, errors, media). Under Hypercorn the hub's fan-out may also write media at once
 through the socket's `Wire` when the writer has nothing pending (see `app/wire.py`);
-the two never interleave. When the client goes away, quart-trio cancels the handler;
+the two never interleave. When the client goes away, the reader cancels the writer;
 leaving `open_viewer` detaches it from its upstream.
 """
 
@@ -15,10 +16,10 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 
 import attrs
 import trio
-from quart import Blueprint, websocket
 from werkzeug.datastructures import MultiDict
 
 from supervisors import (
@@ -47,12 +48,12 @@ from .clients import Limited, client_address
 from .guard import socket_grant
 from .logs import next_id
 from .metrics import stream_label
-from .services import Services, services
+from .services import Services
+from .sockets import Disconnected, Handler, Socket
 from .store import MAX_ID, StorageError
 from .streams import format_refused, stream_key
-from .wire import SEND_KEY, NoWire, Wire, decline_deflate
+from .wire import NoWire, Wire, decline_deflate
 
-blueprint = Blueprint("ws", __name__)
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 4096
 
@@ -125,16 +126,16 @@ def parse_action(message: str | bytes) -> Action | Failure:
 
 
 Send = Callable[[str | bytes], Awaitable[None]]
-OnEvent = Callable[[Event, Send], Awaitable[bool]]  # True: the socket is done
+OnEvent = Callable[[Event, Send, Socket], Awaitable[bool]]  # True: the socket is done
 
 
-def _admit(target: Target | Failure, grant: Grant | None, s: Services) -> Target | Failure:
+def _admit(target: Target | Failure, grant: Grant | None, s: Services, socket: Socket) -> Target | Failure:
     """The target if this socket may watch it: its Origin, then its token, then the
     policy on playing by URL; else why not."""
     if isinstance(target, Failure):
         return target
-    origin = websocket.headers.get("Origin")
-    if not s.origins.socket_allows(origin, websocket.headers.get("Host")):
+    origin = socket.header("Origin")
+    if not s.origins.socket_allows(origin, socket.header("Host")):
         return Failure(ErrorCode.FORBIDDEN, f"origin {origin} is not allowed (CORS_ORIGINS)")
     if grant is None:
         return Failure(ErrorCode.UNAUTHORIZED, "a valid token is required (?token=, or a bearer.<token> subprotocol)")
@@ -152,15 +153,17 @@ class Accepted:
     wire: Wire | None
     send: Send
     client: str
+    socket: Socket
 
 
-async def _accept(s: Services, held: ExitStack) -> Accepted:
+async def _accept(s: Services, held: ExitStack, socket: Socket) -> Accepted:
     """Accept the socket: its client's address, what it watches (or why it cannot: also
     RATE_LIMIT, and MAX_CONNECTIONS_PER_CLIENT, whose share it holds in `held`), and how
     to send on it."""
-    client = client_address(websocket.remote_addr, websocket.headers.getlist("X-Forwarded-For"), s.trusted)
-    grant, protocol = socket_grant(s.access)
-    target = _admit(parse_query(websocket.args), grant, s)
+    client = client_address(socket.remote_addr, socket.headers("X-Forwarded-For"), s.trusted)
+    args = socket.args()
+    grant, protocol = socket_grant(s.access, socket, args)
+    target = _admit(parse_query(args), grant, s, socket)
     close_code = CloseCode.POLICY
     if isinstance(target, Target):
         try:
@@ -173,16 +176,16 @@ async def _accept(s: Services, held: ExitStack) -> Accepted:
             target = Failure(ErrorCode.NOT_FOUND, f"no stream {target.stream_id}")
     except StorageError:
         target, close_code = Failure(ErrorCode.STREAM_ERROR, "storage is unavailable"), CloseCode.INTERNAL
-    decline_deflate(websocket.scope.get(SEND_KEY))
-    await websocket.accept(subprotocol=protocol)
+    decline_deflate(socket.send_event)
+    await socket.accept(subprotocol=protocol)
     try:
-        wire: Wire | None = await Wire.attach(websocket.scope.get(SEND_KEY))
+        wire: Wire | None = await Wire.attach(socket.send_event)
     except NoWire as why:
         wire = None
         s.send_path.fell_back(str(why))
     else:
         s.send_path.attached()
-    return Accepted(target, close_code, wire, websocket.send if wire is None else wire.send, client)
+    return Accepted(target, close_code, wire, socket.send if wire is None else wire.send, client, socket)
 
 
 async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions: bool) -> None:
@@ -198,41 +201,42 @@ async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions:
             viewer.express = wire.express
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_write, viewer, nursery.cancel_scope, send, wire, on_event)
-                await _read(viewer, target, s, actions=actions)
+                nursery.start_soon(_write, viewer, nursery.cancel_scope, send, accepted, on_event)
+                await _read(viewer, target, s, accepted.socket, nursery.cancel_scope, actions=actions)
         finally:
             if wire is not None:
                 wire.end()
 
 
-@blueprint.websocket("/ws/stream", strict_slashes=False)
-async def stream_socket() -> None:
+async def stream_socket(s: Services, socket: Socket) -> None:
     """The protocol of SPEC §4: JSON status and errors, actions, binary MPEG-TS."""
-    s = services()
     with ExitStack() as held, s.metrics.socket("/ws/stream"):
-        accepted = await _accept(s, held)
-        held.enter_context(_logged(websocket.path, accepted))
+        accepted = await _accept(s, held, socket)
+        held.enter_context(_logged(socket.path, accepted))
         if isinstance(accepted.target, Failure):
             await accepted.send(event_json(accepted.target))
-            await websocket.close(accepted.close_code, accepted.target.code)
+            await socket.close(accepted.close_code, accepted.target.code)
             return
         await accepted.send(event_json(Status(Phase.CONNECTED)))
         await _serve(s, accepted, _as_json, actions=True)
 
 
-@blueprint.websocket("/ws/stream.ts", strict_slashes=False)
-async def media_socket() -> None:
+async def media_socket(s: Services, socket: Socket) -> None:
     """For stock players (mpegts.js, JSMpeg-style loaders): plays at once and sends only
     binary MPEG-TS; a failure closes it with 4000 + its HTTP status and the error code as
     the reason (HTTP_STATUS); status is left to REST."""
-    s = services()
     with ExitStack() as held, s.metrics.socket("/ws/stream.ts"):
-        accepted = await _accept(s, held)
-        held.enter_context(_logged(websocket.path, accepted))
+        accepted = await _accept(s, held, socket)
+        held.enter_context(_logged(socket.path, accepted))
         if isinstance(accepted.target, Failure):
-            await websocket.close(media_close_code(accepted.target.code), accepted.target.code)
+            await socket.close(media_close_code(accepted.target.code), accepted.target.code)
             return
         await _serve(s, accepted, _as_close, actions=False)
+
+
+def handlers(s: Services) -> dict[str, Handler]:
+    """The sockets of this module by path, for `sockets.route`."""
+    return {"/ws/stream": partial(stream_socket, s), "/ws/stream.ts": partial(media_socket, s)}
 
 
 @contextmanager
@@ -258,39 +262,39 @@ def _generic(on_event: OnEvent) -> OnEvent:
     """Upstream failures with one message per code (GENERIC); FFmpeg's text, masked, is
     in the server's log only."""
 
-    async def generic(event: Event, send: Send) -> bool:
+    async def generic(event: Event, send: Send, socket: Socket) -> bool:
         if isinstance(event, Failure) and event.code in GENERIC:
             event = Failure(event.code, GENERIC[event.code])
-        return await on_event(event, send)
+        return await on_event(event, send, socket)
 
     return generic
 
 
-async def _as_json(event: Event, send: Send) -> bool:
+async def _as_json(event: Event, send: Send, socket: Socket) -> bool:
     if isinstance(event, Close):
-        await websocket.close(event.code, event.reason)
+        await socket.close(event.code, event.reason)
         return True
     await send(event_json(event))
     return False
 
 
-async def _as_close(event: Event, send: Send) -> bool:
+async def _as_close(event: Event, send: Send, socket: Socket) -> bool:
     if isinstance(event, Failure):
-        await websocket.close(media_close_code(event.code), event.code)
+        await socket.close(media_close_code(event.code), event.code)
         return True
     if isinstance(event, Close):
-        await websocket.close(event.code, event.reason)
+        await socket.close(event.code, event.reason)
         return True
     return False  # status and media type: the REST view has them
 
 
-async def _write(viewer: Viewer, done: trio.CancelScope, send: Send, wire: Wire | None, on_event: OnEvent) -> None:
-    while not await _send_next(viewer, send, wire, on_event):
+async def _write(viewer: Viewer, done: trio.CancelScope, send: Send, accepted: Accepted, on_event: OnEvent) -> None:
+    while not await _send_next(viewer, send, accepted, on_event):
         pass
     done.cancel()
 
 
-async def _send_next(viewer: Viewer, send: Send, wire: Wire | None, on_event: OnEvent) -> bool:
+async def _send_next(viewer: Viewer, send: Send, accepted: Accepted, on_event: OnEvent) -> bool:
     """Send the viewer's next item; True when the socket is done. Its own frame, so that
     nothing of the item is kept while the writer waits for the next one: with the express
     lane a writer may wait for minutes, and the item it sent last may be the joiner's
@@ -299,28 +303,32 @@ async def _send_next(viewer: Viewer, send: Send, wire: Wire | None, on_event: On
     if isinstance(item, bytes):
         await send(item)
     elif isinstance(item, Unfinished):
-        assert wire is not None  # only the wire's express lane makes them
-        await wire.finish(item)
+        assert accepted.wire is not None  # only the wire's express lane makes them
+        await accepted.wire.finish(item)
     else:
-        return await on_event(item, send)
+        return await on_event(item, send, accepted.socket)
     return False
 
 
-async def _read(viewer: Viewer, target: Target, s: Services, *, actions: bool) -> None:
+async def _read(viewer: Viewer, target: Target, s: Services, socket: Socket, done: trio.CancelScope, *,
+                actions: bool) -> None:
+    """The client's side of the socket until it goes away; then the writer is cancelled
+    (`done`) and the viewer leaves its upstream at once, even if the writer was still
+    stuck sending to a peer that stopped reading."""
     try:
         if actions:
-            await _handle_actions(viewer, target, s)
+            await _handle_actions(viewer, target, s, socket)
         else:
             await _start(viewer, target, s, restart=False)
             while True:  # read (the client may send anything), so its close is seen
-                await websocket.receive()
+                await socket.receive()
+    except Disconnected:
+        done.cancel()
     finally:
-        # the client went away (quart-trio cancels us): leave the upstream now, even if
-        # the writer is still stuck sending to a peer that stopped reading
         s.registry.forget(viewer)
 
 
-async def _handle_actions(viewer: Viewer, target: Target, s: Services) -> None:
+async def _handle_actions(viewer: Viewer, target: Target, s: Services, socket: Socket) -> None:
     """The client's actions, each spending a RATE_LIMIT token; a socket that has sent no
     start (or reconnect) START_WITHIN seconds after it opened is closed (BAD_REQUEST)."""
     client = viewer.client
@@ -328,7 +336,7 @@ async def _handle_actions(viewer: Viewer, target: Target, s: Services) -> None:
     while True:
         message: str | bytes | None = None
         with trio.move_on_at(deadline):
-            message = await websocket.receive()
+            message = await socket.receive()
         if message is None:  # the deadline passed
             viewer.notify(Failure(ErrorCode.BAD_REQUEST, f"no start within {s.settings.start_within:g} s"))
             viewer.notify(Close(CloseCode.POLICY, ErrorCode.BAD_REQUEST))

@@ -1,0 +1,121 @@
+"""The media sockets' WebSocket, straight from ASGI: what `app/ws.py` needs and no more.
+
+Quart gives each WebSocket two tasks of its own, a nursery, a memory channel, a copy of
+its headers and a request context: about 12 KiB a connection, a fifth of what a viewer
+costs (tracemalloc, bench/README.md). The two media sockets need none of it: `route`
+serves them before Quart (after the Host check), and everything else still goes to Quart.
+
+Semantics kept from Quart: the path is matched with or without a trailing slash, below
+`root_path`; a handler that returns with the socket accepted and not closed closes it
+with 1000; when the client goes away, `receive` raises Disconnected (the handler ends
+its tasks, as quart-trio cancels them); any other exception reaches Hypercorn, which
+logs it and ends the connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+from urllib.parse import parse_qsl
+
+from werkzeug.datastructures import MultiDict
+
+ASGIApp = Callable[[Any, Any, Any], Coroutine[Any, Any, None]]
+
+
+class Disconnected(Exception):
+    """The client went away (ASGI `websocket.disconnect`)."""
+
+
+class Socket:
+    """One WebSocket connection as its ASGI scope, receive and send (see module docstring)."""
+
+    __slots__ = ("_accepted", "_closed", "_gone", "_receive", "scope", "send_event")
+
+    def __init__(self, scope: Any, receive: Callable[[], Awaitable[Any]],
+                 send: Callable[[Any], Awaitable[None]]) -> None:
+        self.scope = scope
+        self._receive = receive
+        self.send_event = send  # the server's own ASGI send (`Wire.attach` finds the socket behind it)
+        self._accepted = False
+        self._closed = False
+        self._gone = False  # the client went away: nothing more is sent
+
+    @property
+    def path(self) -> str:
+        return str(self.scope["path"])
+
+    @property
+    def remote_addr(self) -> str:
+        client = self.scope.get("client")
+        return str(client[0]) if client else "<local>"
+
+    def headers(self, name: str) -> list[str]:
+        """Every value of a request header, in order (names are case-insensitive)."""
+        key = name.lower().encode("latin-1")
+        return [value.decode("latin-1") for header, value in self.scope["headers"] if header.lower() == key]
+
+    def header(self, name: str) -> str | None:
+        """A request header's first value, or None."""
+        values = self.headers(name)
+        return values[0] if values else None
+
+    def args(self) -> MultiDict[str, str]:
+        """The query parameters, parsed as Quart (Werkzeug) parses them."""
+        query = bytes(self.scope.get("query_string", b"")).decode(errors="replace")
+        return MultiDict(parse_qsl(query, keep_blank_values=True))
+
+    async def accept(self, subprotocol: str | None = None) -> None:
+        if not self._accepted:
+            self._accepted = True
+            await self.send_event({"type": "websocket.accept", "subprotocol": subprotocol, "headers": []})
+
+    async def receive(self) -> str | bytes:
+        """The client's next message. Raises Disconnected when the client has gone."""
+        while True:
+            event = await self._receive()
+            if event["type"] == "websocket.receive":
+                text = event.get("text")
+                return text if text is not None else bytes(event.get("bytes") or b"")
+            if event["type"] == "websocket.disconnect":
+                self._gone = True
+                raise Disconnected
+
+    async def send(self, data: str | bytes) -> None:
+        """A text (str) or binary (bytes) message, through the server's ASGI send."""
+        if isinstance(data, str):
+            await self.send_event({"type": "websocket.send", "bytes": None, "text": data})
+        else:
+            await self.send_event({"type": "websocket.send", "bytes": data, "text": None})
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if not (self._closed or self._gone):
+            self._closed = True
+            await self.send_event({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def finish(self) -> None:
+        """The handler returned: an accepted socket not closed yet is closed with 1000."""
+        if self._accepted and not self._closed:
+            await self.close(1000)
+
+
+Handler = Callable[[Socket], Awaitable[None]]
+
+
+def route(asgi_app: ASGIApp, handlers: dict[str, Handler]) -> ASGIApp:
+    """ASGI middleware: a WebSocket to one of `handlers`' paths is served by it, with a
+    `Socket`; anything else goes on to `asgi_app`."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        handler = None
+        if scope["type"] == "websocket":
+            path = str(scope["path"]).removeprefix(scope.get("root_path", "") or "")
+            handler = handlers.get(path.removesuffix("/") if path != "/" else path)
+        if handler is None:
+            await asgi_app(scope, receive, send)
+            return
+        socket = Socket(scope, receive, send)
+        await handler(socket)
+        await socket.finish()
+
+    return app
