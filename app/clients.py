@@ -14,8 +14,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import attrs
 import trio
@@ -103,26 +102,47 @@ class Connections:
     _open: Counter[str] = attrs.Factory(Counter)
     _held: int = 0  # the sum of `_open`, kept as it changes: summing it per socket is O(clients)
 
-    @contextmanager
-    def hold(self, client: str) -> Iterator[None]:
-        """One open socket or stream for the client while the block runs; raises Limited."""
+    def hold(self, client: str) -> Held:
+        """`with`: one open socket or stream for the client while the block runs; entering
+        raises Limited."""
+        return Held(self, client)
+
+    def take(self, client: str) -> None:
+        """One more socket or stream for the client; raises Limited."""
         if self._held >= self.total:
             raise Limited(f"the server holds as many sockets as it may ({self.total})")
         if self._open[client] >= self.per_client:
             raise Limited(f"MAX_CONNECTIONS_PER_CLIENT ({self.per_client}) reached for this client")
         self._open[client] += 1
         self._held += 1
-        try:
-            yield
-        finally:
-            self._held -= 1
-            self._open[client] -= 1
-            if self._open[client] <= 0:
-                del self._open[client]
+
+    def give(self, client: str) -> None:
+        """One socket or stream of the client's has ended."""
+        self._held -= 1
+        self._open[client] -= 1
+        if self._open[client] <= 0:
+            del self._open[client]
 
     def held(self) -> int:
         """Sockets and streams held now, of every client."""
         return self._held
+
+
+class Held:
+    """A client's share of `Connections` while a `with` block runs (a class: a socket
+    holds it for its whole life, and a generator's frame is about ten times the size)."""
+
+    __slots__ = ("_client", "_connections")
+
+    def __init__(self, connections: Connections, client: str) -> None:
+        self._connections = connections
+        self._client = client
+
+    def __enter__(self) -> None:
+        self._connections.take(self._client)
+
+    def __exit__(self, *_: object) -> None:
+        self._connections.give(self._client)
 
 
 def socket_cap(soft_limit: int) -> int:

@@ -7,7 +7,9 @@
  *   wsload HOST PORT RESOURCE N [--start] [--spread]
  *
  * Opens N connections (at most 64 handshakes at a time), each from its own loopback
- * address with --spread (127.1.x.y), sends {"action":"start"} on each with --start, then
+ * address with --spread (127.1.x.y), offering permessage-deflate as browsers do (a
+ * connection whose server accepts it counts as failed: this client does not inflate),
+ * sends {"action":"start"} on each with --start, then
  * reads: it counts each connection's binary payload bytes and messages, answers pings with
  * pongs and closes with a close. Commands on stdin, one per line, answered on stdout:
  *   stats  ->  "stats OPEN MESSAGES B1 B2 ... BN" (bytes per connection since it opened)
@@ -140,7 +142,8 @@ static void handshake(struct conn *c, int i, uint32_t events) {
         char request[2048];
         int n = snprintf(request, sizeof request,
                          "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                         "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
                          resource, host, port);
         if (send(c->fd, request, n, MSG_NOSIGNAL) != n) { failed++; end(c); return; }
         c->head_len = -1;  /* sent; nothing read yet */
@@ -156,7 +159,13 @@ static void handshake(struct conn *c, int i, uint32_t events) {
     c->head[c->head_len] = 0;
     char *blank = strstr(c->head, "\r\n\r\n");
     if (blank == NULL) return;
-    if (strncmp(c->head, "HTTP/1.1 101", 12) != 0) { failed++; end(c); return; }
+    /* offered as browsers offer it; a server that accepts it would send frames this client
+       does not inflate (ours and rtsp-relay decline it) */
+    if (strncmp(c->head, "HTTP/1.1 101", 12) != 0 || strcasestr(c->head, "permessage-deflate")) {
+        failed++;
+        end(c);
+        return;
+    }
     c->phase = OPEN;
     opened++;
     int one = 1;
