@@ -90,6 +90,6 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
     guard.install(app, access)
     origins.install(app, policy)
     metrics.install(app, s.metrics)
-    for module in (health, page, streams, stream_http, snapshot, guard, openapi, metrics):
+    for module in (health, page, streams, stream_http, snapshot, ws, guard, openapi, metrics):
         app.register_blueprint(module.blueprint)
     return app

@@ -23,8 +23,10 @@ from .store import iso
 from .streams import read_json, stream_record
 
 blueprint = Blueprint("guard", __name__)
-# the page asks for the token itself; /metrics checks METRICS_TOKEN or API_TOKEN itself
-PUBLIC = frozenset({"health.health", "page.index", "page.static", "openapi.openapi", "metrics.metrics"})
+# the page asks for the token itself; /metrics checks METRICS_TOKEN or API_TOKEN itself; a
+# socket's path over plain HTTP only says it is a socket's (the socket checks its token)
+PUBLIC = frozenset({"health.health", "page.index", "page.static", "openapi.openapi", "metrics.metrics",
+                    "ws.not_a_websocket"})
 # what a play token for a stream opens, besides its sockets; players and <video poster>
 # cannot set headers, so these also take the token as ?token=
 WATCHING = frozenset({"stream_http.stream_ts", "stream_http.stream_mp4", "snapshot.snapshot"})

@@ -20,6 +20,8 @@ from functools import partial
 
 import attrs
 import trio
+from quart import Blueprint
+from quart.typing import ResponseReturnValue
 from werkzeug.datastructures import MultiDict
 
 from supervisors import (
@@ -45,6 +47,7 @@ from supervisors.classify import GENERIC
 
 from .access import Grant
 from .clients import Limited, client_address
+from .errors import ApiError
 from .guard import socket_grant
 from .logs import next_id
 from .metrics import stream_label
@@ -56,6 +59,8 @@ from .wire import NoWire, Wire, decline_deflate
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 4096
+PATHS = ("/ws/stream", "/ws/stream.ts")
+blueprint = Blueprint("ws", __name__)  # only what a plain HTTP request to a socket's path gets
 
 
 @attrs.frozen
@@ -236,7 +241,15 @@ async def media_socket(s: Services, socket: Socket) -> None:
 
 def handlers(s: Services) -> dict[str, Handler]:
     """The sockets of this module by path, for `sockets.route`."""
-    return {"/ws/stream": partial(stream_socket, s), "/ws/stream.ts": partial(media_socket, s)}
+    return dict(zip(PATHS, (partial(stream_socket, s), partial(media_socket, s)), strict=True))
+
+
+@blueprint.route(PATHS[0], strict_slashes=False)
+@blueprint.route(PATHS[1], strict_slashes=False)
+async def not_a_websocket() -> ResponseReturnValue:
+    """A plain HTTP request to a socket's path: 400, saying how to open it."""
+    raise ApiError(400, ErrorCode.BAD_REQUEST, "this is a WebSocket endpoint: open it with a WebSocket "
+                   "handshake (Upgrade: websocket), or GET /api/streams/{id}/stream.ts over HTTP")
 
 
 @contextmanager

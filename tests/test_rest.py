@@ -232,3 +232,13 @@ async def test_the_list_pages_with_limit_and_offset(server: Server) -> None:
             response = await http.get(f"/api/streams/?{bad}")
             assert response.status_code == 400 and response.json()["error"]["code"] == "VALIDATION", (bad, response.text)
             assert set(response.json()["error"]["fields"]) <= {"limit", "offset"}
+
+
+async def test_a_socket_path_over_plain_http_is_a_400_that_says_so(server: Server) -> None:
+    """The sockets are served before Quart; a plain HTTP request to their paths (with or
+    without a trailing slash) still gets the error body, not a 404."""
+    async with server.http() as http:
+        for path in ("/ws/stream?id=1", "/ws/stream/", "/ws/stream.ts?url=rtsp://h/x", "/ws/stream.ts/"):
+            error = error_of(await http.get(path), 400, "BAD_REQUEST")
+            assert "WebSocket" in str(error["message"])
+        error_of(await http.get("/ws/other"), 404, "NOT_FOUND")
