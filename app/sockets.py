@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qsl
 
+import werkzeug.urls  # noqa: F401  # registers the "werkzeug.url_quote" codec error handler
 from werkzeug.datastructures import MultiDict
 
 ASGIApp = Callable[[Any, Any, Any], Coroutine[Any, Any, None]]
@@ -61,9 +62,10 @@ class Socket:
         return values[0] if values else None
 
     def args(self) -> MultiDict[str, str]:
-        """The query parameters, parsed as Quart (Werkzeug) parses them."""
+        """The query parameters, parsed as Quart (Werkzeug) parses them: a percent-escape
+        that is not UTF-8 stays as it was (a camera password may be any bytes)."""
         query = bytes(self.scope.get("query_string", b"")).decode(errors="replace")
-        return MultiDict(parse_qsl(query, keep_blank_values=True))
+        return MultiDict(parse_qsl(query, keep_blank_values=True, errors="werkzeug.url_quote"))
 
     async def accept(self, subprotocol: str | None = None) -> None:
         if not self._accepted:

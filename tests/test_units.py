@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from app.clients import Connections, Limited
 from app.settings import SettingsError, load
+from app.sockets import Socket
 from supervisors.classify import classify, video_info
 from supervisors.urls import InvalidUrl, mask_text, mask_url, sharing_key, validate_url
 
@@ -202,3 +203,18 @@ def test_connection_limits_hold_under_any_interleaving(steps: list[tuple[bool, i
             assert not full
             held[k].append(stack)
         assert connections.held() == sum(map(len, held.values()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=8), st.binary(max_size=8)), max_size=5))
+def test_a_socket_reads_its_query_as_quart_does(pairs: list[tuple[str, bytes]]) -> None:
+    """`Socket.args` (the sockets are served before Quart) gives what Quart's `args` gave,
+    for any names and any bytes as values, percent-encoded (a camera password may be any
+    bytes: a percent-escape that is not UTF-8 stays as it was)."""
+    from quart.wrappers.request import Request
+    from werkzeug.datastructures import Headers
+
+    query = "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in pairs).encode()
+    socket = Socket({"query_string": query, "headers": []}, receive=None, send=None)  # type: ignore[arg-type]
+    quart = Request("GET", "http", "/", query, Headers(), "", "1.1", {}, send_push_promise=None)  # type: ignore[arg-type]
+    assert list(socket.args().items(multi=True)) == list(quart.args.items(multi=True))
