@@ -123,10 +123,6 @@ class Connections:
         if self._open[client] <= 0:
             del self._open[client]
 
-    def held(self) -> int:
-        """Sockets and streams held now, of every client."""
-        return self._held
-
 
 class Held:
     """A client's share of `Connections` while a `with` block runs (a class: a socket
