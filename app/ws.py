@@ -131,7 +131,7 @@ def parse_action(message: str | bytes) -> Action | Failure:
 
 
 Send = Callable[[str | bytes], Awaitable[None]]
-OnEvent = Callable[[Event, Send, Socket], Awaitable[bool]]  # True: the socket is done
+OnEvent = Callable[[Event, "Accepted"], Awaitable[bool]]  # True: the socket is done
 
 
 def _admit(target: Target | Failure, grant: Grant | None, s: Services, socket: Socket) -> Target | Failure:
@@ -197,7 +197,7 @@ async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions:
     """One viewer for this socket: its writer sends media and hands events to `on_event`;
     the reader handles the client's actions, or (`actions=False`) starts at once and
     discards what the client sends."""
-    target, wire, send = accepted.target, accepted.wire, accepted.send
+    target, wire = accepted.target, accepted.wire
     assert isinstance(target, Target)
     if target.source is not None:  # played by URL: errors must not tell ports and hosts apart
         on_event = _generic(on_event)
@@ -206,7 +206,7 @@ async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions:
             viewer.express = wire.express
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_write, viewer, nursery.cancel_scope, send, accepted, on_event)
+                nursery.start_soon(_write, viewer, nursery.cancel_scope, accepted, on_event)
                 await _read(viewer, target, s, accepted.socket, nursery.cancel_scope, actions=actions)
         finally:
             if wire is not None:
@@ -275,51 +275,51 @@ def _generic(on_event: OnEvent) -> OnEvent:
     """Upstream failures with one message per code (GENERIC); FFmpeg's text, masked, is
     in the server's log only."""
 
-    async def generic(event: Event, send: Send, socket: Socket) -> bool:
+    async def generic(event: Event, accepted: Accepted) -> bool:
         if isinstance(event, Failure) and event.code in GENERIC:
             event = Failure(event.code, GENERIC[event.code])
-        return await on_event(event, send, socket)
+        return await on_event(event, accepted)
 
     return generic
 
 
-async def _as_json(event: Event, send: Send, socket: Socket) -> bool:
+async def _as_json(event: Event, accepted: Accepted) -> bool:
     if isinstance(event, Close):
-        await socket.close(event.code, event.reason)
+        await accepted.socket.close(event.code, event.reason)
         return True
-    await send(event_json(event))
+    await accepted.send(event_json(event))
     return False
 
 
-async def _as_close(event: Event, send: Send, socket: Socket) -> bool:
+async def _as_close(event: Event, accepted: Accepted) -> bool:
     if isinstance(event, Failure):
-        await socket.close(media_close_code(event.code), event.code)
+        await accepted.socket.close(media_close_code(event.code), event.code)
         return True
     if isinstance(event, Close):
-        await socket.close(event.code, event.reason)
+        await accepted.socket.close(event.code, event.reason)
         return True
     return False  # status and media type: the REST view has them
 
 
-async def _write(viewer: Viewer, done: trio.CancelScope, send: Send, accepted: Accepted, on_event: OnEvent) -> None:
-    while not await _send_next(viewer, send, accepted, on_event):
+async def _write(viewer: Viewer, done: trio.CancelScope, accepted: Accepted, on_event: OnEvent) -> None:
+    while not await _send_next(viewer, accepted, on_event):
         pass
     done.cancel()
 
 
-async def _send_next(viewer: Viewer, send: Send, accepted: Accepted, on_event: OnEvent) -> bool:
+async def _send_next(viewer: Viewer, accepted: Accepted, on_event: OnEvent) -> bool:
     """Send the viewer's next item; True when the socket is done. Its own frame, so that
     nothing of the item is kept while the writer waits for the next one: with the express
     lane a writer may wait for minutes, and the item it sent last may be the joiner's
     whole GOP (about 250 KB a viewer at 2 Mbit/s, measured with tracemalloc)."""
     item: bytes | Event | Unfinished = await viewer.next()
     if isinstance(item, bytes):
-        await send(item)
+        await accepted.send(item)
     elif isinstance(item, Unfinished):
         assert accepted.wire is not None  # only the wire's express lane makes them
         await accepted.wire.finish(item)
     else:
-        return await on_event(item, send, accepted.socket)
+        return await on_event(item, accepted)
     return False
 
 
