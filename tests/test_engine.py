@@ -12,10 +12,13 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from supervisors import EngineConfig, ErrorCode, Failure, Phase, Registry, Source, Status
 from supervisors.ffmpeg import ffmpeg_runner
 from supervisors.hub import Hub
+from supervisors.linger import unwatched_for
 from supervisors.mpegts import Aligner, Index
 from supervisors.viewer import Unfinished, Viewer
 from tests.fakes import FakeSource, frame, pat, pmt
@@ -390,3 +393,74 @@ async def test_an_os_error_in_an_attempt_is_reported_as_what_failed(
     failures = [e for e in log if isinstance(e, Failure)]
     assert failures and failures[0].code == ErrorCode.STREAM_ERROR and failures[0].message == message, failures
     assert registry.status("k").error.message == message  # type: ignore[union-attr]
+
+
+async def test_a_start_landing_on_the_linger_deadline_keeps_the_upstream(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A viewer that attaches in the very tick the linger deadline fires gets the upstream
+    (kept, or a new one), never `stopped`. Trio runs the tasks woken in one tick in either
+    order, so each of 40 rounds lands the start exactly on the deadline."""
+    for _ in range(40):
+        async with trio.open_nursery() as nursery:
+            fake = FakeSource(["play"])
+            registry = await start(nursery, fake, linger=5)
+            await watch(registry, "a", 2)
+            await trio.sleep_until(trio.current_time() + 5)  # the linger deadline, to the tick
+            with registry.open_viewer("b") as viewer:
+                registry.attach(viewer, "k", URL)
+                await trio.sleep(1)
+                assert phases(queued_items(viewer)) in (["playing"], ["connecting", "playing"])
+                assert registry.status("k").phase == "playing"
+            nursery.cancel_scope.cancel()
+
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.0, 1.0, 2.5, 5.0]), st.booleans()), max_size=12))
+def test_linger_ends_only_what_has_been_unwatched_for_the_whole_time(changes: list[tuple[float, bool]]) -> None:
+    """`unwatched_for(5, ...)` returns only while nothing watches, and only 5 s or more
+    after the last viewer left, under any timing of joins and leaves (ties with its own
+    deadline included) and any order of the tasks trio runs in one tick (Hypothesis
+    seeds trio's scheduler per example); and it does return once nothing watches."""
+    events: list[tuple[float, bool | None]] = []  # (when, watched now) or (when, None): it returned
+    state = {"watched": False}
+
+    async def main() -> None:
+        changed = trio.Event()
+
+        async def wait_changed() -> None:
+            await changed.wait()
+
+        async def drive() -> None:
+            nonlocal changed
+            for delay, watched in changes:
+                await trio.sleep(delay)
+                state["watched"] = watched
+                events.append((trio.current_time(), watched))
+                changed.set()
+                changed = trio.Event()
+
+        async def linger(scope: trio.CancelScope) -> None:
+            await unwatched_for(5, lambda: state["watched"], wait_changed)
+            events.append((trio.current_time(), None))
+            scope.cancel()
+
+        events.append((trio.current_time(), False))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drive)
+            nursery.start_soon(linger, nursery.cancel_scope)
+            await trio.sleep(100)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    ended = [at for at, watched in events if watched is None]
+    if not ended:
+        assert state["watched"], "nothing watched, and it never ended"
+        return
+    before = events[: events.index((ended[0], None))]
+    assert before[-1][1] is False, "it returned while watched"
+    # when the last stretch of watching that lasted any time at all ended (a viewer that
+    # came and went within one tick watched nothing)
+    watched_until = max((after for (at, watched), (after, _) in itertools.pairwise(before)
+                         if watched and after > at), default=0.0)
+    assert ended[0] - watched_until >= 5, (before, ended)
