@@ -121,6 +121,7 @@ class Registry:
         self._clients.setdefault(viewer.client, Counter())[key] += 1
         viewer.key = key
         viewer.asked()
+        upstream.joined(viewer)
         upstream.hub.attach(viewer)
         upstream.viewers_changed()
 

@@ -23,7 +23,7 @@ import trio
 
 from .backoff import Backoff
 from .config import EngineConfig
-from .events import FINAL_CODES, ErrorCode, Failure, StreamPhase
+from .events import FINAL_CODES, ErrorCode, Failure, Phase, Status, StreamPhase
 from .ffmpeg import READ_SIZE, Run, Runner, Source, describe_os_error
 from .hub import Hub
 from .linger import unwatched_for
@@ -113,6 +113,8 @@ class Upstream:
         self._error: ErrorRecord | None = None
         self._video: dict[str, object] | None = None  # last known; read from the run's stderr
         self._run: Run | None = None
+        self._began = False  # the first attempt has announced itself
+        self._announced = False  # the next attempt has been announced (by `restart`)
         self.retired = False
         self.restarted_at = -math.inf  # when restart() was last called
         self._cpu = CpuMeter()
@@ -126,13 +128,39 @@ class Upstream:
         self._changed = trio.Event()
 
     def restart(self, source: Source | None = None) -> None:
-        """Start over now (reconnect, or PATCH with a new source); backoff starts over too."""
+        """Start over now (reconnect, or PATCH with a new source); backoff starts over too.
+
+        At once, before the old process has ended: its media stops reaching the hub, the
+        keyframe cache is dropped (a viewer or snapshot that joins now waits for the new
+        attempt's keyframe) and every viewer hears `connecting`."""
         self.restarted_at = trio.current_time()
         if source is not None:
             self.source = source
         self._backoff.reset()
         self._restart.set()
         self._attempt_scope.cancel()
+        if not self._announced:
+            self._announce()
+
+    def joined(self, viewer: Viewer) -> None:
+        """A viewer was just attached: it hears the phase this upstream is in now (a new
+        upstream's first attempt announces itself). Connecting: `connecting`; waiting to
+        retry: `connecting` and the error it retries; playing: `playing` comes with the
+        cached keyframe."""
+        if not self._began:
+            return
+        if self._phase is StreamPhase.CONNECTING:
+            viewer.notify(Status(Phase.CONNECTING))
+        elif self._phase is StreamPhase.ERROR and self._error is not None:
+            viewer.notify(Status(Phase.CONNECTING))
+            viewer.notify(Failure(self._error.code, self._error.message))
+
+    def _announce(self) -> None:
+        """A new attempt begins: its phase, and every viewer hears `connecting` and drops
+        the last attempt's media (`Hub.restart`)."""
+        self._began = self._announced = True
+        self._set_phase(StreamPhase.CONNECTING)
+        self.hub.restart()
 
     def retire(self) -> None:
         """End this upstream: the registry forgets it now, its process ends soon."""
@@ -186,10 +214,10 @@ class Upstream:
             if failure is None:  # restarted on request
                 self._restarted()
                 continue
-            if failure.code in FINAL_CODES:  # not retried: retiring stops every viewer
-                self._set_phase(StreamPhase.ERROR)
-                return
             self._set_phase(StreamPhase.ERROR)
+            self.hub.reset()  # a failed attempt's last keyframe is not shown as if it played
+            if failure.code in FINAL_CODES:  # not retried: retiring stops every viewer
+                return
             with trio.move_on_after(self._backoff.next()):
                 await self._restart.wait()
             self._restarted()
@@ -200,8 +228,9 @@ class Upstream:
 
     async def _attempt(self) -> Failure | None:
         """One run of the media process; the failure that ended it, None if restarted."""
-        self._set_phase(StreamPhase.CONNECTING)
-        self.hub.restart()  # queued media of the last attempt is dropped; viewers see `connecting`
+        if not self._announced:  # else `restart` did it, when it was asked
+            self._announce()
+        self._announced = False
         self._log(logging.INFO, "connecting", "upstream %s connecting (%s)", mask_url(self.source.url),
                   self.source.transport)
         timeout = self._config.ffmpeg_timeout
@@ -254,6 +283,8 @@ class Upstream:
                     self._log(logging.INFO, "playing", "upstream %s playing", mask_url(self.source.url))
                 elif window := self._window():
                     chunk, ended = await self._gather(run, chunk, window)
+                if self._attempt_scope.cancel_called:  # restarted: not a byte more of this attempt
+                    break
                 self.hub.publish(chunk)
         return watchdog.cancelled_caught, first
 

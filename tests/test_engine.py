@@ -464,3 +464,53 @@ def test_linger_ends_only_what_has_been_unwatched_for_the_whole_time(changes: li
     watched_until = max((after for (at, watched), (after, _) in itertools.pairwise(before)
                          if watched and after > at), default=0.0)
     assert ended[0] - watched_until >= 5, (before, ended)
+
+
+async def test_a_viewer_joining_a_connecting_or_retrying_upstream_hears_its_phase_at_once(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    """Joining while the upstream connects: `connecting` at once; while it waits to retry
+    (backoff, up to 30 s): `connecting` and the error it is retrying, at once."""
+    stalled = await start(nursery, FakeSource(["stall"]), ffmpeg_timeout=10)
+    refused = await start(nursery, FakeSource(["refused"]))
+    for registry, heard in ((stalled, ["connecting"]), (refused, ["connecting", "UNREACHABLE"])):
+        with registry.open_viewer("a") as first, registry.open_viewer("b") as joiner:
+            registry.attach(first, "k", URL)
+            await trio.sleep(2.5)  # connecting (silent), or waiting 2-4 s before the third try
+            queued_items(first)
+            registry.attach(joiner, "k", URL)
+            assert phases(queued_items(joiner)) == heard
+            assert queued_items(first) == []  # the others hear nothing new
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["stall", "refused", "play:2", "freeze:1", "auth"]), min_size=1, max_size=4),
+       st.lists(st.floats(min_value=0, max_value=40, allow_nan=False), min_size=1, max_size=6))
+def test_every_joiner_first_hears_the_phase_the_upstream_is_in(script: list[str], joins: list[float]) -> None:
+    """Under any script of the camera and any join times, a joiner's first words are the
+    upstream's phase at that moment: `connecting` while it connects or before a new one
+    starts, `connecting` and the error it retries while it backs off, `playing` (with the
+    cached keyframe) while it plays."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            registry = await start(nursery, FakeSource(script), ffmpeg_timeout=5)
+            with registry.open_viewer("first") as first:
+                registry.attach(first, "k", URL)
+                for at in sorted(joins):
+                    await trio.sleep_until(at)
+                    running = any(key == "k" for key, _ in registry.live())
+                    status = registry.status("k")
+                    with registry.open_viewer("joiner") as joiner:
+                        registry.attach(joiner, "k", URL)
+                        heard = phases(queued_items(joiner))
+                        if not running:  # it starts a new upstream, whose first attempt announces itself
+                            await trio.testing.wait_all_tasks_blocked()  # (no time passes)
+                            assert phases(queued_items(joiner))[:1] == ["connecting"], status
+                        elif status.phase == "error":
+                            assert status.error is not None
+                            assert heard == ["connecting", status.error.code], (status, heard)
+                        else:
+                            assert heard == [status.phase], (status, heard)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
