@@ -332,7 +332,7 @@ async def _read(viewer: Viewer, target: Target, s: Services, socket: Socket, don
         if actions:
             await _handle_actions(viewer, target, s, socket)
         else:
-            await _start(viewer, target, s, restart=False)
+            await _start(viewer, target, s)
             while True:  # read (the client may send anything), so its close is seen
                 await socket.receive()
     except Disconnected:
@@ -343,7 +343,7 @@ async def _read(viewer: Viewer, target: Target, s: Services, socket: Socket, don
 
 async def _handle_actions(viewer: Viewer, target: Target, s: Services, socket: Socket) -> None:
     """The client's actions, each spending a RATE_LIMIT token; a socket that has sent no
-    start (or reconnect) START_WITHIN seconds after it opened is closed (BAD_REQUEST)."""
+    start START_WITHIN seconds after it opened is closed (BAD_REQUEST)."""
     client = viewer.client
     deadline = trio.current_time() + s.settings.start_within
     while True:
@@ -360,8 +360,6 @@ async def _handle_actions(viewer: Viewer, target: Target, s: Services, socket: S
             viewer.notify(Failure(ErrorCode.RATE_LIMITED, f"{limited}: retry in {limited.retry_after_header} s"))
             continue
         action = parse_action(message)
-        if action in (Action.START, Action.RECONNECT):
-            deadline = math.inf
         if isinstance(action, Failure):
             viewer.notify(action)
         elif action is Action.STOP:
@@ -369,11 +367,24 @@ async def _handle_actions(viewer: Viewer, target: Target, s: Services, socket: S
                 viewer.notify(Status(Phase.STOPPED))
             else:
                 s.registry.detach(viewer)
+        elif action is Action.RECONNECT:
+            _reconnect(viewer, s)
         else:
-            await _start(viewer, target, s, restart=action is Action.RECONNECT)
+            deadline = math.inf
+            await _start(viewer, target, s)
 
 
-async def _start(viewer: Viewer, target: Target, s: Services, *, restart: bool) -> None:
+def _reconnect(viewer: Viewer, s: Services) -> None:
+    """Restart the upstream this socket's viewer watches (every viewer of it sees
+    `connecting`, then `playing`); one that watches nothing restarts nothing."""
+    if viewer.key is None:
+        viewer.notify(Failure(ErrorCode.BAD_REQUEST, "reconnect restarts the stream this socket plays, "
+                                                     "and it plays none: send start first"))
+    elif not s.registry.reconnect(viewer) and viewer.announced:
+        viewer.notify(Status(Phase.PLAYING))  # coalesced with a restart that just ran
+
+
+async def _start(viewer: Viewer, target: Target, s: Services) -> None:
     try:
         source = await target.resolve(s)
     except StorageError:
@@ -385,10 +396,6 @@ async def _start(viewer: Viewer, target: Target, s: Services, *, restart: bool) 
             s.registry.detach(viewer)
         viewer.notify(Close(CloseCode.POLICY, ErrorCode.NOT_FOUND))
         return
-    if restart and viewer.key == target.key:  # only a viewer of the upstream restarts it
-        if not s.registry.reconnect(viewer) and viewer.announced:
-            viewer.notify(Status(Phase.PLAYING))  # coalesced with a restart that just ran
-        return  # every viewer of it, this one included, sees connecting then playing
     if (refused := format_refused(target.format, source)) is not None:
         viewer.notify(refused)
         return

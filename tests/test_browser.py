@@ -89,8 +89,10 @@ async def test_stock_mpegts_js_plays_on_across_a_reconnect_with_one_player(
 
     async def reconnect() -> tuple[float, float]:
         async with server.viewer(f"id={stream_id}") as other:
+            await other.play()
             await other.send("reconnect")
             restarted = time.monotonic()
+            await other.status("connecting")
             await other.status("playing")
             return restarted, time.monotonic()
 

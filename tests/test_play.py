@@ -88,6 +88,29 @@ async def test_reconnect_restarts_the_upstream_for_every_viewer(camera: Camera, 
         assert_starts_decodable(b"".join(b.media[mark:]))
 
 
+async def test_a_reconnect_from_a_socket_that_watches_nothing_restarts_nothing_and_says_why(
+        camera: Camera, nursery: trio.Nursery) -> None:
+    """Before its first start (and after a stop) a socket's `reconnect` gets BAD_REQUEST:
+    no new camera session, nothing for the viewer who watches, and it does not stand in
+    for the start that START_WITHIN asks for."""
+    server = await start_server(nursery, start_within=3.0)
+    stream_id = await server.create(camera.url())
+    async with server.viewer(f"id={stream_id}") as watching, server.viewer(f"id={stream_id}") as idle:
+        await watching.play()
+        sessions, heard = camera.describes, len(watching.texts)
+        await idle.send("reconnect")
+        assert "send start" in str((await idle.error("BAD_REQUEST"))["message"])
+        assert await idle.closed(within=10) == 1008  # no start within START_WITHIN
+        assert [t["code"] for t in idle.texts if t["type"] == "error"] == ["BAD_REQUEST", "BAD_REQUEST"]
+        await watching.send("stop")
+        await watching.status("stopped")
+        await watching.send("reconnect")
+        await watching.error("BAD_REQUEST")
+        await watching.play()
+        assert camera.describes == sessions  # the upstream lingered and was never restarted
+        assert [t for t in watching.texts[heard:] if t.get("phase") == "connecting"] == []
+
+
 async def test_viewers_of_one_stream_share_one_ffmpeg(camera: Camera, server: Server) -> None:
     stream_id = await server.create(camera.url())
     async with server.viewer(f"id={stream_id}") as a, server.viewer(f"id={stream_id}") as b, \

@@ -86,6 +86,7 @@ class Tile {
     this.messages = [];  // every status and error this tile got, in order
     this.backoff = 1;
     this.stopped = false;  // by a person (or a final error): no reconnecting
+    this.watching = false;  // its socket watches the stream (it heard connecting or playing)
     this.el = document.createElement("article");
     this.el.className = "tile";
     this.el.dataset.id = stream.id;
@@ -177,6 +178,7 @@ class Tile {
     this.messages.push(message);
     if (message.type === "status") {
       this.phase.textContent = message.phase;
+      this.watching = message.phase === "connecting" || message.phase === "playing";
       if (message.phase === "playing") {
         this.error.textContent = "";
         this.backoff = 1;
@@ -194,6 +196,7 @@ class Tile {
 
   onClose() {
     this.socket = null;
+    this.watching = false;
     this.phase.textContent = "disconnected";
     if (this.stopped) {
       return;
@@ -210,6 +213,9 @@ class Tile {
       return;
     }
     this.stopped = action === "stop";
+    if (action === "reconnect" && !this.watching) {
+      action = "start";  // a socket that watches nothing has nothing to restart
+    }
     if (this.socket) {
       this.socket.send(JSON.stringify({action}));
     }
