@@ -1,9 +1,12 @@
 """`GET /api/health/`: version, FFmpeg in use, running upstreams, viewers, the WebSocket send
-path; 503 if degraded. With API_TOKEN set and not presented, only the status."""
+path; 503 if degraded. With API_TOKEN set and not presented, only the status. Open to
+anyone without API_TOKEN, so it names no file-system path then: FFmpeg by its file name
+(its whole path only to a caller with API_TOKEN)."""
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import PurePath
 
 from quart import Blueprint, jsonify
 from quart.typing import ResponseReturnValue
@@ -39,7 +42,8 @@ async def health() -> ResponseReturnValue:
     if is_admin():  # paths, versions and reasons are for the operator, not for anyone
         body.update({
             "version": APP_VERSION,
-            "ffmpeg": {"path": ffmpeg.path, "version": ffmpeg.version},
+            "ffmpeg": {"path": ffmpeg.path if s.access.required else PurePath(ffmpeg.path).name,
+                       "version": ffmpeg.version},
             "streams": {"running": stats.running, "max": stats.max, "transcoding": stats.transcoding,
                         "cpu_percent": stats.cpu_percent},
             "viewers": stats.viewers,

@@ -13,6 +13,7 @@ import trio
 from quart import current_app
 
 from supervisors import Registry
+from supervisors.ffmpeg import describe_os_error
 from supervisors.snapshot import Snapshots
 from supervisors.sources import Network
 
@@ -50,13 +51,17 @@ class Services:
     metrics: EdgeTally = attrs.Factory(EdgeTally)
     _ffmpeg: FFmpegInfo | None = None
     _probed_at: float = -PROBE_TTL
+    _probing: trio.Lock = attrs.Factory(trio.Lock)
 
     async def ffmpeg(self) -> FFmpegInfo:
-        """Which FFmpeg runs and its version; re-checked at most every PROBE_TTL seconds."""
-        if self._ffmpeg is None or trio.current_time() - self._probed_at > PROBE_TTL:
-            self._ffmpeg = await probe_ffmpeg(self.ffmpeg_path)
-            self._probed_at = trio.current_time()
-        return self._ffmpeg
+        """Which FFmpeg runs and its version; checked at most every PROBE_TTL seconds, and
+        never twice at once: callers that come while a check runs wait for its answer
+        (health is open to anyone: a crowd must not make the server fork a crowd)."""
+        async with self._probing:
+            if self._ffmpeg is None or trio.current_time() - self._probed_at > PROBE_TTL:
+                self._ffmpeg = await probe_ffmpeg(self.ffmpeg_path)
+                self._probed_at = trio.current_time()
+            return self._ffmpeg
 
 
 async def probe_ffmpeg(path: str) -> FFmpegInfo:
@@ -65,8 +70,10 @@ async def probe_ffmpeg(path: str) -> FFmpegInfo:
             done = await trio.run_process([path, "-hide_banner", "-version"], capture_stdout=True,
                                           capture_stderr=True, check=False,
                                           stdin=subprocess.DEVNULL)
-    except (OSError, trio.TooSlowError) as error:
-        return FFmpegInfo(path, None, f"ffmpeg cannot run: {error}")
+    except trio.TooSlowError:
+        return FFmpegInfo(path, None, "ffmpeg -version took over 10 s")
+    except OSError as error:  # its text names no path: health shows it to anyone
+        return FFmpegInfo(path, None, f"ffmpeg cannot run: {describe_os_error(error)}")
     first = done.stdout.decode(errors="replace").splitlines()[:1]
     if done.returncode != 0 or not first or not first[0].startswith("ffmpeg version"):
         return FFmpegInfo(path, None, f"ffmpeg -version failed with exit code {done.returncode}")

@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from supervisors import Profile, Source, Transport, VideoMode
+from supervisors.ffmpeg import describe_os_error
 from supervisors.profile import DEFAULT
 
 T = TypeVar("T")
@@ -58,7 +59,14 @@ class StreamRecord:
 
 
 class StorageError(Exception):
-    """Storage cannot be used (file unreadable, disk full, corrupt database)."""
+    """Storage cannot be used (file unreadable, disk full, corrupt database); its text
+    names no file-system path (the open health endpoint shows it)."""
+
+
+def _describe(error: sqlite3.Error | OSError) -> str:
+    if isinstance(error, OSError):
+        return describe_os_error(error)
+    return str(error)  # SQLite's own messages name no path
 
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer
@@ -108,7 +116,11 @@ class Store:
 
     def _open(self) -> None:
         if self.path != ":memory:":
-            _private(Path(self.path))
+            try:
+                _private(Path(self.path))
+            except OSError as error:  # the path is for the log, not for StorageError's text
+                log.error("cannot open the database at %s: %s", self.path, error)
+                raise
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA secure_delete=ON")  # a deleted or replaced password is overwritten
@@ -130,7 +142,7 @@ class Store:
             try:
                 return await trio.to_thread.run_sync(call)
             except (sqlite3.Error, OSError) as error:
-                raise StorageError(str(error)) from error
+                raise StorageError(_describe(error)) from error
 
     def _conn(self) -> sqlite3.Connection:
         assert self._db is not None, "opened by _call"

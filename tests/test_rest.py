@@ -8,7 +8,7 @@ import httpx
 import pytest
 import trio
 
-from tests.camera import Camera
+from tests.camera import Camera, bundled_ffmpeg
 from tests.helpers import Server, start_server
 
 URL = "rtsp://admin:s3cr3t-pw@10.0.0.5:554/Streaming/101"
@@ -178,6 +178,33 @@ async def test_health_is_degraded_when_ffmpeg_cannot_run(nursery: trio.Nursery) 
         health = await http.get("/api/health/")
     assert health.status_code == 503
     assert health.json()["status"] == "degraded" and "ffmpeg" in health.json()["reason"]
+    assert "/nonexistent" not in health.text  # the open endpoint names no file-system path
+
+
+async def test_a_crowd_of_health_requests_runs_one_ffmpeg_check_and_shows_no_path(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Health is open and exempt from RATE_LIMIT: 200 requests at once start one `ffmpeg
+    -version` (the others wait for its answer), and it tells FFmpeg's file name and
+    version, not where it is installed."""
+    starts = tmp_path / "starts"
+    wrapper = tmp_path / "ffmpeg"
+    wrapper.write_text(f'#!/bin/sh\necho started >> "{starts}"\nexec "{bundled_ffmpeg()}" "$@"\n')
+    wrapper.chmod(0o755)
+    server = await start_server(nursery, ffmpeg_bin=str(wrapper))
+    answers: list[httpx.Response] = []
+    async with httpx.AsyncClient(base_url=server.base, timeout=30, limits=httpx.Limits(max_connections=200)) as http:
+
+        async def ask() -> None:
+            answers.append(await http.get("/api/health/"))
+
+        async with trio.open_nursery() as crowd:
+            for _ in range(200):
+                crowd.start_soon(ask)
+    assert [a.status_code for a in answers] == [200] * 200
+    assert starts.read_text().count("started") == 1
+    body = answers[0].json()
+    assert body["ffmpeg"]["path"] == "ffmpeg" and body["ffmpeg"]["version"]
+    assert not any(str(tmp_path) in a.text for a in answers)
 
 
 async def test_streams_survive_a_restart(tmp_path: object) -> None:
@@ -211,6 +238,7 @@ async def test_unavailable_storage_gives_503_not_a_crash(nursery: trio.Nursery, 
     async with server.http() as http:
         health = await http.get("/api/health/")
         assert health.status_code == 503 and "storage" in health.json()["reason"]
+        assert blocker not in health.text  # open to anyone: no file-system path
         error_of(await http.get("/api/streams/"), 503, "STORAGE_UNAVAILABLE")
         error_of(await http.post("/api/streams/", json={"name": "x", "url": "rtsp://h/"}), 503,
                  "STORAGE_UNAVAILABLE")
