@@ -1,7 +1,9 @@
 """Who a request comes from, and how much one client may ask.
 
 - The client's address: the peer's, or, from a proxy in TRUSTED_PROXIES, the rightmost
-  `X-Forwarded-For` hop that is not itself a trusted proxy (the one the proxy saw).
+  `X-Forwarded-For` hop that is not itself a trusted proxy (the one the proxy saw); in
+  its one spelling (`supervisors.addresses`: `::ffff:10.0.0.1` is 10.0.0.1). The limits
+  count a client by its key: its IPv4 address, or its IPv6 /64.
 - RATE_LIMIT: a token bucket per address (`rate/burst`, per second) for REST requests,
   socket connects and socket actions; `retry_after` says how long until the next token.
 - MAX_CONNECTIONS_PER_CLIENT: open sockets and HTTP streams per address; and a cap on
@@ -11,7 +13,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -21,7 +22,14 @@ import trio
 from quart import Quart, g, request
 
 from supervisors import ErrorCode
-from supervisors.sources import Network, network
+from supervisors.addresses import (
+    UNKNOWN_CLIENT,
+    Network,
+    client_key,
+    in_networks,
+    parse_address,
+    parse_network,
+)
 
 from .errors import ApiError
 
@@ -34,33 +42,33 @@ def parse_networks(entries: Sequence[str]) -> tuple[Network, ...]:
     networks = []
     for entry in entries:
         try:
-            networks.append(network(entry))
+            networks.append(parse_network(entry))
         except ValueError:
             raise ValueError(f"{entry!r} is not a network (10.0.0.0/8) or an address") from None
     return tuple(networks)
 
 
-def _in(address: str, networks: Sequence[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.strip().strip("[]"))
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
-
-
-def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str:
-    """The address a request comes from (see module docstring)."""
-    peer = peer or "unknown"
-    if not trusted or not _in(peer, trusted):
-        return peer
+def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: tuple[Network, ...]) -> str:
+    """The address a request comes from, in its one spelling (see module docstring), or
+    UNKNOWN_CLIENT when the server was not given the peer's."""
+    address = parse_address(peer or "")
+    if address is None:
+        return UNKNOWN_CLIENT
+    if not in_networks(address, trusted):
+        return str(address)
     hops = [hop.strip() for header in forwarded_for for hop in header.split(",") if hop.strip()]
     for hop in reversed(hops):
-        if not _in(hop, trusted):
-            try:
-                return str(ipaddress.ip_address(hop.strip("[]")))
-            except ValueError:  # not an address: the proxy did not write it
-                return peer
-    return peer
+        hop_address = parse_address(hop)
+        if hop_address is None:  # not an address: the proxy did not write it
+            break
+        if not in_networks(hop_address, trusted):
+            return str(hop_address)
+    return str(address)
+
+
+def limit_key(client: str) -> str:
+    """What RATE_LIMIT and the connection caps count a client (`client_address`) by."""
+    return client_key(parse_address(client))
 
 
 class Limited(Exception):
@@ -149,17 +157,19 @@ def socket_cap(soft_limit: int) -> int:
 EXEMPT = frozenset({"page.static", "health.health"})  # cheap, and what monitors and pages load
 
 
-def install(app: Quart, trusted: Sequence[Network], rates: RateLimiter) -> None:
-    """Every HTTP request: `g.client` is its client's address; a route but EXEMPT spends a
-    token of RATE_LIMIT, or answers 429 RATE_LIMITED with Retry-After."""
+def install(app: Quart, trusted: tuple[Network, ...], rates: RateLimiter) -> None:
+    """Every HTTP request: `g.client` is its client's address, `g.client_key` what the
+    limits count it by; a route but EXEMPT spends a token of RATE_LIMIT, or answers 429
+    RATE_LIMITED with Retry-After."""
 
     @app.before_request
     async def _limit() -> None:
         g.client = client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"), trusted)
+        g.client_key = limit_key(g.client)
         if request.endpoint in EXEMPT:
             return
         try:
-            rates.take(g.client, trio.current_time())
+            rates.take(g.client_key, trio.current_time())
         except Limited as limited:
             raise ApiError(429, ErrorCode.RATE_LIMITED, str(limited),
                            headers={"Retry-After": limited.retry_after_header}) from None

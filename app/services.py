@@ -13,9 +13,9 @@ import trio
 from quart import current_app
 
 from supervisors import Registry
+from supervisors.addresses import Network
 from supervisors.ffmpeg import describe_os_error
 from supervisors.snapshot import Snapshots
-from supervisors.sources import Network
 
 from .access import Access
 from .clients import Connections, RateLimiter

@@ -31,7 +31,7 @@ async def snapshot(stream_id: int) -> ResponseReturnValue:
     if record is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"no stream {stream_id}")
     try:
-        jpeg = await s.snapshots.jpeg(stream_key(stream_id), record.source, g.client, width)
+        jpeg = await s.snapshots.jpeg(stream_key(stream_id), record.source, g.client_key, width)
     except Failure as failure:
         raise ApiError(HTTP_STATUS[failure.code], failure.code, failure.message) from None
     return Response(jpeg, 200, {"Content-Type": "image/jpeg", "Cache-Control": "no-store"})

@@ -21,6 +21,8 @@ from urllib.parse import parse_qsl
 import werkzeug.urls  # noqa: F401  # registers the "werkzeug.url_quote" codec error handler
 from werkzeug.datastructures import MultiDict
 
+from supervisors.addresses import UNKNOWN_CLIENT
+
 ASGIApp = Callable[[Any, Any, Any], Coroutine[Any, Any, None]]
 
 
@@ -49,7 +51,7 @@ class Socket:
     @property
     def remote_addr(self) -> str:
         client = self.scope.get("client")
-        return str(client[0]) if client else "<local>"
+        return str(client[0]) if client else UNKNOWN_CLIENT
 
     def headers(self, name: str) -> list[str]:
         """Every value of a request header, in order (names are case-insensitive)."""

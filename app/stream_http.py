@@ -52,10 +52,10 @@ async def _stream(stream_id: int, media_format: MediaFormat) -> ResponseReturnVa
         raise ApiError(HTTP_STATUS[refused.code], refused.code, refused.message)
     held = ExitStack()  # this client's share of MAX_CONNECTIONS_PER_CLIENT, for the response's life
     try:
-        held.enter_context(s.connections.hold(g.client))
+        held.enter_context(s.connections.hold(g.client_key))
     except Limited as limited:
         raise ApiError(HTTP_STATUS[ErrorCode.LIMIT], ErrorCode.LIMIT, str(limited)) from None
-    media = _media(s, stream_key(stream_id), record.source, g.client, media_format)
+    media = _media(s, stream_key(stream_id), record.source, g.client_key, media_format)
     # the first item decides the status: media (200, streaming) or a failure (its error body)
     try:
         with trio.move_on_after(s.settings.ffmpeg_timeout + 1) as waited:

@@ -46,7 +46,7 @@ from supervisors import (
 from supervisors.classify import GENERIC
 
 from .access import Grant
-from .clients import Limited, client_address
+from .clients import Limited, client_address, limit_key
 from .errors import ApiError
 from .guard import socket_grant
 from .logs import next_id
@@ -157,7 +157,8 @@ class Accepted:
     close_code: CloseCode  # for that failure
     wire: Wire | None
     send: Send
-    client: str
+    client: str  # its address, for the logs
+    key: str  # what the limits count it by (`clients.limit_key`)
     socket: Socket
 
 
@@ -172,8 +173,8 @@ async def _accept(s: Services, held: ExitStack, socket: Socket) -> Accepted:
     close_code = CloseCode.POLICY
     if isinstance(target, Target):
         try:
-            s.rates.take(client, trio.current_time())
-            held.enter_context(s.connections.hold(client))
+            s.rates.take(limit_key(client), trio.current_time())
+            held.enter_context(s.connections.hold(limit_key(client)))
         except Limited as limited:
             target = Failure(ErrorCode.LIMIT if not limited.retry_after else ErrorCode.RATE_LIMITED, str(limited))
     try:
@@ -190,7 +191,8 @@ async def _accept(s: Services, held: ExitStack, socket: Socket) -> Accepted:
         s.send_path.fell_back(str(why))
     else:
         s.send_path.attached()
-    return Accepted(target, close_code, wire, socket.send if wire is None else wire.send, client, socket)
+    return Accepted(target, close_code, wire, socket.send if wire is None else wire.send, client,
+                    limit_key(client), socket)
 
 
 async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions: bool) -> None:
@@ -201,7 +203,7 @@ async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions:
     assert isinstance(target, Target)
     if target.source is not None:  # played by URL: errors must not tell ports and hosts apart
         on_event = _generic(on_event)
-    with s.registry.open_viewer(accepted.client) as viewer, s.metrics.sending("asgi" if wire is None else "wire"):
+    with s.registry.open_viewer(accepted.key) as viewer, s.metrics.sending("asgi" if wire is None else "wire"):
         if wire is not None:
             viewer.express = wire.express
         try:

@@ -11,24 +11,20 @@ as FFmpeg announces it (supervisors/ffmpeg.py). Pure, but `resolve` awaits DNS.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Sequence
 
 import attrs
 import trio
 
+from .addresses import Address, Network, in_networks, normalise, parse_network
 from .events import ErrorCode, Failure
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 REFUSED = tuple(ipaddress.ip_network(n) for n in (
     "169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"))
 RESOLVE_TIMEOUT = 5.0
-
-
-def network(entry: str) -> Network:
-    """A network (`10.0.0.0/8`) or an address (`[::1]` too) as a network; raises ValueError."""
-    return ipaddress.ip_network(entry.strip().strip("[]"), strict=False)
+_NUMERIC = re.compile(r"[0-9]+|0x[0-9a-f]*")  # a last label that makes a name an address to inet_aton (0x7f.1)
 
 
 class InvalidSource(ValueError):
@@ -48,24 +44,28 @@ class SourcePolicy:
         names: list[str] = []
         for entry in entries:
             try:
-                networks.append(network(entry))
+                networks.append(parse_network(entry))
             except ValueError:
                 name = entry.lower().rstrip(".")
-                if not name or not all(part.isascii() and (part.isalnum() or "-" in part) for part in name.lstrip(".").split(".")):
+                labels = name.lstrip(".").split(".")
+                if not name or not all(part.isascii() and (part.isalnum() or "-" in part) for part in labels) \
+                        or _NUMERIC.fullmatch(labels[-1]):  # no top-level domain is a number
                     raise InvalidSource(f"{entry!r} is neither a network nor a host name") from None
                 names.append(name)
         return cls(tuple(networks), tuple(names), listed=bool(entries))
 
     def refusal(self, host: str, addresses: Sequence[Address]) -> str | None:
-        """Why connecting to `host` at these addresses is refused, or None."""
+        """Why connecting to `host` at these addresses is refused, or None. Each address
+        is judged in its one spelling (`addresses.normalise`): the IPv4 address it carries."""
         host = host.lower().rstrip(".")
         named = any(host == n or (n.startswith(".") and host.endswith(n)) for n in self.names)
-        for address in addresses:
-            in_listed = any(address in network for network in self.networks)
-            if any(address in network for network in REFUSED) and not in_listed:
-                return f"{address} is a link-local or metadata address"
+        for given in addresses:
+            address = normalise(given)
+            in_listed = in_networks(address, self.networks)
+            if in_networks(address, REFUSED) and not in_listed:
+                return f"{given} is a link-local or metadata address"
             if self.listed and not (in_listed or named):
-                return f"{host} ({address}) is not in ALLOWED_SOURCES"
+                return f"{host} ({given}) is not in ALLOWED_SOURCES"
         return None
 
     async def resolve(self, host: str, port: int) -> Address:

@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 import trio_websocket
@@ -361,6 +362,43 @@ async def test_sources_under_policy(camera: Camera, nursery: trio.Nursery) -> No
         async with server.http() as http:
             status = (await http.get(f"/api/streams/{stream_id}/")).json()["status"]
         assert (status["error"] or {}).get("code") == (None if plays else "FORBIDDEN"), (allowed, url, status)
+
+
+async def test_the_metadata_address_written_as_ipv6_is_refused_before_any_connection(
+        camera: Camera, nursery: trio.Nursery) -> None:
+    """IPv4-mapped, NAT64 and 6to4 addresses carry an IPv4 address and reach it: each is
+    judged as that address (FORBIDDEN, final), by URL and by id, and a camera allowed by
+    ALLOWED_SOURCES plays when its URL spells its address as IPv4-mapped."""
+    server = await start_server(nursery)
+    for host in ("::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1"):
+        stream_id = await server.create(f"rtsp://[{host}]/latest")
+        for query in (f"id={stream_id}", f"url=rtsp://[{host}]/latest"):
+            async with server.viewer(query) as viewer:
+                await viewer.send("start")
+                await viewer.error("FORBIDDEN", within=3)
+                await viewer.status("stopped")
+    allowing = await start_server(nursery, allowed_sources=("127.0.0.0/8",))
+    async with allowing.viewer(f"url={camera.url().replace('127.0.0.1', '[::ffff:127.0.0.1]')}") as viewer:
+        await viewer.play()
+
+
+async def test_a_proxy_seen_on_a_dual_stack_listener_is_trusted_and_ipv6_clients_count_by_their_64(
+        nursery: trio.Nursery) -> None:
+    """Bound to `::`, the server sees the IPv4 proxy at 127.0.0.1 as ::ffff:127.0.0.1: it is
+    still the proxy of TRUSTED_PROXIES=127.0.0.1/32, so each client it names has its own
+    RATE_LIMIT bucket; clients in one IPv6 /64 share one."""
+    server = await start_server(nursery, host="::", trusted_proxies=("127.0.0.1/32",), rate_limit=(0.01, 2.0))
+    port = server.base.rsplit(":", 1)[1]
+
+    async def status(client: str) -> int:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            return (await http.get("/api/streams/", headers={"X-Forwarded-For": client})).status_code
+
+    assert [await status("203.0.113.1") for _ in range(3)] == [200, 200, 429]
+    assert await status("203.0.113.2") == 200  # another client behind the proxy
+    assert [await status(f"2001:db8::{n}") for n in (1, 2, 3)] == [200, 200, 429]  # one /64
+    assert await status("2001:db8:0:1::1") == 200  # the next /64
+    assert await status("::ffff:203.0.113.2") == 200  # 203.0.113.2 as mapped: its second request
 
 
 async def test_playing_by_url_is_off_with_a_token_or_off_loopback_and_its_errors_are_generic(
