@@ -18,10 +18,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Sequence
 
 import attrs
-import trio
-from quart import Quart, g, request
 
-from supervisors import ErrorCode
 from supervisors.addresses import (
     UNKNOWN_CLIENT,
     Network,
@@ -30,8 +27,6 @@ from supervisors.addresses import (
     parse_address,
     parse_network,
 )
-
-from .errors import ApiError
 
 MAX_TRACKED = 10_000  # buckets kept: the least recently used go first (they are full by then)
 FD_RESERVE = 64  # descriptors kept for HTTP requests (health), FFmpeg pipes and the database
@@ -152,24 +147,3 @@ class Held:
 def socket_cap(soft_limit: int) -> int:
     """How many sockets and streams to hold at most with this many file descriptors."""
     return max(16, soft_limit - max(FD_RESERVE, soft_limit // 10))
-
-
-EXEMPT = frozenset({"page.static", "health.health"})  # cheap, and what monitors and pages load
-
-
-def install(app: Quart, trusted: tuple[Network, ...], rates: RateLimiter) -> None:
-    """Every HTTP request: `g.client` is its client's address, `g.client_key` what the
-    limits count it by; a route but EXEMPT spends a token of RATE_LIMIT, or answers 429
-    RATE_LIMITED with Retry-After."""
-
-    @app.before_request
-    async def _limit() -> None:
-        g.client = client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"), trusted)
-        g.client_key = limit_key(g.client)
-        if request.endpoint in EXEMPT:
-            return
-        try:
-            rates.take(g.client_key, trio.current_time())
-        except Limited as limited:
-            raise ApiError(429, ErrorCode.RATE_LIMITED, str(limited),
-                           headers={"Retry-After": limited.retry_after_header}) from None

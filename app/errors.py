@@ -28,12 +28,17 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_response(status: int, code: str, message: str,
-                   fields: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> ResponseReturnValue:
+def error_body(code: str, message: str, fields: dict[str, str] | None = None) -> dict[str, Any]:
+    """The error body of SPEC §3."""
     body: dict[str, Any] = {"code": code, "message": message}
     if fields is not None:
         body["fields"] = fields
-    return jsonify({"error": body}), status, headers or {}
+    return {"error": body}
+
+
+def error_response(status: int, code: str, message: str,
+                   fields: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> ResponseReturnValue:
+    return jsonify(error_body(code, message, fields)), status, headers or {}
 
 
 def _body_unread() -> bool:

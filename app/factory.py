@@ -17,15 +17,16 @@ from supervisors.ffmpeg import Runner
 from supervisors.snapshot import Snapshots
 
 from . import (
+    admission,
     clients,
     errors,
-    guard,
     health,
     logs,
     metrics,
     openapi,
     origins,
     page,
+    play_tokens,
     snapshot,
     sockets,
     stream_http,
@@ -82,14 +83,14 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
         engine_scope.cancel()
         await s.store.close()
 
-    # the media sockets are served before Quart (app/sockets.py), the Host check before both
-    app.asgi_app = origins.check_hosts(sockets.route(app.asgi_app, ws.handlers(s)), policy)  # type: ignore[method-assign, assignment]
+    # the media sockets are served before Quart (app/sockets.py)
+    app.asgi_app = sockets.route(app.asgi_app, ws.handlers(s))  # type: ignore[method-assign, assignment]
     errors.install(app)
-    logs.install(app)  # first: its request id and clock start before the limits answer
-    clients.install(app, trusted, rates)
-    guard.install(app, access)
+    logs.install(app)  # first: its request id and clock start before admission answers
+    admission.install(app, s)
     origins.install(app, policy)
     metrics.install(app, s.metrics)
-    for module in (health, page, streams, stream_http, snapshot, ws, guard, openapi, metrics):
+    for module in (health, page, streams, stream_http, snapshot, ws, play_tokens, openapi, metrics):
         app.register_blueprint(module.blueprint)
+    admission.check_doors(app)
     return app

@@ -11,7 +11,7 @@ from pathlib import PurePath
 from quart import Blueprint, jsonify
 from quart.typing import ResponseReturnValue
 
-from .guard import is_admin
+from .admission import Need, door, is_admin
 from .services import services
 from .store import StorageError
 
@@ -29,6 +29,7 @@ APP_VERSION = _installed_version()  # read once: it does not change while the pr
 
 
 @blueprint.route("/api/health/", strict_slashes=False, methods=["GET"])
+@door(Need.PUBLIC, rate=False)  # monitors poll it
 async def health() -> ResponseReturnValue:
     s = services()
     ffmpeg = await s.ffmpeg()

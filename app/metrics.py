@@ -20,11 +20,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from quart import Blueprint, Quart, Response, request
 
-from supervisors import ErrorCode, Registry
+from supervisors import Registry
 
-from .access import bearer, same_secret
+from .admission import Need, door
 from .counts import EdgeTally
-from .errors import ApiError
 from .services import services
 
 blueprint = Blueprint("metrics", __name__)
@@ -130,13 +129,9 @@ def install(app: Quart, edge: EdgeTally) -> None:
 
 
 @blueprint.route("/metrics", methods=["GET"])
+@door(Need.METRICS)
 async def metrics() -> Response:
-    """Open without API_TOKEN and METRICS_TOKEN; else either of those set opens it."""
+    """Open without API_TOKEN and METRICS_TOKEN; else either of those set opens it (the
+    door's Need.METRICS)."""
     s = services()
-    tokens = [t for t in (s.settings.metrics_token, s.settings.api_token) if t]
-    presented = bearer(request.headers.get("Authorization"))
-    if tokens and not any(same_secret(presented, token) for token in tokens):
-        raise ApiError(401, ErrorCode.UNAUTHORIZED, "a valid token is required (Authorization: Bearer "
-                       f"<{' or '.join(n for n, t in (('METRICS_TOKEN', s.settings.metrics_token), ('API_TOKEN', s.settings.api_token)) if t)}>)",
-                       headers={"WWW-Authenticate": "Bearer"})
     return Response(exposition(s.registry, s.metrics), content_type=CONTENT_TYPE_LATEST)

@@ -12,6 +12,7 @@ from quart.typing import ResponseReturnValue
 from supervisors import ErrorCode, StreamPhase, Transport, VideoMode
 from supervisors.profile import MAX_HEIGHT, MIN_HEIGHT
 
+from .admission import Need, door
 from .health import APP_VERSION
 
 blueprint = Blueprint("openapi", __name__)
@@ -202,5 +203,6 @@ def document() -> dict[str, Any]:
 
 
 @blueprint.route("/api/openapi.json", methods=["GET"])
+@door(Need.PUBLIC)
 async def openapi() -> ResponseReturnValue:
     return jsonify(document())

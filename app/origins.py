@@ -1,29 +1,23 @@
 """Which origins and Host headers the server answers (CORS_ORIGINS, ALLOWED_HOSTS).
 
-- Host: a request whose `Host` is not allowed gets 400 before any route runs (an ASGI
-  middleware, so sockets too). Bound to loopback, only loopback names are allowed by
-  default (`localhost`, `127.0.0.1`, `[::1]`, any port), which stops DNS rebinding: a
-  page on evil.example whose name is made to resolve to 127.0.0.1 sends `Host:
-  evil.example`.
+The rules; `app/admission.py` applies them to every route:
+- Host: bound to loopback, only loopback names are allowed by default (`localhost`,
+  `127.0.0.1`, `[::1]`, any port), which stops DNS rebinding: a page on evil.example
+  whose name is made to resolve to 127.0.0.1 sends `Host: evil.example`.
 - CORS: no cross-origin access by default; `*` lets any origin read REST (never with
   credentials); a list lets those origins (with credentials). Preflights are answered.
-- WebSocket Origin: browsers send it and do not apply CORS to sockets, so a socket whose
-  Origin is neither this server's own (its host and port equal the Host header) nor
-  allowed by CORS_ORIGINS is refused before anything starts. Non-browser clients send
-  no Origin.
+- Origin: browsers send it on sockets (where CORS does not apply) and on writes; one that
+  is neither this server's own (its host and port equal the Host header) nor allowed by
+  CORS_ORIGINS is refused. Non-browser clients send no Origin.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 from quart import Quart, Response, request
-
-from .sockets import ASGIApp
 
 ANY = "*"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -72,8 +66,8 @@ class Policy:
     def cors_allows(self, origin: str) -> bool:
         return ANY in self.cors or origin_of(origin) in self.cors
 
-    def socket_allows(self, origin: str | None, host: str | None) -> bool:
-        """A WebSocket with this Origin (None: not a browser) and Host may open."""
+    def origin_allowed(self, origin: str | None, host: str | None) -> bool:
+        """A socket or a write with this Origin (None: not a browser) and Host may enter."""
         if origin is None or self.cors_allows(origin):
             return True
         own = origin_of(origin)
@@ -88,34 +82,6 @@ def _authority(host: str, default: int) -> str:
     name = host_name(host)
     rest = host.strip().lower()[len(name):]
     return f"{name}:{rest.removeprefix(':') or default}"
-
-
-def check_hosts(asgi_app: ASGIApp, policy: Policy) -> ASGIApp:
-    """ASGI middleware: 400 (the error body) for a Host header the policy does not allow."""
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket"):
-            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
-            if not policy.host_allowed(host):
-                await _refuse(scope, send, f"host {host!r} is not allowed (ALLOWED_HOSTS)")
-                return
-        await asgi_app(scope, receive, send)
-
-    return app
-
-
-async def _refuse(scope: Any, send: Any, message: str) -> None:
-    body = json.dumps({"error": {"code": "BAD_REQUEST", "message": message}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close")]
-    if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 400, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-    elif "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": 400, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1008})
 
 
 def install(app: Quart, policy: Policy) -> None:

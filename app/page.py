@@ -20,8 +20,8 @@ import attrs
 from quart import Blueprint, Response, request
 from quart.typing import ResponseReturnValue
 
+from .admission import Need, door, is_admin
 from .errors import ApiError
-from .guard import is_admin
 from .services import services
 from .store import StorageError
 from .streams import stream_view
@@ -81,6 +81,7 @@ def _script_json(value: object) -> bytes:
 
 
 @blueprint.route("/", methods=["GET"])
+@door(Need.PUBLIC)  # the page asks for the token itself
 async def index() -> ResponseReturnValue:
     s = services()
     streams: object = None  # the page asks REST itself (with the token it asks for)
@@ -94,6 +95,7 @@ async def index() -> ResponseReturnValue:
 
 
 @blueprint.route("/static/<path:name>", methods=["GET"])
+@door(Need.PUBLIC, rate=False)  # what pages load
 async def static(name: str) -> ResponseReturnValue:
     asset = ASSETS.get(name)
     if asset is None:

@@ -9,6 +9,7 @@ from quart.typing import ResponseReturnValue
 
 from supervisors import HTTP_STATUS, ErrorCode, Failure
 
+from .admission import Need, door
 from .errors import ApiError
 from .services import services
 from .streams import stream_key
@@ -18,6 +19,7 @@ WIDTHS = range(16, 4097)  # pixels
 
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/snapshot.jpg", methods=["GET"])
+@door(Need.WATCH, query_token=True)  # <img> and <video poster> send no headers
 async def snapshot(stream_id: int) -> ResponseReturnValue:
     given = request.args.get("width")
     width = None

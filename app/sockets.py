@@ -5,8 +5,10 @@ its headers and a request context: about 12 KiB a connection, a fifth of what a 
 costs (tracemalloc, bench/README.md). The two media sockets need none of it: `route`
 serves them before Quart (after the Host check), and everything else still goes to Quart.
 
+The same front door shields the end of every HTTP response (see `_finishing`).
+
 Semantics kept from Quart: the path is matched with or without a trailing slash, below
-`root_path`; a handler that returns with the socket accepted and not closed closes it
+`root_path` (as a whole path prefix); a handler that returns with the socket accepted and not closed closes it
 with 1000; when the client goes away, `receive` raises Disconnected (the handler ends
 its tasks, as quart-trio cancels them); any other exception reaches Hypercorn, which
 logs it and ends the connection.
@@ -14,10 +16,12 @@ logs it and ends the connection.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qsl
 
+import trio
 import werkzeug.urls  # noqa: F401  # registers the "werkzeug.url_quote" codec error handler
 from werkzeug.datastructures import MultiDict
 
@@ -69,6 +73,20 @@ class Socket:
         query = bytes(self.scope.get("query_string", b"")).decode(errors="replace")
         return MultiDict(parse_qsl(query, keep_blank_values=True, errors="werkzeug.url_quote"))
 
+    async def reject(self, status: int, body: object) -> None:
+        """Answer the handshake with an HTTP response (a JSON body) instead of a socket,
+        where the server can (the ASGI `websocket.http.response` extension); else close
+        it with 1008 before accepting."""
+        if "websocket.http.response" not in self.scope.get("extensions", {}):
+            await self.send_event({"type": "websocket.close", "code": 1008})
+            return
+        data = json.dumps(body).encode()
+        await self.send_event({"type": "websocket.http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+            (b"connection", b"close")]})
+        await self.send_event({"type": "websocket.http.response.body", "body": data})
+        self._closed = True
+
     async def accept(self, subprotocol: str | None = None) -> None:
         if not self._accepted:
             self._accepted = True
@@ -107,14 +125,18 @@ Handler = Callable[[Socket], Awaitable[None]]
 
 
 def route(asgi_app: ASGIApp, handlers: dict[str, Handler]) -> ASGIApp:
-    """ASGI middleware: a WebSocket to one of `handlers`' paths is served by it, with a
-    `Socket`; anything else goes on to `asgi_app`."""
+    """ASGI middleware: a WebSocket to one of `handlers`' paths (below `root_path`) is
+    served by it, with a `Socket`; anything else goes on to `asgi_app`, HTTP with the end
+    of each response shielded (`_finishing`)."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         handler = None
         if scope["type"] == "websocket":
-            path = str(scope["path"]).removeprefix(scope.get("root_path", "") or "")
-            handler = handlers.get(path.removesuffix("/") if path != "/" else path)
+            path = below(str(scope["path"]), scope.get("root_path", "") or "")
+            if path is not None:
+                handler = handlers.get(path.removesuffix("/") if path != "/" else path)
+        elif scope["type"] == "http":
+            send = _finishing(send)
         if handler is None:
             await asgi_app(scope, receive, send)
             return
@@ -123,3 +145,33 @@ def route(asgi_app: ASGIApp, handlers: dict[str, Handler]) -> ASGIApp:
         await socket.finish()
 
     return app
+
+
+def below(path: str, root_path: str) -> str | None:
+    """`path` relative to `root_path` when it is that path or below it (a whole path
+    prefix: `/cam` holds `/cam/ws/stream`, not `/camera/ws/stream`), else None."""
+    root = root_path.rstrip("/")
+    if not root:
+        return path
+    if path == root:
+        return "/"
+    return path[len(root):] if path.startswith(root + "/") else None
+
+
+def _finishing(send: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """An HTTP response's ASGI send whose last message is shielded. Under Hypercorn that
+    message ends the response and, for a `Connection: close` one, closes the connection
+    in the same call; quart-trio cancels the sending task as soon as the client side
+    reports the close, which cut Hypercorn's close short and left the connection open
+    (a 400 for a foreign Host, a 413 or 415 sent before the body was read). Hypercorn's
+    own socket writes are shielded already: this adds only the close."""
+
+    async def finishing(message: Any) -> None:
+        if message.get("type") == "http.response.body" and not message.get("more_body", False) \
+                and not message.get("body"):
+            with trio.CancelScope(shield=True):
+                await send(message)
+        else:
+            await send(message)
+
+    return finishing

@@ -24,7 +24,7 @@ from quart.typing import ResponseReturnValue
 
 from supervisors import HTTP_STATUS, Close, ErrorCode, Failure, MediaFormat, Source
 
-from .clients import Limited
+from .admission import Need, door
 from .errors import ApiError
 from .services import Services, services
 from .streams import format_refused, stream_key
@@ -34,11 +34,13 @@ MIMETYPES = {MediaFormat.MPEGTS: "video/mp2t", MediaFormat.FMP4: "video/mp4"}
 
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/stream.ts", methods=["GET"])
+@door(Need.WATCH, holds=True, query_token=True)  # players send no headers
 async def stream_ts(stream_id: int) -> ResponseReturnValue:
     return await _stream(stream_id, MediaFormat.MPEGTS)
 
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/stream.mp4", methods=["GET"])
+@door(Need.WATCH, holds=True, query_token=True)
 async def stream_mp4(stream_id: int) -> ResponseReturnValue:
     return await _stream(stream_id, MediaFormat.FMP4)
 
@@ -51,10 +53,8 @@ async def _stream(stream_id: int, media_format: MediaFormat) -> ResponseReturnVa
     if (refused := format_refused(media_format, record.source)) is not None:
         raise ApiError(HTTP_STATUS[refused.code], refused.code, refused.message)
     held = ExitStack()  # this client's share of MAX_CONNECTIONS_PER_CLIENT, for the response's life
-    try:
-        held.enter_context(s.connections.hold(g.client_key))
-    except Limited as limited:
-        raise ApiError(HTTP_STATUS[ErrorCode.LIMIT], ErrorCode.LIMIT, str(limited)) from None
+    if (share := g.admitted.handover()) is not None:  # (taken by the door, app/admission.py)
+        held.push(share)
     media = _media(s, stream_key(stream_id), record.source, g.client_key, media_format)
     # the first item decides the status: media (200, streaming) or a failure (its error body)
     try:

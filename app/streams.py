@@ -11,6 +11,7 @@ from werkzeug.routing import BaseConverter
 
 from supervisors import ErrorCode, Failure, MediaFormat, Source, VideoMode
 
+from .admission import Need, door
 from .errors import ApiError
 from .models import StreamInput, ValidationFailed, read_input, stream_json
 from .services import services
@@ -96,6 +97,7 @@ def _page_arg(name: str, low: int, high: int) -> int | None:
 
 
 @blueprint.route("/api/streams/", strict_slashes=False, methods=["GET"])
+@door(Need.ADMIN)
 async def list_streams() -> ResponseReturnValue:
     """All streams by id, or a page of them: `?limit=` (1-MAX_PAGE) and `?offset=`."""
     limit, offset = _page_arg("limit", 1, MAX_PAGE), _page_arg("offset", 0, MAX_ID)
@@ -104,6 +106,7 @@ async def list_streams() -> ResponseReturnValue:
 
 
 @blueprint.route("/api/streams/", strict_slashes=False, methods=["POST"])
+@door(Need.ADMIN)
 async def create_stream() -> ResponseReturnValue:
     data = await _input()
     record = await services().store.create(data.name, data.url, data.transport, data.profile)
@@ -111,11 +114,13 @@ async def create_stream() -> ResponseReturnValue:
 
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/", strict_slashes=False, methods=["GET"])
+@door(Need.ADMIN)
 async def get_stream(stream_id: int) -> ResponseReturnValue:
     return jsonify(stream_view(await stream_record(stream_id)))
 
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/", strict_slashes=False, methods=["PATCH"])
+@door(Need.ADMIN)
 async def patch_stream(stream_id: int) -> ResponseReturnValue:
     base = await stream_record(stream_id)
     data = await _input(base)
@@ -129,6 +134,7 @@ async def patch_stream(stream_id: int) -> ResponseReturnValue:
 
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/", strict_slashes=False, methods=["DELETE"])
+@door(Need.ADMIN)
 async def delete_stream(stream_id: int) -> ResponseReturnValue:
     s = services()
     if not await s.store.delete(stream_id):

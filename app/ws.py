@@ -45,10 +45,10 @@ from supervisors import (
 )
 from supervisors.classify import GENERIC
 
-from .access import Grant
-from .clients import Limited, client_address, limit_key
-from .errors import ApiError
-from .guard import socket_grant
+from .access import bearer, from_protocols
+from .admission import Door, Knock, Need, Refused, admit, door
+from .clients import Limited
+from .errors import ApiError, error_body
 from .logs import next_id
 from .metrics import stream_label
 from .services import Services
@@ -60,6 +60,9 @@ from .wire import NoWire, Wire, decline_deflate
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 4096
 PATHS = ("/ws/stream", "/ws/stream.ts")
+# a viewer of the stream `?id=` names (a `?url=` source: API_TOKEN only); a token may also
+# be `?token=` or a `bearer.<token>` subprotocol: browsers cannot set a socket's headers
+DOOR = Door(Need.WATCH, holds=True, query_token=True)
 blueprint = Blueprint("ws", __name__)  # only what a plain HTTP request to a socket's path gets
 
 
@@ -134,23 +137,6 @@ Send = Callable[[str | bytes], Awaitable[None]]
 OnEvent = Callable[[Event, "Accepted"], Awaitable[bool]]  # True: the socket is done
 
 
-def _admit(target: Target | Failure, grant: Grant | None, s: Services, socket: Socket) -> Target | Failure:
-    """The target if this socket may watch it: its Origin, then its token, then the
-    policy on playing by URL; else why not."""
-    if isinstance(target, Failure):
-        return target
-    origin = socket.header("Origin")
-    if not s.origins.socket_allows(origin, socket.header("Host")):
-        return Failure(ErrorCode.FORBIDDEN, f"origin {origin} is not allowed (CORS_ORIGINS)")
-    if grant is None:
-        return Failure(ErrorCode.UNAUTHORIZED, "a valid token is required (?token=, or a bearer.<token> subprotocol)")
-    if not grant.may_watch(target.stream_id):
-        return Failure(ErrorCode.UNAUTHORIZED, f"this play token only watches stream {grant.stream_id}")
-    if target.source is not None and not s.settings.url_streams:
-        return Failure(ErrorCode.FORBIDDEN, "playing by URL is off (ALLOW_URL_STREAMS): play a registered id")
-    return target
-
-
 @attrs.frozen
 class Accepted:
     target: Target | Failure  # what the socket watches, or why it cannot
@@ -162,21 +148,27 @@ class Accepted:
     socket: Socket
 
 
-async def _accept(s: Services, held: ExitStack, socket: Socket) -> Accepted:
-    """Accept the socket: its client's address, what it watches (or why it cannot: also
-    RATE_LIMIT, and MAX_CONNECTIONS_PER_CLIENT, whose share it holds in `held`), and how
-    to send on it."""
-    client = client_address(socket.remote_addr, socket.headers("X-Forwarded-For"), s.trusted)
+async def _accept(s: Services, held: ExitStack, socket: Socket) -> Accepted | None:
+    """Admit and accept the socket: who it is, what it watches (or why it cannot), and how
+    to send on it; its connection share is held in `held`. None: refused before the
+    handshake (a Host outside ALLOWED_HOSTS gets an HTTP 400 instead of a socket)."""
     args = socket.args()
-    grant, protocol = socket_grant(s.access, socket, args)
-    target = _admit(parse_query(args), grant, s, socket)
+    target = parse_query(args)
+    token, protocol = from_protocols(socket.header("Sec-WebSocket-Protocol"))
+    knock = Knock(socket=True, method="GET", host=socket.header("Host"), origin=socket.header("Origin"),
+                  peer=socket.remote_addr, forwarded_for=tuple(socket.headers("X-Forwarded-For")),
+                  token=args.get("token") or bearer(socket.header("Authorization")) or token,
+                  stream_id=target.stream_id if isinstance(target, Target) else None,
+                  by_url=isinstance(target, Target) and target.source is not None)
+    decision = admit(DOOR, knock, s, trio.current_time())
+    if isinstance(decision, Refused):
+        if decision.handshake:
+            await socket.reject(decision.status, error_body(decision.code, decision.message))
+            return None
+        target = Failure(decision.code, decision.message)
+    else:
+        held.callback(decision.release)
     close_code = CloseCode.POLICY
-    if isinstance(target, Target):
-        try:
-            s.rates.take(limit_key(client), trio.current_time())
-            held.enter_context(s.connections.hold(limit_key(client)))
-        except Limited as limited:
-            target = Failure(ErrorCode.LIMIT if not limited.retry_after else ErrorCode.RATE_LIMITED, str(limited))
     try:
         if isinstance(target, Target) and target.stream_id is not None and await target.resolve(s) is None:
             target = Failure(ErrorCode.NOT_FOUND, f"no stream {target.stream_id}")
@@ -191,8 +183,8 @@ async def _accept(s: Services, held: ExitStack, socket: Socket) -> Accepted:
         s.send_path.fell_back(str(why))
     else:
         s.send_path.attached()
-    return Accepted(target, close_code, wire, socket.send if wire is None else wire.send, client,
-                    limit_key(client), socket)
+    return Accepted(target, close_code, wire, socket.send if wire is None else wire.send, decision.client,
+                    decision.key, socket)
 
 
 async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions: bool) -> None:
@@ -218,7 +210,8 @@ async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions:
 async def stream_socket(s: Services, socket: Socket) -> None:
     """The protocol of SPEC §4: JSON status and errors, actions, binary MPEG-TS."""
     with ExitStack() as held, s.metrics.socket("/ws/stream"):
-        accepted = await _accept(s, held, socket)
+        if (accepted := await _accept(s, held, socket)) is None:
+            return
         held.enter_context(_logged(socket.path, accepted))
         if isinstance(accepted.target, Failure):
             await accepted.send(event_json(accepted.target))
@@ -233,7 +226,8 @@ async def media_socket(s: Services, socket: Socket) -> None:
     binary MPEG-TS; a failure closes it with 4000 + its HTTP status and the error code as
     the reason (HTTP_STATUS); status is left to REST."""
     with ExitStack() as held, s.metrics.socket("/ws/stream.ts"):
-        accepted = await _accept(s, held, socket)
+        if (accepted := await _accept(s, held, socket)) is None:
+            return
         held.enter_context(_logged(socket.path, accepted))
         if isinstance(accepted.target, Failure):
             await socket.close(media_close_code(accepted.target.code), accepted.target.code)
@@ -248,6 +242,7 @@ def handlers(s: Services) -> dict[str, Handler]:
 
 @blueprint.route(PATHS[0], strict_slashes=False)
 @blueprint.route(PATHS[1], strict_slashes=False)
+@door(Need.PUBLIC)
 async def not_a_websocket() -> ResponseReturnValue:
     """A plain HTTP request to a socket's path: 400, saying how to open it."""
     raise ApiError(400, ErrorCode.BAD_REQUEST, "this is a WebSocket endpoint: open it with a WebSocket "

@@ -1,0 +1,227 @@
+"""Who may enter: one function, `admit`, decides it for every route, HTTP and socket alike.
+
+Each route declares its door (`@door(...)` on an HTTP view, `Door` beside a socket
+handler): whom it is for (`Need`), whether it spends RATE_LIMIT, whether it holds one of
+the client's MAX_CONNECTIONS_PER_CLIENT for its life, and where its token may be
+(players and sockets cannot set headers). The app refuses to start with a route that has
+no door. `admit` takes what a request says (`Knock`) and answers in this order, the
+first refusal winning:
+
+1. a `Host` outside ALLOWED_HOSTS: 400 BAD_REQUEST (DNS rebinding);
+2. over RATE_LIMIT: 429 RATE_LIMITED with Retry-After, before the token is looked at, so
+   a wrong token costs a token on a socket as on REST (health and static files are exempt);
+3. a foreign `Origin` (neither this server's own nor in CORS_ORIGINS) on a socket or on a
+   write (POST, PATCH, DELETE): 403 FORBIDDEN; reads are left to CORS;
+4. the token: 401 UNAUTHORIZED (`WWW-Authenticate: Bearer`) without one that opens the
+   route: API_TOKEN for ADMIN; API_TOKEN or a play token for that stream for WATCH;
+   METRICS_TOKEN or API_TOKEN for METRICS; nothing for PUBLIC;
+5. a socket playing `?url=` while ALLOW_URL_STREAMS is off: 403 FORBIDDEN;
+6. over MAX_CONNECTIONS_PER_CLIENT, or the server's socket cap: 429 LIMIT.
+
+The HTTP adapter (`install`) runs it before each request; the sockets' (`app/ws.py`) at
+the handshake, before anything starts.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import trio
+from quart import Quart, g, request
+
+from supervisors import ErrorCode
+
+from .access import Grant, bearer, same_secret
+from .clients import Held, Limited, client_address, limit_key
+from .errors import ApiError
+from .services import Services
+
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class Need(enum.Enum):
+    PUBLIC = "public"  # anyone (a token, if given, still tells the route who asks)
+    WATCH = "watch"  # a viewer of the stream the request names: API_TOKEN or its play token
+    ADMIN = "admin"  # API_TOKEN
+    METRICS = "metrics"  # METRICS_TOKEN or API_TOKEN (open when neither is set)
+
+
+@attrs.frozen
+class Door:
+    need: Need
+    rate: bool = True  # spends a RATE_LIMIT token
+    holds: bool = False  # holds a MAX_CONNECTIONS_PER_CLIENT share while it runs
+    query_token: bool = False  # `?token=` is read too (players, <img>, sockets)
+
+
+PREFLIGHT = Door(Need.PUBLIC)  # a CORS preflight never carries credentials
+NO_ROUTE = Door(Need.PUBLIC)  # 404 and 405 answer anyone (after the Host and the rate)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def door(need: Need, *, rate: bool = True, holds: bool = False, query_token: bool = False) -> Callable[[F], F]:
+    """Declare an HTTP view's door (decorate the view, under its route decorator)."""
+
+    def declare(view: F) -> F:
+        view.door = Door(need, rate=rate, holds=holds, query_token=query_token)  # type: ignore[attr-defined]
+        return view
+
+    return declare
+
+
+def door_of(view: object) -> Door | None:
+    found = getattr(view, "door", None)
+    return found if isinstance(found, Door) else None
+
+
+@attrs.frozen
+class Knock:
+    """What a request says about itself, as `admit` needs it."""
+
+    socket: bool  # a WebSocket handshake (else HTTP)
+    method: str
+    host: str | None
+    origin: str | None
+    peer: str | None
+    forwarded_for: tuple[str, ...] = ()
+    token: str | None = None  # the one presented, from wherever the door reads it
+    stream_id: int | None = None  # the stream the request names (route or `?id=`)
+    by_url: bool = False  # a socket that plays `?url=`
+
+
+@attrs.define
+class Admitted:
+    """Let in: who asks (address for logs, key for limits), what its token grants, and
+    its connection share when the door holds one (`release` gives it back)."""
+
+    client: str
+    key: str
+    grant: Grant | None
+    held: Held | None = None
+
+    def release(self) -> None:
+        """Give the connection share back (once; later calls do nothing)."""
+        held, self.held = self.held, None
+        if held is not None:
+            held.__exit__(None, None, None)
+
+    def handover(self) -> Held | None:
+        """The connection share, now the caller's to give back (a response that outlives
+        its request: the HTTP streams)."""
+        held, self.held = self.held, None
+        return held
+
+
+@attrs.frozen
+class Refused:
+    client: str
+    key: str
+    status: int
+    code: ErrorCode
+    message: str
+    headers: dict[str, str] = attrs.Factory(dict)
+    handshake: bool = False  # a socket gets it as an HTTP answer instead of an upgrade
+
+
+    def error(self) -> ApiError:
+        return ApiError(self.status, self.code, self.message, headers=self.headers)
+
+
+def admit(door: Door, knock: Knock, s: Services, now: float) -> Admitted | Refused:
+    """Let the request in through its door, or say why not (see module docstring)."""
+    client = client_address(knock.peer, knock.forwarded_for, s.trusted)
+    key = limit_key(client)
+
+    def refuse(status: int, code: ErrorCode, message: str, **headers: str) -> Refused:
+        return Refused(client, key, status, code, message, {k.replace("_", "-"): v for k, v in headers.items()})
+
+    if not s.origins.host_allowed(knock.host):  # not even a socket: a page rebound to us reads nothing
+        return attrs.evolve(refuse(400, ErrorCode.BAD_REQUEST, f"host {knock.host!r} is not allowed (ALLOWED_HOSTS)",
+                                   Connection="close"), handshake=True)
+    if door.rate:
+        try:
+            s.rates.take(key, now)
+        except Limited as limited:
+            return refuse(429, ErrorCode.RATE_LIMITED, str(limited), Retry_After=limited.retry_after_header)
+    if (knock.socket or knock.method in UNSAFE) and knock.origin is not None \
+            and not s.origins.origin_allowed(knock.origin, knock.host):
+        return refuse(403, ErrorCode.FORBIDDEN, f"origin {knock.origin} is not allowed (CORS_ORIGINS)")
+    grant = s.access.check(knock.token)
+    if (why := _unauthorized(door, knock, grant, s)) is not None:
+        return refuse(401, ErrorCode.UNAUTHORIZED, why, WWW_Authenticate="Bearer")
+    if knock.by_url and not s.settings.url_streams:
+        return refuse(403, ErrorCode.FORBIDDEN, "playing by URL is off (ALLOW_URL_STREAMS): play a registered id")
+    admitted = Admitted(client, key, grant)
+    if door.holds:
+        held = s.connections.hold(key)
+        try:
+            held.__enter__()
+        except Limited as limited:
+            return refuse(429, ErrorCode.LIMIT, str(limited))
+        admitted.held = held
+    return admitted
+
+
+def _unauthorized(door: Door, knock: Knock, grant: Grant | None, s: Services) -> str | None:
+    """Why the presented token does not open this door, or None."""
+    if door.need is Need.PUBLIC:
+        return None
+    if door.need is Need.METRICS:
+        tokens = {"METRICS_TOKEN": s.settings.metrics_token, "API_TOKEN": s.settings.api_token}
+        if not any(tokens.values()) or any(same_secret(knock.token, t) for t in tokens.values() if t):
+            return None
+        return f"a valid token is required (Authorization: Bearer <{' or '.join(n for n, t in tokens.items() if t)}>)"
+    if grant is None:
+        where = "?token=, or a bearer.<token> subprotocol" if knock.socket else "Authorization: Bearer <API_TOKEN>"
+        return f"a valid token is required ({where})"
+    if grant.admin or (door.need is Need.WATCH and not knock.by_url and grant.may_watch(knock.stream_id)):
+        return None
+    return f"this play token only watches stream {grant.stream_id}"
+
+
+def install(app: Quart, s: Services) -> None:
+    """Every HTTP request passes `admit` through its route's door before its view runs:
+    `g.client` and `g.client_key` say who asks, `g.admitted` what it was let in with; a
+    refusal is the error body. The connection share of a door that holds one is given
+    back when the request ends, unless the view took it (`Admitted.handover`)."""
+
+    @app.before_request
+    async def _admit() -> None:
+        view = app.view_functions.get(request.endpoint) if request.endpoint else None
+        chosen = PREFLIGHT if request.method == "OPTIONS" else door_of(view) or NO_ROUTE
+        token = bearer(request.headers.get("Authorization"))
+        if token is None and chosen.query_token:
+            token = request.args.get("token")
+        knock = Knock(socket=False, method=request.method, host=request.headers.get("Host"),
+                      origin=request.headers.get("Origin"), peer=request.remote_addr,
+                      forwarded_for=tuple(request.headers.getlist("X-Forwarded-For")), token=token,
+                      stream_id=(request.view_args or {}).get("stream_id"))
+        decision = admit(chosen, knock, s, trio.current_time())
+        g.client, g.client_key = decision.client, decision.key
+        if isinstance(decision, Refused):
+            raise decision.error()
+        g.admitted = decision
+
+    @app.teardown_request
+    async def _release(_: BaseException | None) -> None:
+        admitted: Admitted | None = g.get("admitted")
+        if admitted is not None:
+            admitted.release()
+
+
+def check_doors(app: Quart) -> None:
+    """Every route the app registers declares its door; raises RuntimeError naming one
+    that does not (a new route cannot forget who may enter)."""
+    for rule in app.url_map.iter_rules():
+        if door_of(app.view_functions.get(rule.endpoint)) is None:
+            raise RuntimeError(f"route {rule.rule} ({rule.endpoint}) declares no door (app/admission.py)")
+
+
+def is_admin() -> bool:
+    """The request came with API_TOKEN (or none is needed)."""
+    admitted: Admitted | None = g.get("admitted")
+    return admitted is not None and admitted.grant is not None and admitted.grant.admin
