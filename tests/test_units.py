@@ -6,12 +6,13 @@ from contextlib import ExitStack
 from urllib.parse import quote
 
 import pytest
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.clients import Connections, Limited
 from app.settings import SettingsError, load
-from app.sockets import Socket
+from app.sockets import Socket, route
 from supervisors.classify import classify, video_info
 from supervisors.urls import InvalidUrl, mask_text, mask_url, sharing_key, validate_url
 
@@ -217,3 +218,28 @@ def test_a_socket_reads_its_query_as_quart_does(pairs: list[tuple[str, bytes]]) 
     socket = Socket({"query_string": query, "headers": []}, receive=None, send=None)  # type: ignore[arg-type]
     quart = Request("GET", "http", "/", query, Headers(), "", "1.1", {}, send_push_promise=None)  # type: ignore[arg-type]
     assert list(socket.args().items(multi=True)) == list(quart.args.items(multi=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(root=st.sampled_from(["", "/", "/cam", "/cam/", "/a/b", "/ws"]),
+       before=st.sampled_from(["", "/cam", "/camera", "/x/cam", "/cam/", "/a/b", "/a/bc", "/ws"]),
+       socket=st.sampled_from(["/ws/stream", "/ws/stream/", "/ws/stream.ts", "/ws/other", "/stream"]))
+def test_a_socket_path_is_matched_below_root_path_as_a_whole_path_prefix(root: str, before: str, socket: str) -> None:
+    """A media socket is served for `root_path` + its path, with or without a trailing
+    slash, and for nothing else: `/cam` holds `/cam/ws/stream`, not `/camera/ws/stream`
+    nor `/ws/stream` outside it (those go on to Quart)."""
+    served: list[str] = []
+
+    async def handler(socket: Socket) -> None:
+        served.append(socket.path)
+
+    async def quart(scope: object, receive: object, send: object) -> None:
+        served.append("quart")
+
+    app = route(quart, {"/ws/stream": handler, "/ws/stream.ts": handler})
+    path = before + socket
+    trio.run(app, {"type": "websocket", "path": path, "root_path": root, "headers": []}, None, None)
+    prefix = root.rstrip("/")
+    inside = path.startswith(prefix + "/") if prefix else True
+    wanted = inside and path[len(prefix):].removesuffix("/") in ("/ws/stream", "/ws/stream.ts")
+    assert served == ([path] if wanted else ["quart"]), (root, path)
