@@ -17,7 +17,7 @@ from .store import StorageError
 log = logging.getLogger(__name__)
 
 HTTP_CODES = {400: "VALIDATION", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-              413: "TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+              412: "PRECONDITION_FAILED", 413: "TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
 
 
 class ApiError(Exception):

@@ -18,7 +18,8 @@ from .health import APP_VERSION
 blueprint = Blueprint("openapi", __name__)
 # the error body's codes: REST's own (errors.py), and the stream's (the HTTP stream's errors)
 REST_CODES = sorted({"VALIDATION", "UNAUTHORIZED", "NOT_FOUND", "METHOD_NOT_ALLOWED", "UNSUPPORTED_MEDIA_TYPE",
-                     "TOO_LARGE", "RATE_LIMITED", "STORAGE_UNAVAILABLE", "BAD_REQUEST", "INTERNAL"}
+                     "TOO_LARGE", "RATE_LIMITED", "STORAGE_UNAVAILABLE", "BAD_REQUEST", "INTERNAL",
+                     "PRECONDITION_FAILED"}
                     | {code.value for code in ErrorCode})
 
 
@@ -39,7 +40,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
            415: "body not application/json (UNSUPPORTED_MEDIA_TYPE)",
            429: "over RATE_LIMIT (RATE_LIMITED), or a stream limit (LIMIT)",
            503: "storage unavailable (STORAGE_UNAVAILABLE), or the camera (UNREACHABLE)",
-           403: "the camera refused the credentials (AUTH), or the source policy (FORBIDDEN)",
+           403: "the camera refused the credentials (AUTH), the source policy (FORBIDDEN), or a write "
+                "from an Origin that is neither this server's nor in CORS_ORIGINS (FORBIDDEN)",
+           412: "If-Match names another version of the stream (PRECONDITION_FAILED): nothing changed",
            502: "the camera's stream failed (STREAM_ERROR)", 504: "no media within FFMPEG_TIMEOUT (TIMEOUT)"}
     out = {}
     for status in statuses:
@@ -53,6 +56,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 STREAM_ID = {"name": "stream_id", "in": "path", "required": True,
              "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
+IF_MATCH = {"name": "If-Match", "in": "header", "schema": {"type": "string"},
+            "description": "the stream's ETag (or *): the change is made only if it is still at that version"}
+ETAG = {"ETag": {"schema": {"type": "string"}, "description": "the stored stream's version (not its live status)"}}
 NAME = {"type": "string", "minLength": 1, "maxLength": 200,
         "description": "1-200 characters after trimming; no control, zero-width or bidi characters"}
 URL = {"type": "string", "minLength": 1, "maxLength": 2048,
@@ -146,26 +152,27 @@ def document() -> dict[str, Any]:
                                   **_errors(400, 401, 429, 503)}},
                 "post": {"operationId": "createStream", "requestBody": stream_body,
                          "responses": {"201": {**_json(_ref("Stream"), "created", {
-                             "Location": {"schema": {"type": "string"}, "required": True}}), "links": {
+                             "Location": {"schema": {"type": "string"}, "required": True}, **ETAG}), "links": {
                              name: {"operationId": operation, "parameters": {"stream_id": "$response.body#/id"}}
                              for name, operation in (("GetStream", "getStream"), ("PatchStream", "patchStream"),
                                                      ("DeleteStream", "deleteStream"),
                                                      ("CreatePlayToken", "createPlayToken"))}},
-                             **_errors(400, 401, 413, 415, 429, 503)}}},
+                             **_errors(400, 401, 403, 413, 415, 429, 503)}}},
             "/api/streams/{stream_id}/": {
                 "get": {"operationId": "getStream", "parameters": one,
-                        "responses": {"200": _json(_ref("Stream"), "the stream"), **_errors(401, 404, 429, 503)}},
-                "patch": {"operationId": "patchStream", "parameters": one, "requestBody": patch_body,
-                          "responses": {"200": _json(_ref("Stream"), "updated; a running upstream restarts"),
-                                        **_errors(400, 401, 404, 413, 415, 429, 503)}},
-                "delete": {"operationId": "deleteStream", "parameters": one,
+                        "responses": {"200": _json(_ref("Stream"), "the stream", ETAG), **_errors(401, 404, 429, 503)}},
+                "patch": {"operationId": "patchStream", "parameters": [*one, IF_MATCH], "requestBody": patch_body,
+                          "responses": {"200": _json(_ref("Stream"), "updated (only the fields sent); a running "
+                                                     "upstream restarts on a new source", ETAG),
+                                        **_errors(400, 401, 403, 404, 412, 413, 415, 429, 503)}},
+                "delete": {"operationId": "deleteStream", "parameters": [*one, IF_MATCH],
                            "responses": {"204": {"description": "deleted; its viewers get NOT_FOUND"},
-                                         **_errors(401, 404, 429, 503)}}},
+                                         **_errors(401, 403, 404, 412, 429, 503)}}},
             "/api/streams/{stream_id}/play-token": {
                 "post": {"operationId": "createPlayToken", "parameters": one,
                          "requestBody": {"content": {"application/json": {"schema": _ref("PlayTokenRequest")}}},
                          "responses": {"201": _json(_ref("PlayToken"), "a token that watches this stream"),
-                                       **_errors(400, 401, 404, 413, 415, 429, 503)}}},
+                                       **_errors(400, 401, 403, 404, 413, 415, 429, 503)}}},
             "/api/streams/{stream_id}/stream.ts": {
                 "get": {"operationId": "streamTs", "parameters": [*one, {
                     "name": "token", "in": "query", "schema": {"type": "string"},

@@ -7,6 +7,7 @@ with the app's serving lifetime.
 from __future__ import annotations
 
 import subprocess
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 import attrs
 import trio
@@ -15,6 +16,7 @@ from quart import current_app
 from supervisors import Registry
 from supervisors.addresses import Network
 from supervisors.ffmpeg import describe_os_error
+from supervisors.locks import KeyedLocks
 from supervisors.snapshot import Snapshots
 
 from .access import Access
@@ -47,11 +49,20 @@ class Services:
     connections: Connections
     origins: Policy
     trusted: tuple[Network, ...] = ()
+    # one change of a stream at a time, record and upstream together; a start or a
+    # snapshot reads the record and attaches under it too, so it never plays what an
+    # edit just replaced or deleted
+    edits: KeyedLocks[int] = attrs.Factory(KeyedLocks)
     send_path: SendPathRecord = attrs.Factory(SendPathRecord)
     metrics: EdgeTally = attrs.Factory(EdgeTally)
     _ffmpeg: FFmpegInfo | None = None
     _probed_at: float = -PROBE_TTL
     _probing: trio.Lock = attrs.Factory(trio.Lock)
+
+    def editing(self, stream_id: int | None) -> AbstractAsyncContextManager[None]:
+        """`async with`: the stream's record held still (`edits`); a `?url=` source has
+        none to hold."""
+        return self.edits.hold(stream_id) if stream_id is not None else nullcontext()
 
     async def ffmpeg(self) -> FFmpegInfo:
         """Which FFmpeg runs and its version; checked at most every PROBE_TTL seconds, and

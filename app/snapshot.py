@@ -4,10 +4,13 @@ within FFMPEG_TIMEOUT. Failures use the error body with the SPEC codes."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from quart import Blueprint, Response, g, request
 from quart.typing import ResponseReturnValue
 
-from supervisors import HTTP_STATUS, ErrorCode, Failure
+from supervisors import HTTP_STATUS, Failure, Source
 
 from .admission import Need, door
 from .errors import ApiError
@@ -29,11 +32,21 @@ async def snapshot(stream_id: int) -> ResponseReturnValue:
                            {"width": f"must be an integer, {WIDTHS.start}-{WIDTHS.stop - 1}"})
         width = int(given)
     s = services()
-    record = await s.store.get(stream_id)
-    if record is None:
-        raise ApiError(404, ErrorCode.NOT_FOUND, f"no stream {stream_id}")
+    missing = False
+
+    @asynccontextmanager
+    async def load() -> AsyncIterator[Source | None]:
+        """The record as it is once the snapshot's turn has come, held still while it is
+        read and the snapshot attaches (an edit waits: `Services.edits`)."""
+        nonlocal missing
+        async with s.edits.hold(stream_id):
+            record = await s.store.get(stream_id)
+            missing = record is None
+            yield None if record is None else record.source
+
     try:
-        jpeg = await s.snapshots.jpeg(stream_key(stream_id), record.source, g.client_key, width)
+        jpeg = await s.snapshots.jpeg(stream_key(stream_id), load, g.client_key, width)
     except Failure as failure:
-        raise ApiError(HTTP_STATUS[failure.code], failure.code, failure.message) from None
+        message = f"no stream {stream_id}" if missing else failure.message
+        raise ApiError(HTTP_STATUS[failure.code], failure.code, message) from None
     return Response(jpeg, 200, {"Content-Type": "image/jpeg", "Cache-Control": "no-store"})

@@ -1,10 +1,14 @@
 """The stream registry's storage: SQLite through `trio.to_thread`, migrated on open.
 
 One connection, used by one worker thread at a time under a trio.Lock. Every write is a
-transaction of its own, so a failed request never leaves half a change behind. Storage
-that cannot be opened is not fatal: each call tries again and raises StorageError (503).
-The file holds camera passwords: it and its directory are private to the server's user,
-and a replaced or deleted URL is overwritten, not left in free pages or the log.
+transaction of its own, so a failed request never leaves half a change behind; a change
+of one stream (`patch`) reads what is stored and writes its result in one transaction
+(BEGIN IMMEDIATE: no other writer, in this process or another, in between), so two
+concurrent edits of different fields both survive. Each stream has a version, one more
+at each change: its ETag, checked by If-Match. Storage that cannot be opened is not
+fatal: each call tries again and raises StorageError (503). The file holds camera
+passwords: it and its directory are private to the server's user, and a replaced or
+deleted URL is overwritten, not left in free pages or the log.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import attrs
 import trio
@@ -39,7 +43,9 @@ MIGRATIONS = [
     "ALTER TABLE streams ADD COLUMN video TEXT NOT NULL DEFAULT 'copy'",
     "ALTER TABLE streams ADD COLUMN audio INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE streams ADD COLUMN max_height INTEGER",
+    "ALTER TABLE streams ADD COLUMN version INTEGER NOT NULL DEFAULT 1",  # issue 21: ETag, If-Match
 ]
+COLUMNS = "id, name, url, transport, created_at, updated_at, video, audio, max_height, version"
 
 
 @attrs.frozen
@@ -51,11 +57,34 @@ class StreamRecord:
     created_at: str
     updated_at: str
     profile: Profile = DEFAULT
+    version: int = 1  # one more at each change
 
     @property
     def source(self) -> Source:
         """What the engine plays for this stream."""
         return Source(self.url, self.transport, self.profile)
+
+    @property
+    def etag(self) -> str:
+        """Its entity tag (quoted): the stored record's version, not its live status."""
+        return f'"{self.id}-{self.version}"'
+
+
+class Fields(Protocol):
+    """What a change of a stream gives: its new stored fields."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def transport(self) -> Transport: ...
+    @property
+    def profile(self) -> Profile: ...
+
+
+class PreconditionFailed(Exception):
+    """The stored stream is not the version the request named (If-Match): nothing changed."""
 
 
 class StorageError(Exception):
@@ -82,10 +111,10 @@ def now_iso() -> str:
 
 
 def _record(row: tuple[object, ...]) -> StreamRecord:
-    stream_id, name, url, transport, created_at, updated_at, video, audio, max_height = row
+    stream_id, name, url, transport, created_at, updated_at, video, audio, max_height, version = row
     profile = Profile(VideoMode(str(video)), bool(audio), None if max_height is None else int(max_height))  # type: ignore[call-overload]
     return StreamRecord(int(stream_id), str(name), str(url), Transport(str(transport)),  # type: ignore[call-overload]
-                        str(created_at), str(updated_at), profile)
+                        str(created_at), str(updated_at), profile, int(version))  # type: ignore[call-overload]
 
 
 def _private(path: Path) -> None:
@@ -110,9 +139,11 @@ class Store:
         await self._call(lambda: None)
 
     async def close(self) -> None:
-        if self._db is not None:
-            await trio.to_thread.run_sync(self._db.close)
-            self._db = None
+        """Close the database once no call is using it (under the store's lock)."""
+        async with self._lock:
+            if self._db is not None:
+                await trio.to_thread.run_sync(self._db.close)
+                self._db = None
 
     def _open(self) -> None:
         if self.path != ":memory:":
@@ -133,16 +164,21 @@ class Store:
         self._db = db
 
     async def _call(self, func: Callable[..., T], *args: object) -> T:
+        async with self._lock:
+            return await self._run(func, *args)
+
+    async def _run(self, func: Callable[..., T], *args: object) -> T:
+        """`func(*args)` in the worker thread (the caller holds the lock), the database
+        opened first if it is not; raises StorageError."""
         def call() -> T:
             if self._db is None:
                 self._open()
             return func(*args)
 
-        async with self._lock:
-            try:
-                return await trio.to_thread.run_sync(call)
-            except (sqlite3.Error, OSError) as error:
-                raise StorageError(_describe(error)) from error
+        try:
+            return await trio.to_thread.run_sync(call)
+        except (sqlite3.Error, OSError) as error:
+            raise StorageError(_describe(error)) from error
 
     def _conn(self) -> sqlite3.Connection:
         assert self._db is not None, "opened by _call"
@@ -155,8 +191,8 @@ class Store:
         return await self._call(self._all, -1 if limit is None else limit, offset)
 
     def _all(self, limit: int, offset: int) -> list[StreamRecord]:
-        rows = self._conn().execute("SELECT id, name, url, transport, created_at, updated_at, video, audio, max_height FROM streams "
-                                     "ORDER BY id LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+        rows = self._conn().execute(f"SELECT {COLUMNS} FROM streams ORDER BY id LIMIT ? OFFSET ?",  # noqa: S608
+                                    (limit, offset)).fetchall()
         return [_record(row) for row in rows]
 
     async def get(self, stream_id: int) -> StreamRecord | None:
@@ -166,8 +202,7 @@ class Store:
         return await self._call(self._get, stream_id)
 
     def _get(self, stream_id: int) -> StreamRecord | None:
-        row = self._conn().execute("SELECT id, name, url, transport, created_at, updated_at, video, audio, max_height "
-                                     "FROM streams WHERE id = ?", (stream_id,)).fetchone()
+        row = self._conn().execute(f"SELECT {COLUMNS} FROM streams WHERE id = ?", (stream_id,)).fetchone()  # noqa: S608
         return _record(row) if row else None
 
     async def create(self, name: str, url: str, transport: Transport, profile: Profile = DEFAULT) -> StreamRecord:
@@ -182,36 +217,85 @@ class Store:
                 (name, url, transport, stamp, stamp, profile.video, int(profile.audio), profile.max_height))
         return StreamRecord(int(cursor.lastrowid or 0), name, url, transport, stamp, stamp, profile)
 
-    async def update(self, stream_id: int, name: str, url: str, transport: Transport,
-                     profile: Profile = DEFAULT) -> StreamRecord | None:
+    async def patch(self, stream_id: int, change: Callable[[StreamRecord], Fields], *,
+                    expect: Callable[[StreamRecord], bool] = lambda stored: True,
+                    ) -> tuple[StreamRecord, StreamRecord] | None:
+        """Change one stream in one transaction: `change` gets the stream as it is stored
+        now and gives its new fields; (before, after), or None if there is no such stream.
+
+        Raises PreconditionFailed when `expect` (If-Match) refuses the stored stream, and
+        whatever `change` raises (ValidationFailed): nothing is written then. Cancellation:
+        the transaction is rolled back."""
         if not 0 < stream_id <= MAX_ID:
             return None
-        return await self._call(self._update, stream_id, name, url, transport, profile)
+        async with self._lock:
+            stored = await self._run(self._begin, stream_id)
+            done = None
+            try:
+                if stored is None:
+                    return None
+                if not expect(stored):
+                    raise PreconditionFailed(f"stream {stream_id} is at {stored.etag}")
+                fields = change(stored)
+                done = await self._run(self._update, stream_id, fields)
+            finally:
+                if done is None:
+                    with trio.CancelScope(shield=True):
+                        await self._run(self._rollback)
+            await self._run(self._forget)
+        return stored, done
 
-    def _update(self, stream_id: int, name: str, url: str, transport: Transport, profile: Profile) -> StreamRecord | None:
-        with self._conn() as db:
-            db.execute("UPDATE streams SET name = ?, url = ?, transport = ?, updated_at = ?, video = ?, audio = ?, "
-                       "max_height = ? WHERE id = ?",
-                       (name, url, transport, now_iso(), profile.video, int(profile.audio), profile.max_height,
-                        stream_id))
-        self._forget()
-        return self._get(stream_id)
+    def _begin(self, stream_id: int) -> StreamRecord | None:
+        """Begin a write transaction (no other writer until it ends) and read the stream."""
+        self._conn().execute("BEGIN IMMEDIATE")
+        try:
+            return self._get(stream_id)
+        except BaseException:
+            self._rollback()
+            raise
 
-    async def delete(self, stream_id: int) -> bool:
+    def _rollback(self) -> None:
+        if self._conn().in_transaction:
+            self._conn().execute("ROLLBACK")
+
+    def _update(self, stream_id: int, fields: Fields) -> StreamRecord:
+        db = self._conn()
+        profile = fields.profile
+        db.execute("UPDATE streams SET name = ?, url = ?, transport = ?, updated_at = ?, video = ?, audio = ?, "
+                   "max_height = ?, version = version + 1 WHERE id = ?",
+                   (fields.name, fields.url, fields.transport, now_iso(), profile.video, int(profile.audio),
+                    profile.max_height, stream_id))
+        record = self._get(stream_id)
+        db.execute("COMMIT")
+        assert record is not None, "read in the same transaction"
+        return record
+
+    async def delete(self, stream_id: int, *, expect: Callable[[StreamRecord], bool] = lambda stored: True) -> bool:
+        """Delete the stream; False if there was none. Raises PreconditionFailed when
+        `expect` (If-Match) refuses it (nothing deleted)."""
         if not 0 < stream_id <= MAX_ID:
             return False
-        return await self._call(self._delete, stream_id)
-
-    def _delete(self, stream_id: int) -> bool:
-        with self._conn() as db:
-            deleted = db.execute("DELETE FROM streams WHERE id = ?", (stream_id,)).rowcount > 0
-        self._forget()
+        async with self._lock:
+            deleted = await self._run(self._delete, stream_id, expect)
+            await self._run(self._forget)
         return deleted
+
+    def _delete(self, stream_id: int, expect: Callable[[StreamRecord], bool]) -> bool:
+        with self._conn() as db:
+            stored = self._begin(stream_id)
+            if stored is not None and not expect(stored):
+                raise PreconditionFailed(f"stream {stream_id} is at {stored.etag}")
+            return db.execute("DELETE FROM streams WHERE id = ?", (stream_id,)).rowcount > 0
 
     def _forget(self) -> None:
         """Move the write-ahead log into the database and empty it: the log keeps whole old
-        pages (with the old URL) until then, where secure_delete does not reach."""
-        self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        pages (with the old URL) until then, where secure_delete does not reach. After a
+        change has committed: a failure here is logged, never the change's failure (the
+        next change checkpoints again)."""
+        try:
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as error:
+            log.warning("could not checkpoint the database after a change: %s", error)
 
     async def ping(self) -> None:
         await self._call(lambda: self._conn().execute("SELECT 1").fetchone())

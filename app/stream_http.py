@@ -22,7 +22,7 @@ import trio
 from quart import Blueprint, Response, g
 from quart.typing import ResponseReturnValue
 
-from supervisors import HTTP_STATUS, Close, ErrorCode, Failure, MediaFormat, Source
+from supervisors import HTTP_STATUS, Close, ErrorCode, Failure, MediaFormat
 
 from .admission import Need, door
 from .errors import ApiError
@@ -47,15 +47,10 @@ async def stream_mp4(stream_id: int) -> ResponseReturnValue:
 
 async def _stream(stream_id: int, media_format: MediaFormat) -> ResponseReturnValue:
     s = services()
-    record = await s.store.get(stream_id)
-    if record is None:
-        raise ApiError(404, ErrorCode.NOT_FOUND, f"no stream {stream_id}")
-    if (refused := format_refused(media_format, record.source)) is not None:
-        raise ApiError(HTTP_STATUS[refused.code], refused.code, refused.message)
     held = ExitStack()  # this client's share of MAX_CONNECTIONS_PER_CLIENT, for the response's life
     if (share := g.admitted.handover()) is not None:  # (taken by the door, app/admission.py)
         held.push(share)
-    media = _media(s, stream_key(stream_id), record.source, g.client_key, media_format)
+    media = _media(s, stream_id, g.client_key, media_format)
     # the first item decides the status: media (200, streaming) or a failure (its error body)
     try:
         with trio.move_on_after(s.settings.ffmpeg_timeout + 1) as waited:
@@ -85,14 +80,22 @@ async def _body(first: bytes, media: AsyncGenerator[bytes | Failure, None], held
                 yield item
 
 
-async def _media(s: Services, key: str, source: Source, client: str,
+async def _media(s: Services, stream_id: int, client: str,
                  media_format: MediaFormat) -> AsyncGenerator[bytes | Failure, None]:
-    """A viewer's media; a failure (then nothing more) ends it."""
+    """A viewer's media; a failure (then nothing more) ends it. The stream's record is read
+    and the viewer attached while the record is held still (`Services.edits`)."""
     with s.registry.open_viewer(client) as viewer:
         viewer.format = media_format
-        try:
-            s.registry.attach(viewer, key, source)
-        except Failure as failure:
+        async with s.editing(stream_id):
+            record = await s.store.get(stream_id)
+            failure = Failure(ErrorCode.NOT_FOUND, f"no stream {stream_id}") if record is None else \
+                format_refused(media_format, record.source)
+            if failure is None and record is not None:
+                try:
+                    s.registry.attach(viewer, stream_key(stream_id), record.source)
+                except Failure as refused:
+                    failure = refused
+        if failure is not None:
             yield failure
             return
         while True:

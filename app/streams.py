@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from quart import Blueprint, g, jsonify, request
 from quart.typing import ResponseReturnValue
@@ -15,7 +16,7 @@ from .admission import Need, door
 from .errors import ApiError
 from .models import StreamInput, ValidationFailed, read_input, stream_json
 from .services import services
-from .store import MAX_ID, StreamRecord
+from .store import MAX_ID, PreconditionFailed, StreamRecord
 
 blueprint = Blueprint("streams", __name__)
 MAX_BODY = 64 * 1024
@@ -71,11 +72,20 @@ async def read_json() -> object:
         raise ApiError(400, "VALIDATION", "body is not valid JSON") from None
 
 
-async def _input(base: StreamRecord | None = None) -> StreamInput:
+def _validated(body: object, base: StreamRecord | None = None) -> StreamInput:
     try:
-        return read_input(await read_json(), base)
+        return read_input(body, base)
     except ValidationFailed as failed:
         raise ApiError(400, "VALIDATION", str(failed), failed.fields) from None
+
+
+def _if_match() -> Callable[[StreamRecord], bool]:
+    """What an `If-Match` header asks of the stored stream (RFC 9110 §13.1.1: `*`, or one
+    of the listed strong tags); anything, without one."""
+    if "If-Match" not in request.headers:
+        return lambda stored: True
+    wanted = request.if_match
+    return lambda stored: wanted.contains(stored.etag.strip('"'))
 
 
 async def stream_record(stream_id: int) -> StreamRecord:
@@ -108,36 +118,49 @@ async def list_streams() -> ResponseReturnValue:
 @blueprint.route("/api/streams/", strict_slashes=False, methods=["POST"])
 @door(Need.ADMIN)
 async def create_stream() -> ResponseReturnValue:
-    data = await _input()
+    data = _validated(await read_json())
     record = await services().store.create(data.name, data.url, data.transport, data.profile)
-    return jsonify(stream_view(record)), 201, {"Location": f"/api/streams/{record.id}/"}
+    return jsonify(stream_view(record)), 201, {"Location": f"/api/streams/{record.id}/", "ETag": record.etag}
 
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/", strict_slashes=False, methods=["GET"])
 @door(Need.ADMIN)
 async def get_stream(stream_id: int) -> ResponseReturnValue:
-    return jsonify(stream_view(await stream_record(stream_id)))
+    record = await stream_record(stream_id)
+    return jsonify(stream_view(record)), 200, {"ETag": record.etag}
 
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/", strict_slashes=False, methods=["PATCH"])
 @door(Need.ADMIN)
 async def patch_stream(stream_id: int) -> ResponseReturnValue:
-    base = await stream_record(stream_id)
-    data = await _input(base)
+    """The fields sent, merged onto the stream as it is stored when the change is written
+    (a concurrent PATCH of other fields is kept); a running upstream restarts on a new
+    source. With `If-Match`, 412 unless the stream is still at that ETag."""
+    body = await read_json()
     s = services()
-    record = await s.store.update(stream_id, data.name, data.url, data.transport, data.profile)
-    if record is None:
-        raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
-    if record.source != base.source:
-        s.registry.restart(stream_key(stream_id), record.source)
-    return jsonify(stream_view(record))
+    async with s.edits.hold(stream_id):  # the record and its upstream change together
+        try:
+            changed = await s.store.patch(stream_id, lambda stored: _validated(body, stored), expect=_if_match())
+        except PreconditionFailed as failed:
+            raise ApiError(412, "PRECONDITION_FAILED", f"{failed}: not the version of If-Match") from None
+        if changed is None:
+            raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
+        before, record = changed
+        if record.source != before.source:
+            s.registry.restart(stream_key(stream_id), record.source)
+    return jsonify(stream_view(record)), 200, {"ETag": record.etag}
 
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/", strict_slashes=False, methods=["DELETE"])
 @door(Need.ADMIN)
 async def delete_stream(stream_id: int) -> ResponseReturnValue:
     s = services()
-    if not await s.store.delete(stream_id):
-        raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
-    s.registry.remove(stream_key(stream_id), Failure(ErrorCode.NOT_FOUND, "stream deleted"))
+    async with s.edits.hold(stream_id):
+        try:
+            deleted = await s.store.delete(stream_id, expect=_if_match())
+        except PreconditionFailed as failed:
+            raise ApiError(412, "PRECONDITION_FAILED", f"{failed}: not the version of If-Match") from None
+        if not deleted:
+            raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
+        s.registry.remove(stream_key(stream_id), Failure(ErrorCode.NOT_FOUND, "stream deleted"))
     return "", 204

@@ -382,22 +382,25 @@ def _reconnect(viewer: Viewer, s: Services) -> None:
 
 
 async def _start(viewer: Viewer, target: Target, s: Services) -> None:
-    try:
-        source = await target.resolve(s)
-    except StorageError:
-        viewer.notify(Failure(ErrorCode.STREAM_ERROR, "storage is unavailable"))
-        return
-    if source is None:
-        viewer.notify(Failure(ErrorCode.NOT_FOUND, f"no stream {target.stream_id}"))
-        if viewer.key is not None:
-            s.registry.detach(viewer)
-        viewer.notify(Close(CloseCode.POLICY, ErrorCode.NOT_FOUND))
-        return
-    if (refused := format_refused(target.format, source)) is not None:
-        viewer.notify(refused)
-        return
-    viewer.format = target.format
-    try:
-        s.registry.attach(viewer, target.key, source)
-    except Failure as failure:
-        viewer.notify(failure)
+    """Attach the viewer to the target's upstream, from its record as it is now: read and
+    attached while the record is held still (an edit of it waits, `Services.edits`)."""
+    async with s.editing(target.stream_id):
+        try:
+            source = await target.resolve(s)
+        except StorageError:
+            viewer.notify(Failure(ErrorCode.STREAM_ERROR, "storage is unavailable"))
+            return
+        if source is None:
+            viewer.notify(Failure(ErrorCode.NOT_FOUND, f"no stream {target.stream_id}"))
+            if viewer.key is not None:
+                s.registry.detach(viewer)
+            viewer.notify(Close(CloseCode.POLICY, ErrorCode.NOT_FOUND))
+            return
+        if (refused := format_refused(target.format, source)) is not None:
+            viewer.notify(refused)
+            return
+        viewer.format = target.format
+        try:
+            s.registry.attach(viewer, target.key, source)
+        except Failure as failure:
+            viewer.notify(failure)

@@ -9,21 +9,31 @@ lingers as for any viewer, so a tile opened next joins it). The keyframe's acces
 that decodes it to JPEG.
 
 At most one decode runs per stream at a time; a JPEG is reused for REUSE seconds, and a
-request that arrives while one is being made waits for it.
+request that arrives while one is being made waits for it. The stream's record is read
+only once that wait is over (`Load`), so a snapshot never shows a source its record no
+longer names, nor keeps a JPEG of one; and if the upstream restarts while the keyframe is
+gathered (a new URL), gathering starts over with the new attempt's keyframe.
 """
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import attrs
 import trio
 
-from .events import Close, ErrorCode, Failure
+from .events import Close, ErrorCode, Failure, Phase, Status
 from .ffmpeg import Source, describe_os_error
+from .locks import KeyedLocks
 from .mpegts import PACKET, Aligner, Index
 from .registry import Registry
+from .viewer import Viewer
+
+# the stream's source as its record says now (None: there is no such stream); the caller
+# may hold its own lock on the record while the context is open (the attach happens in it)
+Load = Callable[[], AbstractAsyncContextManager[Source | None]]
 
 REUSE = 1.0  # seconds a snapshot is served again instead of decoding a new one
 DECODE_WITHIN = 10.0  # seconds FFmpeg may take to decode one frame
@@ -34,6 +44,7 @@ MAX_KEYFRAME = 4 << 20  # bytes gathered at most for one keyframe's access unit
 class _Made:
     at: float
     jpeg: bytes
+    source: Source  # what it was made from
 
 
 @attrs.define
@@ -45,52 +56,56 @@ class Snapshots:
     timeout: float  # FFMPEG_TIMEOUT: how long to wait for a keyframe
     clock: Callable[[], float] = trio.current_time
     _made: dict[tuple[str, int | None], _Made] = attrs.Factory(dict)
-    _locks: dict[str, trio.Lock] = attrs.Factory(dict)
+    _locks: KeyedLocks[str] = attrs.Factory(KeyedLocks)
 
-    async def jpeg(self, key: str, source: Source, client: str, width: int | None = None) -> bytes:
+    async def jpeg(self, key: str, load: Load, client: str, width: int | None = None) -> bytes:
         """The stream's latest keyframe as a JPEG, `width` pixels wide if given (the height
-        keeps the aspect ratio).
+        keeps the aspect ratio), from the source `load` gives once this stream's turn has
+        come.
 
-        Raises Failure: LIMIT when a limit forbids starting the upstream, the upstream's
-        failure (AUTH, NOT_FOUND, UNREACHABLE, TIMEOUT, FORBIDDEN, STREAM_ERROR), TIMEOUT
-        when no keyframe came within `timeout`, STREAM_ERROR when it would not decode.
-        Cancellation: the short-lived viewer leaves and FFmpeg is ended and reaped."""
+        Raises Failure: NOT_FOUND when `load` finds no stream, LIMIT when a limit forbids
+        starting the upstream, the upstream's failure (AUTH, NOT_FOUND, UNREACHABLE,
+        TIMEOUT, FORBIDDEN, STREAM_ERROR), TIMEOUT when no keyframe came within `timeout`,
+        STREAM_ERROR when it would not decode. Cancellation: the short-lived viewer leaves
+        and FFmpeg is ended and reaped."""
         self._forget_old()
-        lock = self._locks.setdefault(key, trio.Lock())
-        try:
-            async with lock:
-                made = self._made.get((key, width))
-                if made is not None and self.clock() - made.at <= REUSE:
-                    return made.jpeg
-                keyframe = await self._keyframe(key, source, client)
-                jpeg = await decode_jpeg(self.ffmpeg, keyframe, width)
-                self._made[key, width] = _Made(self.clock(), jpeg)
-                return jpeg
-        finally:
-            if not lock.locked() and not lock.statistics().tasks_waiting:
-                self._locks.pop(key, None)
+        async with self._locks.hold(key):
+            with self.registry.open_viewer(client) as viewer:
+                async with load() as source:
+                    if source is None:
+                        raise Failure(ErrorCode.NOT_FOUND, "no such stream")
+                    made = self._made.get((key, width))
+                    if made is not None and made.source == source and self.clock() - made.at <= REUSE:
+                        return made.jpeg
+                    self.registry.attach(viewer, key, source)  # raises Failure(LIMIT)
+                keyframe = await self._keyframe(viewer)
+            jpeg = await decode_jpeg(self.ffmpeg, keyframe, width)
+            self._made[key, width] = _Made(self.clock(), jpeg, source)
+            return jpeg
 
     def _forget_old(self) -> None:
         now = self.clock()
         for made_key in [k for k, made in self._made.items() if now - made.at > REUSE]:
             del self._made[made_key]
 
-    async def _keyframe(self, key: str, source: Source, client: str) -> bytes:
-        with self.registry.open_viewer(client) as viewer:
-            self.registry.attach(viewer, key, source)  # raises Failure(LIMIT)
-            gathered = Gathered()
-            with trio.move_on_after(self.timeout):
-                while not gathered.complete:
-                    item = await viewer.next()
-                    if isinstance(item, bytes):
-                        gathered.add(item)
-                    elif isinstance(item, Failure):
-                        raise item
-                    elif isinstance(item, Close):
-                        raise Failure(ErrorCode.STREAM_ERROR, "the stream ended")
-            if not gathered.complete:
-                raise Failure(ErrorCode.TIMEOUT, f"no keyframe within {self.timeout:g} s")
-            return gathered.data()
+    async def _keyframe(self, viewer: Viewer) -> bytes:
+        """The first whole keyframe the viewer gets within `timeout`, of the upstream's
+        current attempt (a `connecting` starts over)."""
+        gathered = Gathered()
+        with trio.move_on_after(self.timeout):
+            while not gathered.complete:
+                item = await viewer.next()
+                if isinstance(item, bytes):
+                    gathered.add(item)
+                elif isinstance(item, Status) and item.phase is Phase.CONNECTING:
+                    gathered = Gathered()  # restarted (a new source): its keyframe, not the old one's
+                elif isinstance(item, Failure):
+                    raise item
+                elif isinstance(item, Close):
+                    raise Failure(ErrorCode.STREAM_ERROR, "the stream ended")
+        if not gathered.complete:
+            raise Failure(ErrorCode.TIMEOUT, f"no keyframe within {self.timeout:g} s")
+        return gathered.data()
 
 
 @attrs.define

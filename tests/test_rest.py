@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
+from functools import partial
 from pathlib import Path
 
+import attrs
 import httpx
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from app.store import Store
+from supervisors import Transport, mask_url
 from tests.camera import Camera, bundled_ffmpeg
 from tests.helpers import Server, start_server
 
@@ -270,3 +278,138 @@ async def test_a_socket_path_over_plain_http_is_a_400_that_says_so(server: Serve
             error = error_of(await http.get(path), 400, "BAD_REQUEST")
             assert "WebSocket" in str(error["message"])
         error_of(await http.get("/ws/other"), 404, "NOT_FOUND")
+
+
+async def test_concurrent_patches_of_different_fields_all_survive(server: Server) -> None:
+    """Two (here three) PATCHes of different fields of one stream at the same time, 25
+    rounds: every field each one sent is stored (each merges onto the stream as it is
+    when it is written, in one transaction)."""
+    async with server.http() as http:
+        for n in range(25):
+            stream_id = await server.create(URL, name="before")
+
+            async def patch(body: dict[str, object], stream_id: int = stream_id) -> None:
+                assert (await http.patch(f"/api/streams/{stream_id}/", json=body)).status_code == 200
+
+            async with trio.open_nursery() as edits:
+                for body in ({"name": f"after {n}"}, {"transport": "udp"}, {"max_height": 480, "video": "h264"}):
+                    edits.start_soon(patch, body)
+            stored = (await http.get(f"/api/streams/{stream_id}/")).json()
+            assert (stored["name"], stored["transport"], stored["max_height"], stored["video"]) == \
+                (f"after {n}", "udp", 480, "h264"), (n, stored)
+
+
+FIELD_VALUES: dict[str, list[object]] = {
+    "name": ["a", "b", "c"], "transport": ["tcp", "udp"], "video": ["copy", "h264"], "audio": [True, False],
+    "max_height": [None, 240, 720], "url": ["rtsp://10.0.0.6/1", "rtsp://10.0.0.7/2"]}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(sorted(FIELD_VALUES)), st.integers(0, 2), min_size=1, max_size=3),
+                min_size=2, max_size=4))
+def test_concurrent_patches_never_lose_a_field_one_of_them_set(patches: list[dict[str, int]]) -> None:
+    """Any number of PATCHes of any fields at once: afterwards each field holds the value
+    one of the PATCHes that sent it sent (the last to be written), or, if none sent it,
+    what it held before; and the ETag's version went up once per PATCH. (A server per
+    example, in its own trio.run: Hypothesis runs each example on its own.)"""
+    bodies = [{field: FIELD_VALUES[field][pick % len(FIELD_VALUES[field])] for field, pick in patch.items()}
+              for patch in patches]
+
+    async def edit() -> tuple[dict[str, object], httpx.Response]:
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery)
+            async with server.http() as http:
+                created = await http.post("/api/streams/", json={"name": "z", "url": URL})
+                stream_id = created.json()["id"]
+                async with trio.open_nursery() as edits:
+                    for body in bodies:
+                        edits.start_soon(partial(http.patch, f"/api/streams/{stream_id}/", json=body))
+                after = await http.get(f"/api/streams/{stream_id}/")
+            nursery.cancel_scope.cancel()
+        return created.json(), after
+
+    before, after = trio.run(edit)
+    stream_id, stored = before["id"], after.json()
+    for field in FIELD_VALUES:
+        sent = [body[field] for body in bodies if field in body]
+        shown = [mask_url(str(v)) for v in sent] if field == "url" else sent
+        assert stored[field] in (shown or [before[field]]), (field, stored[field], bodies)
+    assert after.headers["ETag"] == f'"{stream_id}-{1 + len(bodies)}"'
+
+
+async def test_if_match_makes_a_patch_or_delete_of_a_changed_stream_412(server: Server) -> None:
+    """GET, POST and PATCH give the stream's ETag (its stored version); a PATCH or DELETE
+    with If-Match of an older one is 412 PRECONDITION_FAILED and changes nothing; `*`
+    matches any version; a weak tag never matches (strong comparison)."""
+    async with server.http() as http:
+        created = await http.post("/api/streams/", json={"name": "a", "url": URL})
+        stream_id, first = created.json()["id"], created.headers["ETag"]
+        path = f"/api/streams/{stream_id}/"
+        assert (await http.get(path)).headers["ETag"] == first
+        renamed = await http.patch(path, json={"name": "b"}, headers={"If-Match": first})
+        assert renamed.status_code == 200 and renamed.headers["ETag"] != first
+        stale = await http.patch(path, json={"name": "c"}, headers={"If-Match": first})
+        error_of(stale, 412, "PRECONDITION_FAILED")
+        error_of(await http.delete(path, headers={"If-Match": first}), 412, "PRECONDITION_FAILED")
+        error_of(await http.patch(path, json={"name": "c"}, headers={"If-Match": f"W/{renamed.headers['ETag']}"}),
+                 412, "PRECONDITION_FAILED")
+        assert (await http.get(path)).json()["name"] == "b"
+        listed = f'"nope", {renamed.headers["ETag"]}'
+        assert (await http.patch(path, json={"name": "d"}, headers={"If-Match": listed})).status_code == 200
+        assert (await http.patch(path, json={"name": "e"}, headers={"If-Match": "*"})).status_code == 200
+        assert (await http.delete(path, headers={"If-Match": (await http.get(path)).headers["ETag"]})).status_code == 204
+        error_of(await http.patch(path, json={"name": "f"}, headers={"If-Match": "*"}), 404, "NOT_FOUND")
+
+
+async def test_a_change_that_committed_is_not_a_503_when_the_checkpoint_after_it_fails(tmp_path: Path) -> None:
+    """The write-ahead log is checkpointed after each change (old passwords out of it);
+    a checkpoint that fails is logged, and the change that committed is reported as done."""
+    store = Store(str(tmp_path / "s.db"))
+    await store.open()
+    record = await store.create("a", URL, Transport.TCP)
+
+    class FailingCheckpoints:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.db, name)
+
+        def __enter__(self) -> sqlite3.Connection:
+            return self.db.__enter__()
+
+        def __exit__(self, *exc: object) -> object:
+            return self.db.__exit__(*exc)  # type: ignore[arg-type]
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if "wal_checkpoint" in sql:
+                raise sqlite3.OperationalError("database table is locked")
+            return self.db.execute(sql, *args)
+
+    store._db = FailingCheckpoints(store._db)  # type: ignore[assignment, arg-type]
+    changed = await store.patch(record.id, lambda stored: attrs.evolve(stored, name="b"))
+    assert changed is not None and changed[1].name == "b"
+    assert await store.delete(record.id)
+    assert await store.get(record.id) is None
+    await store.close()
+
+
+async def test_the_store_closes_only_when_no_call_is_using_it(tmp_path: Path) -> None:
+    """Closing waits for a call in the worker thread to finish (under the store's lock):
+    that call is not cut off with a closed database."""
+    store = Store(str(tmp_path / "s.db"))
+    await store.open()
+    answers: list[object] = []
+
+    def slow() -> object:
+        time.sleep(0.3)
+        return store._conn().execute("SELECT 42").fetchone()[0]
+
+    async def call() -> None:
+        answers.append(await store._call(slow))
+
+    async with trio.open_nursery() as both:
+        both.start_soon(call)
+        await trio.sleep(0.05)  # the call is in its thread now
+        both.start_soon(store.close)
+    assert answers == [42]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from supervisors.snapshot import Gathered
 from tests.camera import Camera, Feed, bundled_ffmpeg
 from tests.fakes import frame, pat, pmt
-from tests.helpers import start_server
+from tests.helpers import start_server, wait_for
 
 
 def jpeg_size(jpeg: bytes) -> str:
@@ -121,3 +121,47 @@ def test_the_keyframe_is_cut_at_the_next_frame_whatever_the_chunks(cuts: list[in
         gathered.add(ts[at:at + cut])
         at += cut
     assert gathered.complete and gathered.data() == keyframe
+
+
+async def test_a_snapshot_waiting_its_turn_shows_the_camera_the_record_names_after_an_edit(
+        camera_640: Camera, nursery: trio.Nursery) -> None:
+    """A snapshot that waits for another one's decode reads the record when its turn comes:
+    after an edit that moved the stream to another camera, it shows that camera, and the
+    old camera gets no new session. (It used the record read before it waited.)"""
+    small = Camera(feeds={"live": Feed(gop=100)}, burst=False)  # 320x240; a keyframe every 4 s, not at PLAY
+    await nursery.start(small.run)
+    server = await start_server(nursery, linger=0)
+    stream_id = await server.create(small.url())
+    async with server.http() as http:
+        answers: dict[str, bytes] = {}
+
+        async def snapshot(name: str, width: str) -> None:
+            answers[name] = (await http.get(f"/api/streams/{stream_id}/snapshot.jpg{width}")).content
+
+        async with trio.open_nursery() as requests:
+            requests.start_soon(snapshot, "first", "")
+            with trio.fail_after(10):
+                while not small.describes:  # the first one is under way, holding its turn
+                    await trio.sleep(0.01)
+            requests.start_soon(snapshot, "waiting", "?width=160")
+            locks = server.services.snapshots._locks._locks  # type: ignore[union-attr]
+            await wait_for(lambda: any(lock.statistics().tasks_waiting for lock in locks.values()))  # its turn
+            edited = await http.patch(f"/api/streams/{stream_id}/", json={"url": camera_640.url()})
+            assert edited.status_code == 200
+            sessions = small.describes
+    assert jpeg_size(answers["waiting"]) == "160x90"  # 640x360 scaled: the camera the record names
+    assert small.describes == sessions  # no session to the camera it no longer names
+
+
+async def test_a_jpeg_is_not_reused_for_another_source(camera_640: Camera, nursery: trio.Nursery) -> None:
+    """The JPEG kept for REUSE seconds is for the source it was made from: right after an
+    edit moves the stream to another camera, a snapshot shows the new one."""
+    small = Camera()
+    await nursery.start(small.run)
+    server = await start_server(nursery)
+    stream_id = await server.create(small.url())
+    async with server.http() as http:
+        before = (await http.get(f"/api/streams/{stream_id}/snapshot.jpg")).content
+        assert (await http.patch(f"/api/streams/{stream_id}/", json={"url": camera_640.url()})).status_code == 200
+        after = (await http.get(f"/api/streams/{stream_id}/snapshot.jpg")).content
+    assert (jpeg_size(before), jpeg_size(after)) == ("320x240", "640x360")
