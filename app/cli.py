@@ -3,7 +3,8 @@
 On SIGTERM/SIGINT: every viewer gets `stopped` and a 1001 close, every upstream ends
 (SIGTERM to FFmpeg, SIGKILL after 2 s, reaped), and the process exits within 5 s: 0 when
 every connection closed in time, EXIT_FORCED when one held it and it was ended anyway.
-`serve` is the server alone (embeddable); the signal and exit policy is `main`'s.
+The app does that itself (`app/process.py`), as it does under plain Hypercorn; `serve`
+is the server alone (embeddable: it takes no signal), `serve_until_signal` the process.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
-import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 import trio
 from hypercorn.config import Config, Sockets
@@ -29,20 +28,15 @@ from .factory import create_app
 from .logs import configure
 from .services import Services
 from .settings import Settings, load_or_exit
+from .wire import DEAD_AFTER
 
 log = logging.getLogger(__name__)
-GOODBYE_WAIT = 1.0  # seconds viewers get to receive their close frames
-EXIT_DEADLINE = 4.0  # seconds after SIGTERM/SIGINT when a stuck connection no longer holds us
-EXIT_FORCED = 1  # the exit status when it did
 PING_INTERVAL = 15.0  # WebSocket pings; a live client answers each with a pong (each costs
 # ~0.7 ms of CPU, mostly waking the client: `python -m bench idle` measured 200 viewers at
 # 1.5 % of a core when pinged every 10 s, 0.9 % every 15 s)
-DEAD_AFTER = 25  # nothing read from a client for this long (no pong either): it is gone
-
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 MAX_CLIENT_MESSAGE = 64 * 1024
-SEND_BUFFER = 256 * 1024  # kernel send buffer per client: backlog belongs in the viewer's queue
 
 
 class BindError(Exception):
@@ -50,26 +44,15 @@ class BindError(Exception):
 
 
 class ServerConfig(Config):  # type: ignore[misc]
-    """Hypercorn's Config, with two socket options on every client socket.
-
-    SO_SNDBUF: Linux autotunes a socket's send buffer up to megabytes; a viewer that falls
-    behind would hide seconds of video there, where nothing can skip it to a keyframe.
-    TCP_USER_TIMEOUT: a peer that takes no data for `read_timeout` seconds (zero window, or
-    gone) is aborted by the kernel. Hypercorn shields its socket writes from cancellation,
-    so without this a client that stops reading would hold its connection, and a server
-    shutdown, for as long as it likes. Accepted sockets inherit both from the listener.
-    """
+    """Hypercorn's Config, whose failure to listen is one line (BindError). The client
+    sockets' options are the app's (`wire.tune_socket`), as under plain Hypercorn."""
 
     def create_sockets(self) -> Sockets:
         try:
-            sockets = super().create_sockets()
+            return super().create_sockets()
         except (OSError, ValueError, OverflowError) as error:  # in use, not ours, not an address
             reason = getattr(error, "strerror", None) or str(error)
             raise BindError(f"cannot listen on {' '.join(self.bind)}: {reason}") from None
-        for sock in sockets.insecure_sockets + sockets.secure_sockets:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int((self.read_timeout or DEAD_AFTER) * 1000))
-        return sockets
 
 
 def hypercorn_config(settings: Settings, *, ping_interval: float = PING_INTERVAL,
@@ -97,11 +80,11 @@ async def serve(settings: Settings, *, app: QuartTrio | None = None,
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the app under Hypercorn's trio worker; reports the bound addresses.
 
-    When `shutdown_trigger` returns, every viewer gets `stopped` and a 1001 close, every
-    upstream ends (FFmpeg reaped), viewers get GOODBYE_WAIT seconds to read their close,
-    then Hypercorn shuts down and this returns. It installs no signal handler and never
-    ends the process, so it can run embedded (the tests run it in-process); `main` adds
-    that policy.
+    When `shutdown_trigger` returns, the app shuts down gracefully (`Shutdown.graceful`:
+    every viewer gets `stopped` and a 1001 close, every upstream ends, viewers get
+    GOODBYE_WAIT seconds to read their close), then Hypercorn shuts down and this
+    returns. It installs no signal handler and never ends the process, so it can run
+    embedded (the tests run it in-process); `serve_until_signal` adds that policy.
 
     Cancellation: cancelling it stops serving at once; the engine still ends and reaps
     every FFmpeg before it returns.
@@ -112,53 +95,26 @@ async def serve(settings: Settings, *, app: QuartTrio | None = None,
     async def shutdown() -> None:
         await shutdown_trigger()
         s: Services = app.extensions["rtsp"]
-        s.registry.shutdown()  # stopped + 1001 to every viewer; every FFmpeg is being ended
-        with trio.move_on_after(GOODBYE_WAIT):
-            await s.registry.wait_no_viewers()
+        await s.shutdown.graceful()
 
     await hypercorn_serve(app, config, shutdown_trigger=shutdown, task_status=task_status)  # type: ignore[arg-type]
 
 
 async def serve_until_signal(settings: Settings) -> int:
-    """The process policy of `rtsp-viewer serve`: serve until SIGTERM or SIGINT, then shut
-    down gracefully; if connections still hold the server EXIT_DEADLINE seconds after the
-    signal, end the process anyway (FFmpeg first), with a non-zero status.
-
-    Returns the exit status of a graceful shutdown (0)."""
-    app = create_app(settings)
-    stopping = trio.Event()
-
-    async def until_signal() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("received %s: shutting down", signal.Signals(signum).name)
-                break
-        stopping.set()
-
-    async def run(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-        await serve(settings, app=app, shutdown_trigger=until_signal, task_status=task_status)
-        nursery.cancel_scope.cancel()  # served and shut down: no deadline left to keep
+    """The process of `rtsp-viewer serve`: the app owns it (`app/process.py`: SIGTERM or
+    SIGINT shut it down gracefully, within 5 s); its Shutdown stops the server through
+    the trigger. Returns the exit status of a graceful shutdown (0)."""
+    app = create_app(settings, own_process=True)
+    stopped = trio.Event()
+    s: Services = app.extensions["rtsp"]
+    s.shutdown.stop_server = stopped.set
 
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(run)
-        nursery.start_soon(_exit_if_stuck, app, stopping)
+        binds = await nursery.start(partial(serve, settings, app=app, shutdown_trigger=stopped.wait))
         log.info("serving on %s", " ".join(binds), extra={"event": "server.serving"})
         if settings.log_format != "json":  # there, every line is a JSON object
             print(f"rtsp-viewer: serving on {' '.join(binds)}", file=sys.stderr, flush=True)
     return 0
-
-
-async def _exit_if_stuck(app: QuartTrio, stopping: trio.Event) -> None:
-    """The 5-second promise: a client stuck in a (shielded) send must not hold the exit."""
-    await stopping.wait()
-    await trio.sleep(EXIT_DEADLINE)
-    s: Services = app.extensions["rtsp"]
-    with trio.move_on_after(5.0 - EXIT_DEADLINE - 0.2):  # FFmpeg first: never leave one behind
-        await s.registry.wait_no_upstreams()
-    log.warning("connections still open %g s after the signal: exiting anyway (status %d)",
-                EXIT_DEADLINE, EXIT_FORCED)
-    logging.shutdown()
-    os._exit(EXIT_FORCED)
 
 
 async def _operate(args: argparse.Namespace) -> int:
@@ -175,19 +131,6 @@ async def _operate(args: argparse.Namespace) -> int:
     if args.command == "check":
         return await operator.check(api, args.camera, args.transport)
     return await operator.streams(api, args.action, args.args, args.transport)
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft limit on open files to the hard one (each viewer holds a socket, each
-    upstream three pipes); the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError) as error:
-            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, error)
-    return soft
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -219,7 +162,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         given |= {"CORS_ORIGINS": "*", "LOG_LEVEL": "DEBUG"}
     settings = load_or_exit({**os.environ, **{k: v for k, v in given.items() if v is not None}})
     configure(settings.log_level, settings.log_format)
-    raise_fd_limit()
     try:
         sys.exit(trio.run(serve_until_signal, settings))
     except* BindError as group:

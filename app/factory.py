@@ -2,6 +2,9 @@
 
 The engine (a Registry) is started in `app.nursery` before serving and cancelled after;
 its upstreams' FFmpeg processes are ended and reaped before the app's nursery closes.
+`own_process`: the app owns the process it runs in (`rtsp-viewer serve`, `app.asgi`
+under Hypercorn), and takes its open-file limit, SIGTERM and SIGINT (`app/process.py`).
+Every connection's socket gets its options from the app, whoever serves it.
 """
 
 from __future__ import annotations
@@ -34,14 +37,16 @@ from . import (
     ws,
 )
 from .access import Access, server_key
+from .process import Shutdown, raise_fd_limit
 from .services import Services
 from .settings import Settings
 from .store import StorageError, Store
+from .wire import tune_socket
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio:
+def create_app(settings: Settings, *, runner: Runner | None = None, own_process: bool = False) -> QuartTrio:
     app = QuartTrio(__name__, static_folder=None)  # page.py serves app/static
     app.config["MAX_CONTENT_LENGTH"] = streams.MAX_BODY
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 3
@@ -55,15 +60,16 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
     access = Access(settings.api_token, server_key(settings.secret_key, settings.database_path))
     trusted = clients.parse_networks(settings.trusted_proxies)
     rates = clients.RateLimiter(*settings.rate_limit)
-    soft_fds, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft_fds = raise_fd_limit() if own_process else resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     connections = clients.Connections(settings.max_connections_per_client, clients.socket_cap(soft_fds))
     policy = origins.Policy.of(settings.cors_origins, settings.allowed_hosts, settings.host)
     registry = Registry(config, runner, group=metrics.stream_label)
     s = Services(settings=settings, access=access, store=Store(settings.database_path), registry=registry,
                  snapshots=Snapshots(registry, ffmpeg, settings.ffmpeg_timeout), ffmpeg_path=ffmpeg, rates=rates,
-                 connections=connections, origins=policy, trusted=trusted)
+                 connections=connections, origins=policy, trusted=trusted,
+                 shutdown=Shutdown(registry, own_process=own_process))
     app.extensions["rtsp"] = s
-    engine_scope = trio.CancelScope()
+    engine_scope, shutdown_scope = trio.CancelScope(), trio.CancelScope()
 
     async def run_engine(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with engine_scope:
@@ -76,15 +82,25 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> QuartTrio
         except StorageError as error:  # serve anyway: health says degraded, REST says 503
             log.error("storage unavailable at start: %s", error)
         await app.nursery.start(run_engine)
+        await app.nursery.start(run_shutdown)
+
+    async def run_shutdown(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with shutdown_scope:
+            await s.shutdown.run(task_status=task_status)
 
     @app.after_serving
     async def _stop() -> None:
         s.registry.shutdown()
+        shutdown_scope.cancel()
         engine_scope.cancel()
         await s.store.close()
 
+    def connected(send: object) -> None:
+        tune_socket(send)
+        s.shutdown.follow(send)
+
     # the media sockets are served before Quart (app/sockets.py)
-    app.asgi_app = sockets.route(app.asgi_app, ws.handlers(s))  # type: ignore[method-assign, assignment]
+    app.asgi_app = sockets.route(app.asgi_app, ws.handlers(s), connected=connected)  # type: ignore[method-assign, assignment]
     errors.install(app)
     logs.install(app)  # first: its request id and clock start before admission answers
     admission.install(app, s)

@@ -23,6 +23,7 @@ from .access import Access
 from .clients import Connections, RateLimiter
 from .counts import EdgeTally
 from .origins import Policy
+from .process import Shutdown
 from .settings import Settings
 from .store import Store
 from .wire import SendPathRecord
@@ -48,6 +49,7 @@ class Services:
     rates: RateLimiter
     connections: Connections
     origins: Policy
+    shutdown: Shutdown
     trusted: tuple[Network, ...] = ()
     # one change of a stream at a time, record and upstream together; a start or a
     # snapshot reads the record and attaches under it too, so it never plays what an

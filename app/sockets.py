@@ -124,13 +124,17 @@ class Socket:
 Handler = Callable[[Socket], Awaitable[None]]
 
 
-def route(asgi_app: ASGIApp, handlers: dict[str, Handler]) -> ASGIApp:
+def route(asgi_app: ASGIApp, handlers: dict[str, Handler], *,
+          connected: Callable[[Any], None] = lambda send: None) -> ASGIApp:
     """ASGI middleware: a WebSocket to one of `handlers`' paths (below `root_path`) is
     served by it, with a `Socket`; anything else goes on to `asgi_app`, HTTP with the end
-    of each response shielded (`_finishing`)."""
+    of each response shielded (`_finishing`). `connected` sees each request's and each
+    socket's ASGI send first (the server's connection behind it: `app/factory.py`)."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         handler = None
+        if scope["type"] in ("http", "websocket"):
+            connected(send)
         if scope["type"] == "websocket":
             path = below(str(scope["path"]), scope.get("root_path", "") or "")
             if path is not None:

@@ -64,6 +64,40 @@ def decline_deflate(send: object) -> None:
         handshake.extensions = None  # what the client offered: now nothing
 
 
+SEND_BUFFER = 256 * 1024  # kernel send buffer per client: backlog belongs in the viewer's queue
+DEAD_AFTER = 25  # seconds: Hypercorn's read_timeout when none is set (deploy/hypercorn.toml's)
+
+
+def tune_socket(send: object) -> bool:
+    """Give the client connection behind this ASGI send (Hypercorn 0.18's trio worker, TLS
+    or not) the two socket options every way of serving needs; False where there is no
+    such socket (another server: README says what is lost).
+
+    SO_SNDBUF: Linux autotunes a socket's send buffer up to megabytes; a viewer that falls
+    behind would hide seconds of video there, where nothing can skip it to a keyframe.
+    TCP_USER_TIMEOUT: a peer that takes no data for Hypercorn's read_timeout (zero window,
+    or gone) is aborted by the kernel. Hypercorn shields its socket writes from
+    cancellation, so without this a client that stops reading would hold its connection,
+    and a server shutdown, for as long as it likes. Setting them on the connection (not
+    the listener) is what plain `hypercorn` serving the app gets too."""
+    stream = getattr(send, "__self__", None)
+    protocol = getattr(getattr(stream, "send", None), "__self__", None)
+    server = getattr(getattr(protocol, "send", None), "__self__", None)
+    if not isinstance(server, TCPServer):
+        return False
+    transport = getattr(server.stream, "transport_stream", server.stream)  # under TLS: the TCP stream
+    sock = getattr(transport, "socket", None)
+    if sock is None or sock.family not in (stdsocket.AF_INET, stdsocket.AF_INET6):
+        return False
+    timeout = getattr(getattr(server, "config", None), "read_timeout", None) or DEAD_AFTER
+    try:
+        sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_SNDBUF, SEND_BUFFER)
+        sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_USER_TIMEOUT, int(timeout * 1000))
+    except OSError:  # closed meanwhile
+        return False
+    return True
+
+
 class SendPath(StrEnum):
     WIRE = "wire"  # frames written here, straight to the socket
     ASGI = "asgi"  # frames through the ASGI send and Hypercorn (several times the CPU)

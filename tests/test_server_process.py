@@ -2,38 +2,74 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import ssl
 import sys
+from functools import partial
 from pathlib import Path
 
 import httpx
+import hypercorn.trio
 import pytest
 import trio
 import trio.testing
 import trio_websocket
 import trustme
+from hypercorn.config import Config
 
-from app import cli
-from app.cli import EXIT_FORCED, serve
+from app import process
+from app.cli import serve
 from app.factory import create_app
+from app.process import EXIT_FORCED
 from app.settings import Settings
+from app.wire import SEND_BUFFER
 from tests.camera import Camera
 from tests.helpers import BIN, ROOT, Process, Server, env, ffmpeg_children, process_gone, spawn, wait_for
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process under `pid` (a Hypercorn worker's FFmpeg is its grandchild)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                pass
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+SERVING = {
+    "rtsp-viewer serve": lambda: [str(BIN / "rtsp-viewer"), "serve", "--port", "0"],
+    "hypercorn -c deploy/hypercorn.toml": lambda: hypercorn_argv(),  # workers = 1: a parent and a worker
+    "hypercorn -c deploy/hypercorn.toml --workers 0": lambda: hypercorn_argv("--workers", "0"),  # one process
+}
+
+
+@pytest.mark.parametrize("how", SERVING)
 async def test_sigterm_stops_viewers_ends_ffmpeg_and_exits_within_5s(
-        camera: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
-    server = await spawn(nursery, [str(BIN / "rtsp-viewer"), "serve", "--port", "0"], env(tmp_path))
+        how: str, camera: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """However the app is served: SIGTERM gives every viewer `stopped` and a 1001 close,
+    ends FFmpeg, and the server exits with 0 within 5 s (plain Hypercorn closed sockets
+    with 1006 and no `stopped`)."""
+    server = await spawn(nursery, SERVING[how](), env(tmp_path))
     try:
         remote = Server(await server.url(), settings=None)  # type: ignore[arg-type]
         async with remote.viewer(f"url={camera.url()}") as a, remote.viewer(f"url={camera.url('live')}") as b:
             await a.play()
             await b.play()
-            assert len(ffmpeg_children(server.process.pid)) == 1
-            children = ffmpeg_children(server.process.pid)
+            workers = [pid for pid in descendants(server.process.pid)  # Hypercorn's (not multiprocessing's tracker)
+                       if b"spawn_main" in await trio.Path(f"/proc/{pid}/cmdline").read_bytes()]
+            ffmpegs = [p for q in [server.process.pid, *workers] for p in ffmpeg_children(q)]
+            assert len(ffmpegs) == 1, ffmpegs
             start = trio.current_time()
             server.process.send_signal(signal.SIGTERM)
             for viewer in (a, b):
@@ -43,13 +79,63 @@ async def test_sigterm_stops_viewers_ends_ffmpeg_and_exits_within_5s(
                 await server.process.wait()
             assert trio.current_time() - start < 5
         assert server.process.returncode == 0, server.stderr
-        assert all(process_gone(pid) for pid in children)
+        assert all(process_gone(pid) for pid in ffmpegs + workers)
         assert camera.password not in server.stderr
     finally:
         if server.process.returncode is None:
             server.process.kill()
             with trio.CancelScope(shield=True):
                 await server.process.wait()
+
+
+async def test_every_client_socket_gets_its_send_buffer_and_user_timeout_under_plain_hypercorn(
+        nursery: trio.Nursery) -> None:
+    """The app sets SO_SNDBUF and TCP_USER_TIMEOUT on each client connection it serves, so
+    Hypercorn with its own stock Config (no `rtsp-viewer serve`) gives them too: on the
+    socket's and on an HTTP request's connection (read_timeout 25 s: 25000 ms)."""
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.read_timeout = 25
+    app = create_app(Settings(port=0, database_url="sqlite:///:memory:"))  # type: ignore[call-arg]
+    binds = await nursery.start(partial(hypercorn.trio.serve, app, config))  # type: ignore[arg-type]
+    port = int(binds[0].rsplit(":", 1)[1])
+    async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/ws/stream?url=rtsp://127.0.0.1:9/x") as ws:
+        assert '"connected"' in await ws.get_message()
+        local = ws._stream.socket.getsockname()[1]
+        assert server_socket_options(port, local) == (2 * SEND_BUFFER, 25_000)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        assert (await http.get("/api/health/")).status_code == 200
+        [peer] = [p for p in client_ports(port) if p != local]
+        assert server_socket_options(port, peer) == (2 * SEND_BUFFER, 25_000)
+    nursery.cancel_scope.cancel()
+
+
+def client_ports(port: int) -> list[int]:
+    """Peer ports of this process's sockets accepted on `port`."""
+    return list(_accepted(port))
+
+
+def server_socket_options(port: int, peer: int) -> tuple[int, int]:
+    """(SO_SNDBUF, TCP_USER_TIMEOUT) of this process's socket on `port` to the client at `peer`."""
+    return _accepted(port)[peer]
+
+
+def _accepted(port: int) -> dict[int, tuple[int, int]]:
+    """{peer port: (SO_SNDBUF, TCP_USER_TIMEOUT)} of this process's sockets accepted on `port`."""
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            sock = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        with sock:
+            try:
+                if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.getsockname()[1] == port:
+                    found[sock.getpeername()[1]] = (sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+                                                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+            except OSError:  # not a connected TCP socket
+                pass
+    return found
 
 
 @pytest.mark.parametrize(("name", "value"), [
@@ -251,12 +337,10 @@ async def test_a_forced_exit_exits_non_zero(monkeypatch: pytest.MonkeyPatch,
     """Connections that still hold the server EXIT_DEADLINE s after the signal: the process
     is ended anyway, and its status says it was not a clean shutdown."""
     statuses: list[int] = []
-    monkeypatch.setattr(cli.os, "_exit", statuses.append)
-    monkeypatch.setattr(cli.logging, "shutdown", lambda: None)
+    monkeypatch.setattr(process.os, "_exit", statuses.append)
+    monkeypatch.setattr(process.logging, "shutdown", lambda: None)
     app = create_app(Settings(port=0, database_url="sqlite:///:memory:"))  # type: ignore[call-arg]
-    stopping = trio.Event()
-    stopping.set()
-    await cli._exit_if_stuck(app, stopping)
+    await app.extensions["rtsp"].shutdown._exit_if_stuck()
     assert statuses == [EXIT_FORCED] and EXIT_FORCED != 0
 
 

@@ -140,9 +140,7 @@ async def test_a_snapshot_waiting_its_turn_shows_the_camera_the_record_names_aft
 
         async with trio.open_nursery() as requests:
             requests.start_soon(snapshot, "first", "")
-            with trio.fail_after(10):
-                while not small.describes:  # the first one is under way, holding its turn
-                    await trio.sleep(0.01)
+            await wait_for(lambda: small.describes)  # the first one is under way, holding its turn
             requests.start_soon(snapshot, "waiting", "?width=160")
             locks = server.services.snapshots._locks._locks  # type: ignore[union-attr]
             await wait_for(lambda: any(lock.statistics().tasks_waiting for lock in locks.values()))  # its turn
