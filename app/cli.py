@@ -22,6 +22,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
 from supervisors import InvalidUrl, validate_url
+from supervisors.events import first_of
 
 from . import operator
 from .factory import create_app
@@ -165,9 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         sys.exit(trio.run(serve_until_signal, settings))
     except* BindError as group:
-        failure: BaseException = group
-        while isinstance(failure, BaseExceptionGroup):  # nurseries nest it
-            failure = failure.exceptions[0]
+        failure = first_of(group)
     print(f"rtsp-viewer: {failure}", file=sys.stderr)
     sys.exit(2)
 

@@ -15,7 +15,7 @@ from quart import current_app
 
 from supervisors import Registry
 from supervisors.addresses import Network
-from supervisors.ffmpeg import describe_os_error
+from supervisors.events import describe_os_error
 from supervisors.locks import KeyedLocks
 from supervisors.snapshot import Snapshots
 

@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from supervisors import Profile, Source, Transport, VideoMode
-from supervisors.ffmpeg import describe_os_error
+from supervisors.events import describe_os_error
 from supervisors.profile import DEFAULT
 
 T = TypeVar("T")

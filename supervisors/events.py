@@ -7,6 +7,8 @@ turns them into JSON frames and close frames.
 
 from __future__ import annotations
 
+import errno
+import os
 from enum import IntEnum, StrEnum
 
 import attrs
@@ -144,3 +146,23 @@ class Media:
 
 
 Event = Status | Failure | Close | Media
+
+
+def describe_os_error(error: BaseException) -> str:
+    """What failed, for a person: "Too many open files (EMFILE)", without file paths
+    or addresses (the system's own text for the error number)."""
+    if isinstance(error, OSError) and error.errno:
+        name = errno.errorcode.get(error.errno)
+        text = os.strerror(error.errno)
+        return f"{text} ({name})" if name else text
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
+
+
+def first_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception of a group (nurseries nest them: a group of groups)."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found

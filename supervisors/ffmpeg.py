@@ -2,32 +2,31 @@
 
 `run_process` owns the process; `terminate_then_kill` is its deliver_cancel: SIGTERM,
 then SIGKILL after KILL_GRACE seconds; run_process reaps it either way, shielded, so a
-cancelled upstream never leaves a process behind.
+cancelled upstream never leaves a process behind. FFmpeg never connects to a camera
+itself: it reads the camera through the attempt's relay on loopback (`relay.py`), which
+checks the address, and every redirect, against the source policy first.
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import re
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import trio
 
 from .classify import classify, video_info
-from .events import ErrorCode, Failure, Transport
+from .events import ErrorCode, Failure, Transport, describe_os_error
 from .profile import DEFAULT, Profile
+from .relay import Relay, checked, connect, open_relay
 from .sources import ANY_SOURCE, SourcePolicy
-from .urls import place, secrets_of, sharing_key
+from .urls import secrets_of, sharing_key
 
 KILL_GRACE = 2.0
-_REDIRECT = re.compile(rb"Redirecting to (\S+)")  # FFmpeg's own line when a camera redirects
 READ_SIZE = 256 * 1024  # one pipe read; large reads keep the per-chunk cost down
 STDERR_KEEP = 16 * 1024
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -44,14 +43,6 @@ class Source:
     @property
     def key(self) -> str:
         return sharing_key(self.url)
-
-
-def describe_os_error(error: BaseException) -> str:
-    """What failed, for a person: "Too many open files (EMFILE)", without file paths."""
-    if isinstance(error, OSError) and error.strerror:
-        name = errno.errorcode.get(error.errno or 0)
-        return f"{error.strerror} ({name})" if name else error.strerror
-    return str(error) or type(error).__name__
 
 
 class Run(Protocol):
@@ -92,20 +83,6 @@ def build_argv(ffmpeg: str, source: Source, *, timeout: float) -> list[str]:
     ]
 
 
-async def _pinned(source: Source, sources: SourcePolicy) -> Source:
-    """The source with its host replaced by the address the policy checked (rtsp:// only:
-    rtsps:// keeps the name its certificate is for). Raises Failure."""
-    scheme, host, port = place(source.url)
-    address = await sources.resolve(host, port)
-    if scheme != "rtsp" or host == str(address):
-        return source
-    parts = urlsplit(source.url)
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    literal = f"[{address}]" if address.version == 6 else str(address)
-    netloc = f"{userinfo}{at}{literal}" + (f":{parts.port}" if parts.port else "")
-    return attrs.evolve(source, url=urlunsplit(parts._replace(netloc=netloc)))
-
-
 async def terminate_then_kill(process: trio.Process) -> None:
     process.terminate()
     with trio.move_on_after(KILL_GRACE):
@@ -133,46 +110,25 @@ class StderrTail:
 
 
 class FFmpegRun:
-    """A running FFmpeg: its stdout to read, and what its stderr says about it.
-
-    FFmpeg follows a camera's RTSP redirect by itself, and says so on stderr ("Status 302:
-    Redirecting to <url>") just before it connects there. The target is checked against
-    the source policy as that line arrives; a refused one kills FFmpeg and the attempt
-    fails FORBIDDEN (not retried). FFmpeg has already begun that one connection by then:
-    the check stops the session, not its first connection attempt."""
+    """A running FFmpeg: its stdout to read, and what its stderr (or its relay) says
+    about it. A relay that ended the camera's connection (a refused redirect) knows
+    better than FFmpeg's stderr why the attempt failed."""
 
     def __init__(self, stdout: trio.abc.ReceiveStream, tail: StderrTail, secrets: tuple[str, ...], *,
-                 sources: SourcePolicy = ANY_SOURCE, kill: Callable[[], None] = lambda: None,
-                 pid: int | None = None) -> None:
+                 relay: Relay | None = None, pid: int | None = None) -> None:
         self.stdout = stdout
         self._pid = pid
         self._tail = tail
         self._secrets = secrets
-        self._sources = sources
-        self._kill = kill
-        self._refused: Failure | None = None
+        self._relay = relay
         self._stderr_done = trio.Event()
 
     async def _drain(self, stderr: trio.abc.ReceiveStream) -> None:
         try:
             async for chunk in stderr:
                 self._tail.add(chunk)
-                for match in _REDIRECT.finditer(chunk):
-                    await self._check_redirect(match.group(1).decode("utf-8", "replace"))
         finally:
             self._stderr_done.set()
-
-    async def _check_redirect(self, url: str) -> None:
-        try:
-            _, host, port = place(url)
-        except ValueError:
-            return  # FFmpeg cannot follow it either
-        try:
-            await self._sources.resolve(host, port)
-        except Failure as failure:
-            if failure.code is ErrorCode.FORBIDDEN:
-                self._refused = Failure(ErrorCode.FORBIDDEN, f"redirect refused: {failure.message}")
-                self._kill()
 
     async def finish(self) -> None:
         """After stdout ended: let FFmpeg print its last words and exit (bounded)."""
@@ -180,7 +136,9 @@ class FFmpegRun:
             await self._stderr_done.wait()
 
     def failure(self) -> Failure:
-        return self._refused or classify(self._tail.tail, secrets=self._secrets)
+        if self._relay is not None and self._relay.failure is not None:
+            return self._relay.failure
+        return classify(self._tail.tail, secrets=self._secrets)
 
     def video(self) -> dict[str, object] | None:
         return video_info(self._tail.head)
@@ -201,26 +159,39 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 
 def ffmpeg_runner(ffmpeg: str, *, timeout: float, sources: SourcePolicy = ANY_SOURCE) -> Runner:
-    """A Runner that starts the real FFmpeg for a source its policy allows (checked after
-    DNS resolution at every start; FFmpeg gets the checked address for rtsp://)."""
+    """A Runner that starts the real FFmpeg for a source its policy allows: the camera's
+    address is resolved and checked, and the camera connected (within `timeout`), before
+    FFmpeg starts and reads it through the relay."""
 
     @asynccontextmanager
     async def run(source: Source) -> AsyncIterator[FFmpegRun]:
-        argv = build_argv(ffmpeg, await _pinned(source, sources), timeout=timeout)
+        target = await checked(source.url, sources)
+        with trio.move_on_after(timeout) as waited:
+            camera = await connect(target)
+        if waited.cancelled_caught:
+            raise Failure(ErrorCode.TIMEOUT, f"no connection to the camera within {timeout:g} s")
+        started: list[trio.Process] = []
+
+        def end_ffmpeg() -> None:  # the relay refused a redirect: FFmpeg has nothing left to do
+            for process in started:
+                process.kill()
+
         async with trio.open_nursery() as nursery:
-            try:
-                process: trio.Process = await nursery.start(partial(
-                    trio.run_process, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE, check=False, deliver_cancel=terminate_then_kill))
-            except OSError as error:
-                raise Failure(ErrorCode.STREAM_ERROR, f"cannot start {ffmpeg}: {describe_os_error(error)}") from None
-            assert process.stdout is not None and process.stderr is not None
-            handle = FFmpegRun(process.stdout, StderrTail(), secrets_of(source.url), sources=sources, kill=process.kill,
-                               pid=process.pid)
-            nursery.start_soon(handle._drain, process.stderr)
-            try:
-                yield handle
-            finally:
-                nursery.cancel_scope.cancel()  # ends FFmpeg if it still runs; reaped by run_process
+            async with open_relay(target, camera, sources, on_refused=end_ffmpeg) as relay:
+                argv = build_argv(ffmpeg, attrs.evolve(source, url=relay.url), timeout=timeout)
+                try:
+                    process: trio.Process = await nursery.start(partial(
+                        trio.run_process, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, check=False, deliver_cancel=terminate_then_kill))
+                except OSError as error:
+                    raise Failure(ErrorCode.STREAM_ERROR, f"cannot start {ffmpeg}: {describe_os_error(error)}") from None
+                assert process.stdout is not None and process.stderr is not None
+                started.append(process)
+                handle = FFmpegRun(process.stdout, StderrTail(), secrets_of(source.url), relay=relay, pid=process.pid)
+                nursery.start_soon(handle._drain, process.stderr)
+                try:
+                    yield handle
+                finally:
+                    nursery.cancel_scope.cancel()  # ends FFmpeg if it still runs; reaped by run_process
 
     return run

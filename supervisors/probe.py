@@ -13,8 +13,8 @@ import attrs
 import trio
 
 from .classify import classify
-from .events import ErrorCode, Failure
-from .ffmpeg import Source, describe_os_error
+from .events import ErrorCode, Failure, describe_os_error
+from .ffmpeg import Source
 from .urls import secrets_of
 
 _STREAM = re.compile(r"^\s*Stream #\S+.*?: (Video|Audio): (.*)$", re.M)

@@ -24,8 +24,8 @@ from contextlib import AbstractAsyncContextManager
 import attrs
 import trio
 
-from .events import Close, ErrorCode, Failure, Phase, Status
-from .ffmpeg import Source, describe_os_error
+from .events import Close, ErrorCode, Failure, Phase, Status, describe_os_error
+from .ffmpeg import Source
 from .locks import KeyedLocks
 from .mpegts import PACKET, Aligner, Index
 from .registry import Registry

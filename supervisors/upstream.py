@@ -23,8 +23,8 @@ import trio
 
 from .backoff import Backoff
 from .config import EngineConfig
-from .events import FINAL_CODES, ErrorCode, Failure, Phase, Status, StreamPhase
-from .ffmpeg import READ_SIZE, Run, Runner, Source, describe_os_error
+from .events import FINAL_CODES, ErrorCode, Failure, Phase, Status, StreamPhase, describe_os_error, first_of
+from .ffmpeg import READ_SIZE, Run, Runner, Source
 from .hub import Hub
 from .linger import unwatched_for
 from .remux import Remuxer
@@ -253,9 +253,9 @@ class Upstream:
                         self._video_info()
                         self._run = None  # an ended upstream keeps no stderr around
             except* Failure as group:  # the runner could not start the media process
-                failure = self._report(group.exceptions[0])  # type: ignore[arg-type]
+                failure = self._report(first_of(group))  # type: ignore[arg-type]
             except* OSError as group:  # the system failed us mid-attempt (fds, pipes)
-                failure = self._report(Failure(ErrorCode.STREAM_ERROR, describe_os_error(group.exceptions[0])))
+                failure = self._report(Failure(ErrorCode.STREAM_ERROR, describe_os_error(first_of(group))))
         if self._attempt_scope.cancelled_caught:
             return None
         if healthy_from is not None and trio.current_time() - healthy_from >= self._config.healthy_after:

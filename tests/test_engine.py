@@ -386,10 +386,14 @@ async def failing_runner(source: Source) -> AsyncIterator[FailingRun]:
 ])
 async def test_an_os_error_in_an_attempt_is_reported_as_what_failed(
         nursery: trio.Nursery, runner: Any, message: str) -> None:
-    registry = Registry(EngineConfig(ffmpeg="unused"), runner=runner)
+    [camera] = await trio.open_tcp_listeners(0, host="127.0.0.1")  # FFmpeg starts once a camera answers
+    port = camera.socket.getsockname()[1]
+    registry = Registry(EngineConfig(ffmpeg="unused"),
+                        runner=lambda source: runner(Source(f"rtsp://127.0.0.1:{port}/live")))
     await nursery.start(registry.run)
     log: list[object] = []
-    await record(registry, 1.5, drain, log)
+    async with camera:
+        await record(registry, 1.5, drain, log)
     failures = [e for e in log if isinstance(e, Failure)]
     assert failures and failures[0].code == ErrorCode.STREAM_ERROR and failures[0].message == message, failures
     assert registry.status("k").error.message == message  # type: ignore[union-attr]
