@@ -5,15 +5,18 @@ upstream's own MPEG-TS (PAT, PMT and a keyframe first, its timestamps already on
 stream's one timeline) through `ffmpeg -c copy -f mp4` with one fragment per frame,
 and a `FragmentHub` fans the init segment and the fragments out to those viewers: a
 joiner gets a `Media` event (the MIME type with the codecs string), the init segment and
-the fragments since the last keyframe at once. The remuxer keeps running across
-upstream restarts (its `tfdt` times go on with the TS timestamps, `-copyts`) and ends
-LINGER seconds (the upstreams' setting) after its last fMP4 viewer left.
+the fragments since the last keyframe at once. Each upstream attempt gets a remux process
+of its own, started on the attempt's first keyframe, so the init segment always describes
+the camera as it is now (another codec or size after a restart or an edit: the `media`
+message says so), and its `tfdt` times go on with the TS timestamps (`-copyts`). The
+remuxer ends LINGER seconds (the upstreams' setting) after its last fMP4 viewer left.
 
 Cancellation: cancelling `Remuxer.run` ends the remux FFmpeg; it is reaped before it returns.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import subprocess
@@ -22,7 +25,7 @@ from functools import partial
 
 import trio
 
-from .events import ErrorCode, Failure, Media
+from .events import ErrorCode, Failure, Media, Phase, Status
 from .ffmpeg import KILL_GRACE, StderrTail, process_cpu_seconds, terminate_then_kill
 from .fmp4 import BrokenStream, Fragment, Fragments, Init
 from .linger import unwatched_for
@@ -139,13 +142,13 @@ class Remuxer:
         while True:
             while not self._hub.viewers:
                 await changed()
-            failed = False  # stays so when the linger ends it
+            ended = Ended.LINGERED  # when the linger ends it
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._linger, nursery.cancel_scope, changed)
-                failed = await self._once()
+                ended = await self._once()
                 nursery.cancel_scope.cancel()
             self._hub.end()
-            if failed:
+            if ended is Ended.FAILED:
                 for viewer in self._hub.viewers:
                     viewer.notify(Failure(ErrorCode.STREAM_ERROR, "the fMP4 remuxer failed; starting it again"))
                 await trio.sleep(RETRY)
@@ -154,8 +157,9 @@ class Remuxer:
         await unwatched_for(self._linger_for, lambda: bool(self._hub.viewers), changed)
         scope.cancel()
 
-    async def _once(self) -> bool:
-        """One remux process, until it exits or is cancelled: True if it failed."""
+    async def _once(self) -> Ended:
+        """One remux process, until it exits, the upstream starts a new attempt, or it is
+        cancelled (then LINGERED, from `run`)."""
         feeder = Viewer("remux", budget=FEED_BUDGET, slow_after=math.inf)
         tail = StderrTail()
         fragments = Fragments()
@@ -167,13 +171,22 @@ class Remuxer:
             except OSError as error:
                 log.warning("stream %s: cannot start the fMP4 remuxer: %s", self._label, error,
                             extra={"event": "remux.failed", "stream": self._label})
-                return True
+                return Ended.FAILED
             assert process.stdin is not None and process.stdout is not None and process.stderr is not None
             self._pid = process.pid
             nursery.start_soon(_drain, process.stderr, tail)
             self._feed(feeder)
+            restarted = trio.Event()
+
+            def restart() -> None:
+                """The upstream began a new attempt: this process's output is of the last
+                one (and a SIGTERM would wait on its blocked read of stdin): kill it."""
+                restarted.set()
+                process.kill()
+                nursery.cancel_scope.cancel()
+
             try:
-                nursery.start_soon(_write, feeder, process.stdin)
+                nursery.start_soon(_write, feeder, process.stdin, restart)
                 while chunk := await process.stdout.receive_some(READ_SIZE):
                     for item in fragments.feed(chunk):
                         self._hub.publish(item)
@@ -181,25 +194,40 @@ class Remuxer:
                 log.warning("stream %s: the fMP4 remuxer wrote %s", self._label, error,
                             extra={"event": "remux.failed", "stream": self._label})
                 nursery.cancel_scope.cancel()
-                return True
+                return Ended.FAILED
             finally:
                 self._unfeed(feeder)
                 self._pid = None
             with trio.move_on_after(KILL_GRACE):
                 await process.wait()
             nursery.cancel_scope.cancel()
+        if restarted.is_set():
+            return Ended.RESTARTED
         log.warning("stream %s: the fMP4 remuxer ended (%s): %s", self._label, process.returncode,
                     tail.tail.strip()[-300:], extra={"event": "remux.failed", "stream": self._label})
-        return True
+        return Ended.FAILED
 
 
-async def _write(feeder: Viewer, stdin: trio.abc.SendStream) -> None:
-    """The upstream's TS into the remuxer (its events are for sockets, not for FFmpeg)."""
+class Ended(enum.Enum):
+    """Why a remux process ended."""
+
+    FAILED = "failed"  # it exited, or wrote what is not fMP4: viewers are told, it starts again
+    RESTARTED = "restarted"  # the upstream began a new attempt: a new process, at once
+    LINGERED = "lingered"  # no fMP4 viewer for LINGER seconds
+
+
+async def _write(feeder: Viewer, stdin: trio.abc.SendStream, restart: Callable[[], None]) -> None:
+    """The upstream's TS into the remuxer (its events are for sockets, not for FFmpeg),
+    until the upstream starts a new attempt (`connecting`): then `restart`, as the new
+    attempt needs a remux process (and an init segment) of its own."""
     try:
         while True:
             item = await feeder.next()
             if isinstance(item, bytes):
                 await stdin.send_all(item)
+            elif isinstance(item, Status) and item.phase is Phase.CONNECTING:
+                restart()
+                return
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return  # the remuxer exited: its stdout ends too
 

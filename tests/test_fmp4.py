@@ -26,7 +26,7 @@ from supervisors.fmp4 import BrokenStream, Fragment, Fragments, Init, boxes, chi
 from supervisors.remux import FragmentHub, remux_argv
 from supervisors.tally import StreamTally
 from supervisors.viewer import Viewer as QueueViewer
-from tests.camera import Camera, bundled_ffmpeg
+from tests.camera import Camera, Feed, bundled_ffmpeg
 from tests.helpers import Server, Viewer, queued_items, start_server, wait_for
 
 
@@ -160,6 +160,38 @@ async def test_a_restart_keeps_fragment_times_increasing(camera: Camera, nursery
     steps = [b - a for a, b in pairwise(times)]
     assert len(times) > 50 and all(step > 0 for step in steps), steps
     assert max(steps) < 90_000 // 2, max(steps)  # the restart is no gap in the timeline either
+
+
+async def test_a_camera_of_another_codec_or_size_gets_a_new_init_segment_and_media_message(
+        camera: Camera, nursery: trio.Nursery) -> None:
+    """The stream moves to a camera with another size (and H.264 level) and then to an
+    H.265 one: after each `connecting`, the `media` message names the new codecs and the
+    init segment that follows describes the new video (the remuxer kept the first one)."""
+    big = Camera(feeds={"live": Feed(size="640x360")})
+    hevc = Camera(feeds={"live": Feed(codec="h265")})
+    for cam in (big, hevc):
+        await nursery.start(cam.run)
+    server = await start_server(nursery)
+    stream_id = await server.create(camera.url())
+    seen: list[tuple[str, str]] = []
+    async with server.viewer(f"id={stream_id}&format=fmp4") as viewer, server.http() as http:
+        for url in (None, big.url(), hevc.url()):
+            mark = len(viewer.media)
+            if url is None:
+                await viewer.send("start")
+            else:
+                assert (await http.patch(f"/api/streams/{stream_id}/", json={"url": url})).status_code == 200
+                await viewer.status("connecting")
+                mark = len(viewer.media)
+            media = await viewer.expect({"type": "media"})
+            await viewer.status("playing")
+            await wait_for(lambda mark=mark: len(viewer.media) > mark + 25)
+            data = b"".join(viewer.media[mark:])
+            assert data[4:8] == b"ftyp", data[:16]
+            seen.append((str(media["mime"]), probe_mp4(data)[0]))
+    (first_mime, first), (big_mime, bigger), (hevc_mime, h265) = seen
+    assert "320x240" in first and "640x360" in bigger and "hevc" in h265, seen
+    assert first_mime != big_mime and "avc1" in big_mime and ("hvc1" in hevc_mime or "hev1" in hevc_mime), seen
 
 
 async def test_stream_mp4_over_http_plays_in_ffmpeg_and_mpeg1_is_refused(camera: Camera, nursery: trio.Nursery) -> None:
