@@ -114,7 +114,8 @@ def sample(page: Any) -> Sample:
     return Sample(time.monotonic(), *page.evaluate(SAMPLE))
 
 
-def _drive(url: str, script: Callable[[Any], T], screenshot: Path, bfcache: bool, self_signed: bool) -> T:
+def _drive(url: str, script: Callable[[Any], T], screenshot: Path, bfcache: bool, self_signed: bool,
+           init_script: str | None) -> T:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -123,6 +124,8 @@ def _drive(url: str, script: Callable[[Any], T], screenshot: Path, bfcache: bool
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, ignore_default_args=ignored)
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 800}, ignore_https_errors=self_signed)
+            if init_script is not None:
+                page.add_init_script(init_script)
             page.goto(url)
             try:
                 return script(page)
@@ -134,13 +137,15 @@ def _drive(url: str, script: Callable[[Any], T], screenshot: Path, bfcache: bool
 
 
 async def drive(url: str, script: Callable[[Any], T], screenshot: Path, *, bfcache: bool = False,
-                self_signed: bool = False) -> T:
+                self_signed: bool = False, init_script: str | None = None) -> T:
     """Open `url` and run `script(page)` (Playwright's sync Page) in the browser's thread;
     it may call back into the test's trio loop with `trio.from_thread.run(_sync)`.
     `bfcache`: leave Chromium's back/forward cache on, as in a user's browser.
-    `self_signed`: accept the test's own certificate (HTTPS and WSS)."""
+    `self_signed`: accept the test's own certificate (HTTPS and WSS).
+    `init_script`: JavaScript run in the page before its own scripts."""
     require_chromium()
-    return await trio.to_thread.run_sync(partial(_drive, url, script, screenshot, bfcache, self_signed))
+    return await trio.to_thread.run_sync(partial(_drive, url, script, screenshot, bfcache, self_signed,
+                                                 init_script))
 
 
 async def watch(url: str, seconds: float, screenshot: Path, playing: trio.Event | None = None) -> Watched:

@@ -72,6 +72,61 @@ async def test_a_tile_plays_its_stream(camera_640: Camera, nursery: trio.Nursery
     assert 0.8 <= rate <= 1.2 and presented >= 0.8 * 25 * 3 and dropped == 0, (rate, presented, dropped)
 
 
+# One fragment of the page's native player is corrupted (the size of its first box: the
+# browser's MP4 parser refuses it, the MediaSource ends with a decode error, code 3); the
+# page's sockets are counted.
+CORRUPT_ONE_FRAGMENT = """
+window.sockets = 0;
+const NativeSocket = window.WebSocket;
+window.WebSocket = class extends NativeSocket {
+  constructor(...args) { super(...args); window.sockets += 1; }
+};
+window.corrupted = 0;
+const realAppend = SourceBuffer.prototype.appendBuffer;
+let appends = 0;
+SourceBuffer.prototype.appendBuffer = function (data) {
+  const bytes = new Uint8Array(data);
+  const fragment = bytes[4] === 0x6d && bytes[5] === 0x6f && bytes[6] === 0x6f && bytes[7] === 0x66;  // moof
+  appends += 1;
+  if (fragment && appends >= 30 && !window.corrupted) {
+    const broken = new Uint8Array(bytes);
+    broken.set([0, 0, 0, 3], 0);  // a box smaller than its own header
+    window.corrupted = 1;
+    return realAppend.call(this, broken);
+  }
+  return realAppend.call(this, data);
+};
+"""
+
+
+async def test_a_player_that_hits_a_decode_error_rebuilds_itself_on_the_same_socket(
+        camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """One corrupt fragment: the media element reports a decode error (code 3); the tile's
+    player builds a new MediaSource, gets a fresh init segment and the latest keyframe on
+    the same socket, says so in the tile, and plays on (it froze for good, its tile
+    saying `playing`)."""
+    server = await start_server(nursery)
+    await server.create(camera_640.url())
+
+    def script(page: Any) -> tuple[str, str, int, int, str, tuple[float, int, int]]:
+        until(page, "window.corrupted === 1", within=20)
+        until(page, "document.querySelector('.tile').dataset.rebuilds === '1'")
+        until(page, "document.querySelector('.tile video').error === null"
+                    " && document.querySelector('.tile .phase').textContent === 'playing'")
+        time.sleep(1)  # past the new start
+        steady = plays_on(page)
+        return (page.text_content(".tile .note"),
+                page.evaluate("document.querySelector('.tile').dataset.player"), page.evaluate("window.sockets"),
+                page.evaluate("[...window.tiles.values()][0].messages.filter(m => m.phase === 'stopped').length"),
+                page.text_content(".tile .phase"), steady)
+
+    note, player, sockets, stops, phase, (rate, presented, dropped) = await drive(
+        f"{server.base}/", script, tmp_path / "decode-error.png", init_script=CORRUPT_ONE_FRAGMENT)
+    assert "media error 3" in note and "rebuilt the player" in note, note  # 3: MEDIA_ERR_DECODE
+    assert (player, sockets, stops, phase) == ("mse", 1, 1, "playing")  # one socket: stop, start on it
+    assert 0.8 <= rate <= 1.2 and presented >= 0.8 * 25 * 3, (rate, presented, dropped)
+
+
 async def test_the_add_form_shows_a_validation_message_at_its_field(server: Server, tmp_path: Path) -> None:
     def script(page: Any) -> tuple[str, str, int]:
         page.fill("input[name=name]", "garage")

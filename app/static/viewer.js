@@ -91,7 +91,7 @@ class Tile {
     this.el.className = "tile";
     this.el.dataset.id = stream.id;
     this.el.innerHTML = `<h2></h2><video muted autoplay playsinline></video>
-      <div class="bar"><span class="phase">idle</span><span class="error"></span>
+      <div class="bar"><span class="phase">idle</span><span class="error"></span><span class="note"></span>
       <button data-action="start">start</button><button data-action="stop">stop</button>
       <button data-action="reconnect">reconnect</button></div>`;
     this.video = this.el.querySelector("video");
@@ -100,6 +100,7 @@ class Tile {
     this.video.poster = `/api/streams/${stream.id}/snapshot.jpg?width=320${query}`;
     this.phase = this.el.querySelector(".phase");
     this.error = this.el.querySelector(".error");
+    this.note = this.el.querySelector(".note");  // what the tile's player went through
     for (const button of this.el.querySelectorAll("button")) {
       button.onclick = () => this.act(button.dataset.action);
     }
@@ -160,7 +161,7 @@ class Tile {
           this.connect();
         } else if (!this.player || this.player.mime !== message.mime) {
           this.player?.destroy();
-          this.player = new FragmentPlayer(this.video, message.mime);
+          this.player = new FragmentPlayer(this.video, message.mime, (why) => this.rebuild(socket, why));
         }
       },
       close: () => {
@@ -171,6 +172,29 @@ class Tile {
       },
       error: () => {},
     });
+  }
+
+  // The native player hit trouble (a decode error, frames stuck while media arrives): a new
+  // player, on the same socket, from a fresh init segment and the latest keyframe (stop and
+  // start ask the server for them). Trouble after three rebuilds within a minute: mpegts.js instead.
+  rebuild(socket, why) {
+    const now = Date.now();
+    this.rebuilds = (this.rebuilds || []).filter((at) => now - at < 60000).concat([now]);
+    this.el.dataset.rebuilds = String(Number(this.el.dataset.rebuilds || 0) + 1);
+    this.note.textContent = `player: ${why}; ${new Date().toLocaleTimeString()}`;
+    const mime = this.player.mime;
+    this.player.destroy();
+    this.player = null;
+    if (this.rebuilds.length > 3) {
+      this.note.textContent += "; it keeps failing: playing MPEG-TS with mpegts.js instead";
+      this.format = "mpegts";
+      this.connect();
+      return;
+    }
+    this.note.textContent += "; rebuilt the player";
+    this.player = new FragmentPlayer(this.video, mime, (again) => this.rebuild(socket, again), {fresh: true});
+    socket.send(JSON.stringify({action: "stop"}));
+    socket.send(JSON.stringify({action: "start"}));
   }
 
   onMessage(message, socket) {
