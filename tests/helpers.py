@@ -168,6 +168,17 @@ class Viewer:
         await self.status("playing")
 
 
+def server_log(caplog: Any) -> str:
+    """The captured log as the server writes it: each record through the server's own
+    formatters, text and JSON (not pytest's), without the test clients' loggers."""
+    from app.logs import JsonFormatter, MaskingFormatter
+
+    formatters = (MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"), JsonFormatter())
+    return "\n".join(formatter.format(record) for record in caplog.records
+                     if not record.name.startswith(("trio-websocket", "httpx", "httpcore"))
+                     for formatter in formatters)
+
+
 def queued_items(viewer: Any) -> list[object]:
     """Everything an engine viewer's writer would send now, as `next` gives it."""
     items = []

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from tests.camera import Camera
-from tests.helpers import Server, ffmpeg_children, start_server, wait_for
+from tests.helpers import Server, ffmpeg_children, server_log, start_server, wait_for
 
 
 async def test_max_concurrent_streams_counts_upstreams_not_joins(camera: Camera, nursery: trio.Nursery) -> None:
@@ -123,8 +123,6 @@ async def test_password_never_in_responses_messages_or_logs(
             seen.append((await http.get(path)).text)
         seen.append((await http.patch(f"/api/streams/{bad_id}/", json={"url": "rtsp://u:Wr0ng-Pass!x@h:0/"})).text)
     assert any("AUTH" in s for s in seen) and any("***" in s for s in seen)
-    server_logs = [caplog.handler.format(r) for r in caplog.records
-                   if not r.name.startswith(("trio-websocket", "httpx", "httpcore"))]  # test clients
-    everything = "\n".join(seen + server_logs)
+    everything = "\n".join([*seen, server_log(caplog)])
     for secret in ("Hunter2-Pass", wrong, "Wr0ng-Pass%21x"):
         assert secret not in everything

@@ -65,11 +65,13 @@ async def test_stop_means_no_binary_after_stopped_until_next_start(camera: Camer
 
 
 async def test_start_twice_says_playing_again(camera: Camera, server: Server) -> None:
+    """A second start while playing answers `playing` again and starts nothing more: one
+    camera session, one FFmpeg."""
     async with server.viewer(f"url={camera.url()}") as viewer:
         await viewer.play()
         await viewer.send("start")
         await viewer.status("playing")
-    assert len(ffmpeg_children()) <= 1
+        assert len(ffmpeg_children()) == 1 and camera.describes == 1
 
 
 async def test_reconnect_restarts_the_upstream_for_every_viewer(camera: Camera, server: Server) -> None:
