@@ -134,8 +134,8 @@ async def start_relay(camera_url: str, *, deflate: bool) -> tuple[trio.Process, 
 
 
 async def start_camera(codec: str = "h264", audio: bool = False, burst: bool = True,
-                       size: str = "640x360") -> tuple[trio.Process, str]:
-    argv = [sys.executable, "-m", "tests.camera", "--size", size, "--bitrate", "2M", "--noise",
+                       size: str = "640x360", bitrate: str = "2M") -> tuple[trio.Process, str]:
+    argv = [sys.executable, "-m", "tests.camera", "--size", size, "--bitrate", bitrate, "--noise",
             "--gop", "50", "--codec", codec, *(["--audio"] if audio else []), *([] if burst else ["--no-burst"])]
     process = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert process.stdout is not None

@@ -25,7 +25,7 @@ from supervisors.relay import Relay, Target, checked, connect, open_relay
 from supervisors.sources import ANY_SOURCE
 from tests.camera import bundled_ffmpeg
 
-from .__main__ import cpu_seconds
+from .__main__ import cpu_seconds, start_camera
 
 
 @attrs.frozen
@@ -38,17 +38,6 @@ class Run:
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-async def start_camera(bitrate: str) -> tuple[trio.Process, str]:
-    argv = [sys.executable, "-m", "tests.camera", "--size", "1280x720", "--bitrate", bitrate, "--noise", "--gop", "50"]
-    process = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    line = b""
-    with trio.fail_after(30):
-        while not line.endswith(b"\n"):
-            line += await process.stdout.receive_some(1)
-    return process, line.decode().strip()
 
 
 async def read(url: str, seconds: float, *, relayed: bool) -> Run:
@@ -91,7 +80,7 @@ async def main(argv: list[str]) -> None:
     print("| camera | runs | relay CPU (% of a core) | per Mbit/s | FFmpeg direct | FFmpeg relayed | relayed Mbit/s |")
     print("|---|---|---|---|---|---|---|")
     for bitrate in args.bitrate.split(","):
-        camera, url = await start_camera(bitrate)
+        camera, url = await start_camera(size="1280x720", bitrate=bitrate)
         try:
             direct: list[Run] = []
             relayed: list[Run] = []
