@@ -3,12 +3,14 @@ redirect outside the policy is never knocked on, however the camera writes it.""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 
 import attrs
 import pytest
 import trio
 import trio.lowlevel
+import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -221,3 +223,45 @@ def test_any_camera_bytes_read_the_same_however_cut_and_the_same_again_when_writ
 def test_urls_are_split_as_ffmpeg_splits_them(url: str, host: str, port: int, auth: str, path: str) -> None:
     parts = split_url(url)
     assert (parts.host, parts.port, parts.auth, parts.path) == (host, port, auth, path)
+
+
+@attrs.define
+class TlsFront:
+    """rtsps:// in front of the test camera: TLS ends here, plain RTSP goes on to it."""
+
+    camera_port: int
+    port: int = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+        [tcp] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = tcp.socket.getsockname()[1]
+        task_status.started(self.port)
+        await trio.serve_listeners(self._pipe, [trio.SSLListener(tcp, context)])
+
+    async def _pipe(self, tls: trio.SSLStream[trio.SocketStream]) -> None:
+        async def copy(source: trio.abc.Stream, sink: trio.abc.Stream, done: trio.CancelScope) -> None:
+            try:
+                while data := await source.receive_some():
+                    await sink.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            done.cancel()
+
+        try:
+            async with tls, await trio.open_tcp_stream("127.0.0.1", self.camera_port) as plain, \
+                    trio.open_nursery() as nursery:
+                nursery.start_soon(copy, tls, plain, nursery.cancel_scope)
+                nursery.start_soon(copy, plain, tls, nursery.cancel_scope)
+        except trio.BrokenResourceError:  # a handshake that did not finish
+            pass
+
+
+async def test_an_rtsps_camera_plays_through_the_relays_tls(camera: Camera, nursery: trio.Nursery) -> None:
+    """The relay speaks TLS to an rtsps:// camera (its certificate not checked, as FFmpeg's
+    default did) and plain RTSP to FFmpeg."""
+    front = TlsFront(camera.port)
+    await nursery.start(front.run)
+    heard = await play_once(nursery, f"rtsps://127.0.0.1:{front.port}/live", SourcePolicy.parse(["127.0.0.0/8"]))
+    assert [getattr(e, "phase", None) for e in heard][-1] == "playing", heard
