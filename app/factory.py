@@ -38,7 +38,7 @@ from . import (
 )
 from .access import Access, server_key
 from .process import Shutdown, raise_fd_limit
-from .services import Services
+from .services import FFmpegCheck, Services
 from .settings import Settings
 from .store import StorageError, Store
 from .wire import tune_socket
@@ -65,7 +65,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, own_process:
     policy = origins.Policy.of(settings.cors_origins, settings.allowed_hosts, settings.host)
     registry = Registry(config, runner, group=metrics.stream_label)
     s = Services(settings=settings, access=access, store=Store(settings.database_path), registry=registry,
-                 snapshots=Snapshots(registry, ffmpeg, settings.ffmpeg_timeout), ffmpeg_path=ffmpeg, rates=rates,
+                 snapshots=Snapshots(registry, ffmpeg, settings.ffmpeg_timeout), ffmpeg=FFmpegCheck(ffmpeg), rates=rates,
                  connections=connections, origins=policy, trusted=trusted,
                  shutdown=Shutdown(registry, own_process=own_process))
     app.extensions["rtsp"] = s

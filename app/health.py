@@ -32,7 +32,7 @@ APP_VERSION = _installed_version()  # read once: it does not change while the pr
 @door(Need.PUBLIC, rate=False)  # monitors poll it
 async def health() -> ResponseReturnValue:
     s = services()
-    ffmpeg = await s.ffmpeg()
+    ffmpeg = await s.ffmpeg.info()
     problems = [ffmpeg.problem] if ffmpeg.problem else []
     try:
         await s.store.ping()

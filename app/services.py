@@ -7,6 +7,7 @@ with the app's serving lifetime.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 
 import attrs
@@ -39,13 +40,38 @@ class FFmpegInfo:
 
 
 @attrs.define
+class FFmpegCheck:
+    """Which FFmpeg runs and its version (`probe`): checked at most every PROBE_TTL
+    seconds, and never twice at once: callers that come while a check runs wait for its
+    answer (health is open to anyone: a crowd must not make the server fork a crowd)."""
+
+    path: str
+    probe: Callable[[str], Awaitable[FFmpegInfo]] = attrs.field(factory=lambda: probe_ffmpeg)
+    _info: FFmpegInfo | None = None
+    _at: float = -PROBE_TTL
+    _lock: trio.Lock = attrs.Factory(trio.Lock)
+
+    async def info(self) -> FFmpegInfo:
+        """The last answer if it is fresh, else a new one. Cancellation: a caller that
+        leaves while the check runs leaves it to finish for the others (it is shielded
+        for its own bounded 10 s)."""
+        async with self._lock:
+            if self._info is not None and trio.current_time() - self._at <= PROBE_TTL:
+                return self._info
+            with trio.CancelScope(shield=True):
+                info = await self.probe(self.path)
+            self._info, self._at = info, trio.current_time()
+            return info
+
+
+@attrs.define
 class Services:
     settings: Settings
     access: Access
     store: Store
     registry: Registry
     snapshots: Snapshots
-    ffmpeg_path: str
+    ffmpeg: FFmpegCheck
     rates: RateLimiter
     connections: Connections
     origins: Policy
@@ -57,24 +83,11 @@ class Services:
     edits: KeyedLocks[int] = attrs.Factory(KeyedLocks)
     send_path: SendPathRecord = attrs.Factory(SendPathRecord)
     metrics: EdgeTally = attrs.Factory(EdgeTally)
-    _ffmpeg: FFmpegInfo | None = None
-    _probed_at: float = -PROBE_TTL
-    _probing: trio.Lock = attrs.Factory(trio.Lock)
 
     def editing(self, stream_id: int | None) -> AbstractAsyncContextManager[None]:
         """`async with`: the stream's record held still (`edits`); a `?url=` source has
         none to hold."""
         return self.edits.hold(stream_id) if stream_id is not None else nullcontext()
-
-    async def ffmpeg(self) -> FFmpegInfo:
-        """Which FFmpeg runs and its version; checked at most every PROBE_TTL seconds, and
-        never twice at once: callers that come while a check runs wait for its answer
-        (health is open to anyone: a crowd must not make the server fork a crowd)."""
-        async with self._probing:
-            if self._ffmpeg is None or trio.current_time() - self._probed_at > PROBE_TTL:
-                self._ffmpeg = await probe_ffmpeg(self.ffmpeg_path)
-                self._probed_at = trio.current_time()
-            return self._ffmpeg
 
 
 async def probe_ffmpeg(path: str) -> FFmpegInfo:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from contextlib import ExitStack
 from urllib.parse import quote
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.clients import Connections, Limited
+from app.services import PROBE_TTL, FFmpegCheck, FFmpegInfo
 from app.settings import SettingsError, load
 from app.sockets import Socket, route
 from supervisors.classify import classify, video_info
@@ -243,3 +247,39 @@ def test_a_socket_path_is_matched_below_root_path_as_a_whole_path_prefix(root: s
     inside = path.startswith(prefix + "/") if prefix else True
     wanted = inside and path[len(prefix):].removesuffix("/") in ("/ws/stream", "/ws/stream.ts")
     assert served == ([path] if wanted else ["quart"]), (root, path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 30), st.booleans()), min_size=1, max_size=40), st.floats(0.001, 12))
+def test_ffmpeg_is_checked_once_at_a_time_and_at_most_once_per_ttl(callers: list[tuple[float, bool]],
+                                                                   takes: float) -> None:
+    """Health's FFmpeg check under any arrival of callers (some giving up half-way) and any
+    check duration: never two checks at once, a new one only when the last answer is older
+    than PROBE_TTL, and every caller that waits gets an answer."""
+    running: list[int] = [0]
+    started: list[float] = []
+    answered: list[float] = []
+
+    async def probe(path: str) -> FFmpegInfo:
+        running[0] += 1
+        assert running[0] == 1, "two checks at once"
+        started.append(trio.current_time())
+        await trio.sleep(takes)
+        running[0] -= 1
+        return FFmpegInfo(path, "9.0", None)
+
+    async def main() -> None:
+        check = FFmpegCheck("ffmpeg", probe)
+
+        async def caller(at: float, leaves: bool) -> None:
+            await trio.sleep(at)
+            with trio.move_on_after(takes / 2 if leaves else math.inf):
+                answered.append((await check.info()) and trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            for at, leaves in callers:
+                nursery.start_soon(caller, at, leaves)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert all(later - earlier >= min(takes, 0) + PROBE_TTL for earlier, later in itertools.pairwise(started))
+    assert len(answered) >= sum(not leaves for _, leaves in callers)
