@@ -148,14 +148,21 @@ async def test_auth_is_shown_in_the_tile_and_not_retried(nursery: trio.Nursery, 
     await nursery.start(cam.run)
     await server.create(cam.url(password="wrong-pass"))
 
-    def script(page: Any) -> tuple[str, list[str]]:
+    def script(page: Any) -> tuple[str, list[str], bool, bool]:
         until(page, "document.querySelector('.tile .error').textContent.startsWith('AUTH')")
-        time.sleep(4)  # a retry would have come within the backoff's first steps
-        return page.text_content(".tile .error"), page.evaluate(TILE_MESSAGES)
+        until(page, f"({TILE_MESSAGES})().at(-1) === 'stopped'")
+        tile = "[...window.tiles.values()][0]"
+        return (page.text_content(".tile .error"), page.evaluate(TILE_MESSAGES), page.evaluate(f"{tile}.stopped"),
+                page.evaluate(f"{tile}.socket !== null"))
 
-    error, messages = await drive(f"{server.base}/", script, tmp_path / "auth.png")
+    error, messages, stopped, socket_open = await drive(f"{server.base}/", script, tmp_path / "auth.png")
     assert error.startswith("AUTH:") and "wrong-pass" not in error
+    # (a joiner of the snapshot's connecting upstream heard nothing of it before issue 21)
     assert messages == ["connected", "connecting", "AUTH", "stopped"], messages
+    # nothing will retry: the server's upstream has ended for good, the tile schedules
+    # no new socket (AUTH is final) and keeps the one it has
+    assert server.registry is not None and server.registry.statistics().running == 0
+    assert stopped and socket_open
 
 
 async def test_leaving_the_page_releases_its_viewer_within_a_second(
