@@ -98,10 +98,12 @@ class Shutdown:
         self._begun.set()
         if self.own_process and self._nursery is not None:
             self._nursery.start_soon(self._exit_if_stuck)
-        self._registry.shutdown()  # stopped + 1001 to every viewer; every FFmpeg is being ended
-        with trio.move_on_after(GOODBYE_WAIT):
-            await self._registry.wait_no_viewers()
-        self._told.set()
+        try:
+            self._registry.shutdown()  # stopped + 1001 to every viewer; every FFmpeg is being ended
+            with trio.move_on_after(GOODBYE_WAIT):
+                await self._registry.wait_no_viewers()
+        finally:  # cancelled too: whoever waits for it must not wait for ever
+            self._told.set()
 
     def follow(self, send: Any) -> None:
         """Start `graceful` when the Hypercorn worker behind this connection's ASGI send

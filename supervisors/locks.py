@@ -27,7 +27,3 @@ class KeyedLocks(Generic[K]):
         finally:
             if not lock.locked() and not lock.statistics().tasks_waiting and self._locks.get(key) is lock:
                 del self._locks[key]
-
-    def __len__(self) -> int:
-        """Keys with a lock held or waited for."""
-        return len(self._locks)
