@@ -47,10 +47,12 @@ class FragmentPlayer {
     this.source.addEventListener("sourceopen", () => {
       this.buffer = this.source.addSourceBuffer(mime);
       this.buffer.addEventListener("updateend", () => this.updated());
-      // a fragment the browser refused: the media element's error (a decode error) is set
-      // in the same step, its event comes later; report it as the element has it
-      this.buffer.addEventListener("error", () => setTimeout(
-        () => this.trouble(this.mediaError() || "the browser refused a fragment"), 0));
+      // a fragment the browser refused: MSE ends the stream with a decode error, and the
+      // media element's `error` event (onError) says so, soon but not in the same task
+      // (Chromium sets it from its media pipeline); without it within a second, this says it
+      this.buffer.addEventListener("error", () => {
+        this.refused = setTimeout(() => this.trouble(this.mediaError() || "the browser refused a fragment"), 1000);
+      });
       this.pump();
     }, {once: true});
   }
@@ -159,6 +161,7 @@ class FragmentPlayer {
     this.failed = true;
     this.queue = [];
     clearInterval(this.watch);
+    clearTimeout(this.refused);
     this.video.removeEventListener("error", this.onError);
     try {
       if (this.source.readyState === "open") {
