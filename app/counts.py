@@ -1,11 +1,15 @@
-"""The web edge's own counters, read by `app/metrics.py` at scrape time."""
+"""The web edge's own counters and its send path, read by `app/http/metrics.py` at scrape
+time and by `GET /api/health/`."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from enum import StrEnum
 
 import attrs
 
+log = logging.getLogger(__name__)
 # a label's values must stay few: any other method a client sends counts as "other"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -49,3 +53,28 @@ class Counted:
 
     def __exit__(self, *_: object) -> None:
         self._counter[self._key] -= 1
+
+
+class SendPath(StrEnum):
+    WIRE = "wire"  # frames written here, straight to the socket
+    ASGI = "asgi"  # frames through the ASGI send and Hypercorn (several times the CPU)
+
+
+@attrs.define
+class SendPathRecord:
+    """Which send path this app's sockets use, for `GET /api/health/`: None before the
+    first socket, ASGI from the first socket that fell back (logged once, as a WARNING,
+    with the reason: it costs several times the CPU per viewer), else WIRE."""
+
+    path: SendPath | None = None
+    reason: str | None = None
+
+    def attached(self) -> None:
+        if self.path is None:
+            self.path = SendPath.WIRE
+
+    def fell_back(self, reason: str) -> None:
+        if self.path is not SendPath.ASGI:
+            self.path, self.reason = SendPath.ASGI, reason
+            log.warning("WebSocket media goes through the ASGI send path, several times the CPU per "
+                        "viewer of the lean one: %s", reason)

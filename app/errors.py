@@ -12,23 +12,28 @@ from quart import Quart, Response, g, jsonify, request
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from supervisors import ErrorCode, RestCode
+
 from .store import StorageError
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {400: "VALIDATION", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-              412: "PRECONDITION_FAILED", 413: "TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+Code = ErrorCode | RestCode
+HTTP_CODES: dict[int, Code] = {
+    400: RestCode.VALIDATION, 401: ErrorCode.UNAUTHORIZED, 404: ErrorCode.NOT_FOUND,
+    405: RestCode.METHOD_NOT_ALLOWED, 412: RestCode.PRECONDITION_FAILED, 413: RestCode.TOO_LARGE,
+    415: RestCode.UNSUPPORTED_MEDIA_TYPE}
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str,
+    def __init__(self, status: int, code: Code, message: str,
                  fields: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.fields = status, code, message, fields
         self.headers = headers or {}
 
 
-def error_body(code: str, message: str, fields: dict[str, str] | None = None) -> dict[str, Any]:
+def error_body(code: Code, message: str, fields: dict[str, str] | None = None) -> dict[str, Any]:
     """The error body of SPEC §3."""
     body: dict[str, Any] = {"code": code, "message": message}
     if fields is not None:
@@ -36,7 +41,7 @@ def error_body(code: str, message: str, fields: dict[str, str] | None = None) ->
     return {"error": body}
 
 
-def error_response(status: int, code: str, message: str,
+def error_response(status: int, code: Code, message: str,
                    fields: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> ResponseReturnValue:
     return jsonify(error_body(code, message, fields)), status, headers or {}
 
@@ -64,7 +69,7 @@ def install(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def _http(error: HTTPException) -> ResponseReturnValue:
         status = error.code or 500
-        code = HTTP_CODES.get(status, "INTERNAL" if status >= 500 else "BAD_REQUEST")
+        code = HTTP_CODES.get(status, RestCode.INTERNAL if status >= 500 else ErrorCode.BAD_REQUEST)
         headers = {}
         if isinstance(error, MethodNotAllowed) and error.valid_methods:  # RFC 9110 §15.5.6
             headers["Allow"] = ", ".join(sorted(error.valid_methods))
@@ -73,9 +78,9 @@ def install(app: Quart) -> None:
     @app.errorhandler(StorageError)
     async def _storage(error: StorageError) -> ResponseReturnValue:
         log.error("storage unavailable: %s", error)
-        return error_response(503, "STORAGE_UNAVAILABLE", "storage is unavailable")
+        return error_response(503, RestCode.STORAGE_UNAVAILABLE, "storage is unavailable")
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> ResponseReturnValue:
         log.exception("unexpected error")
-        return error_response(500, "INTERNAL", "internal error")
+        return error_response(500, RestCode.INTERNAL, "internal error")

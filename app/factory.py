@@ -19,29 +19,18 @@ from supervisors import EngineConfig, Registry
 from supervisors.ffmpeg import Runner
 from supervisors.snapshot import Snapshots
 
-from . import (
-    admission,
-    clients,
-    errors,
-    health,
-    logs,
-    metrics,
-    openapi,
-    origins,
-    page,
-    play_tokens,
-    snapshot,
-    sockets,
-    stream_http,
-    streams,
-    ws,
-)
-from .access import Access, server_key
+from . import errors, logs
+from .http import doors, health, metrics, openapi, page, play_tokens, snapshot, stream_ts, streams
+from .policy import limits
+from .policy.origins import Policy
+from .policy.tokens import Access, server_key
 from .process import Shutdown, raise_fd_limit
 from .services import FFmpegCheck, Services
 from .settings import Settings
+from .sockets import asgi, session
+from .sockets.wire import tune_socket
 from .store import StorageError, Store
-from .wire import tune_socket
+from .targets import stream_label
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +47,12 @@ def create_app(settings: Settings, *, runner: Runner | None = None, own_process:
         max_streams=settings.max_concurrent_streams,
         max_streams_per_client=settings.max_streams_per_client, sources=settings.source_policy())
     access = Access(settings.api_token, server_key(settings.secret_key, settings.database_path))
-    trusted = clients.parse_networks(settings.trusted_proxies)
-    rates = clients.RateLimiter(*settings.rate_limit)
+    trusted = limits.parse_networks(settings.trusted_proxies)
+    rates = limits.RateLimiter(*settings.rate_limit)
     soft_fds = raise_fd_limit() if own_process else resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    connections = clients.Connections(settings.max_connections_per_client, clients.socket_cap(soft_fds))
-    policy = origins.Policy.of(settings.cors_origins, settings.allowed_hosts, settings.host)
-    registry = Registry(config, runner, group=metrics.stream_label)
+    connections = limits.Connections(settings.max_connections_per_client, limits.socket_cap(soft_fds))
+    policy = Policy.of(settings.cors_origins, settings.allowed_hosts, settings.host)
+    registry = Registry(config, runner, group=stream_label)
     s = Services(settings=settings, access=access, store=Store(settings.database_path), registry=registry,
                  snapshots=Snapshots(registry, ffmpeg, settings.ffmpeg_timeout), ffmpeg=FFmpegCheck(ffmpeg), rates=rates,
                  connections=connections, origins=policy, trusted=trusted,
@@ -99,14 +88,14 @@ def create_app(settings: Settings, *, runner: Runner | None = None, own_process:
         tune_socket(send)
         s.shutdown.follow(send)
 
-    # the media sockets are served before Quart (app/sockets.py)
-    app.asgi_app = sockets.route(app.asgi_app, ws.handlers(s), connected=connected)  # type: ignore[method-assign, assignment]
+    # the media sockets are served before Quart (app/sockets/asgi.py)
+    app.asgi_app = asgi.route(app.asgi_app, session.handlers(s), connected=connected)  # type: ignore[method-assign, assignment]
     errors.install(app)
     logs.install(app)  # first: its request id and clock start before admission answers
-    admission.install(app, s)
-    origins.install(app, policy)
+    doors.install(app, s)
+    doors.install_cors(app, policy)
     metrics.install(app, s.metrics)
-    for module in (health, page, streams, stream_http, snapshot, ws, play_tokens, openapi, metrics):
+    for module in (health, page, streams, stream_ts, snapshot, session, play_tokens, openapi, metrics):
         app.register_blueprint(module.blueprint)
-    admission.check_doors(app)
+    doors.check_doors(app)
     return app

@@ -71,7 +71,7 @@ def next_id(prefix: str) -> str:
 
 
 def install(app: Quart) -> None:
-    """One access line per HTTP response (with `g.client`, set by `admission.install`)."""
+    """One access line per HTTP response (with `g.client`, set by `app/http/doors.py`)."""
 
     @app.before_request
     async def _begin() -> None:

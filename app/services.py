@@ -15,19 +15,18 @@ import trio
 from quart import current_app
 
 from supervisors import Registry
-from supervisors.addresses import Network
+from supervisors.camera.addresses import Network
 from supervisors.events import describe_os_error
 from supervisors.locks import KeyedLocks
 from supervisors.snapshot import Snapshots
 
-from .access import Access
-from .clients import Connections, RateLimiter
-from .counts import EdgeTally
-from .origins import Policy
+from .counts import EdgeTally, SendPathRecord
+from .policy.limits import Connections, RateLimiter
+from .policy.origins import Policy
+from .policy.tokens import Access
 from .process import Shutdown
 from .settings import Settings
 from .store import Store
-from .wire import SendPathRecord
 
 PROBE_TTL = 10.0
 

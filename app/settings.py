@@ -15,11 +15,11 @@ from typing import NewType
 import attrs
 import cattrs
 
-from supervisors.sources import InvalidSource, SourcePolicy
+from supervisors.camera.sources import InvalidSource, SourcePolicy
 
-from .clients import parse_networks
-from .origins import LOOPBACK_BINDS, origin_of
-from .validation import FieldError, field_errors
+from .policy.limits import parse_networks
+from .policy.origins import LOOPBACK_BINDS, origin_of
+from .policy.validation import FieldError, field_errors
 
 Timeout = NewType("Timeout", float)  # 1 … 300 s
 Linger = NewType("Linger", float)  # 0 … 3600 s

@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from app.cli import PING_INTERVAL
+from app.cli.main import PING_INTERVAL
 from supervisors.ffmpeg import READ_SIZE, Source, build_argv
 from tests.camera import bundled_ffmpeg
 from tests.helpers import BIN, Process, rss_kib, spawn, wait_for

@@ -1,6 +1,6 @@
 """The relay's CPU cost: `python -m bench.camera_relay [--seconds 20] [--repeat 3] [--bitrate 2M,4M]`.
 
-Since issue 21 FFmpeg reads every camera through the server's relay (supervisors/relay.py),
+Since issue 21 FFmpeg reads every camera through the server's relay (supervisors/camera/relay.py),
 which copies the camera's interleaved RTP to FFmpeg on loopback. This measures what that
 copy costs: the test camera (a process of its own, noise at the given bitrate, TCP
 transport) is read by the server's FFmpeg command line, once directly and once through the
@@ -20,9 +20,9 @@ import sys
 import attrs
 import trio
 
+from supervisors.camera.relay import Relay, Target, checked, connect, open_relay
+from supervisors.camera.sources import ANY_SOURCE
 from supervisors.ffmpeg import Source, build_argv
-from supervisors.relay import Relay, Target, checked, connect, open_relay
-from supervisors.sources import ANY_SOURCE
 from tests.camera import bundled_ffmpeg
 
 from .__main__ import cpu_seconds, start_camera

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import timeit
 
-from supervisors.mpegts import Index
-from supervisors.timeline import Retimer
+from supervisors.media.mpegts import Index
+from supervisors.media.timeline import Retimer
 
 
 def ts5(prefix: int, value: int) -> bytes:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
+from .camera.urls import mask_text
 from .events import ErrorCode, Failure
-from .urls import mask_text
 
 _RULES: list[tuple[ErrorCode, re.Pattern[str], str]] = [
     (ErrorCode.AUTH, re.compile(r"(failed|returned):? 40[13]\b|Unauthori[sz]ed|Forbidden|authorization failed",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import attrs
 
+from .camera.sources import ANY_SOURCE, SourcePolicy
 from .hub import GOP_LIMIT
-from .sources import ANY_SOURCE, SourcePolicy
 
 VIEWER_BUDGET = (2 << 20) + (256 << 10)  # a full GOP cache and then some
 

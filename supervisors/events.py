@@ -49,6 +49,18 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"  # RATE_LIMIT or a coalesced reconnect
 
 
+class RestCode(StrEnum):
+    """The error codes only REST answers carry (SPEC §3), besides ErrorCode's."""
+
+    VALIDATION = "VALIDATION"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    PRECONDITION_FAILED = "PRECONDITION_FAILED"  # If-Match names another version
+    TOO_LARGE = "TOO_LARGE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
 FINAL_CODES = frozenset({ErrorCode.AUTH, ErrorCode.NOT_FOUND, ErrorCode.FORBIDDEN})  # not retried: the viewer is stopped
 
 # The stock-player streams (`/ws/stream.ts`, `.../stream.ts`) speak no JSON: a failure is an
@@ -78,9 +90,18 @@ class CloseCode(IntEnum):
     """WebSocket close codes this server sends (RFC 6455 §7.4.1); Hypercorn sends 1009
     (message too big) itself."""
 
+    NORMAL = 1000
     GOING_AWAY = 1001
     POLICY = 1008
     INTERNAL = 1011
+
+
+class MessageType(StrEnum):
+    """`{"type":...}` of a JSON frame the server sends on `/ws/stream`."""
+
+    STATUS = "status"
+    MEDIA = "media"  # the fMP4 MIME type, before the init segment
+    ERROR = "error"
 
 
 class Action(StrEnum):

@@ -19,12 +19,12 @@ from typing import Protocol
 import attrs
 import trio
 
+from .camera.relay import Relay, checked, connect, open_relay
+from .camera.sources import ANY_SOURCE, SourcePolicy
+from .camera.urls import secrets_of, sharing_key
 from .classify import classify, video_info
 from .events import ErrorCode, Failure, Transport, describe_os_error
 from .profile import DEFAULT, Profile
-from .relay import Relay, checked, connect, open_relay
-from .sources import ANY_SOURCE, SourcePolicy
-from .urls import secrets_of, sharing_key
 
 KILL_GRACE = 2.0
 READ_SIZE = 256 * 1024  # one pipe read; large reads keep the per-chunk cost down

@@ -18,10 +18,10 @@ from collections.abc import Callable
 import attrs
 
 from .events import Event, MediaFormat
-from .mpegts import Aligner, Index
+from .media.mpegts import Aligner, Index
+from .media.timeline import Retimer
 from .remux import FragmentHub
 from .tally import Histogram, StreamTally
-from .timeline import Retimer
 from .viewer import Viewer
 
 GOP_LIMIT = 2 << 20

@@ -12,10 +12,10 @@ import subprocess
 import attrs
 import trio
 
+from .camera.urls import secrets_of
 from .classify import classify
 from .events import ErrorCode, Failure, describe_os_error
 from .ffmpeg import Source
-from .urls import secrets_of
 
 _STREAM = re.compile(r"^\s*Stream #\S+.*?: (Video|Audio): (.*)$", re.M)
 _SIZE = re.compile(r"\b(\d{2,5})x(\d{2,5})\b")

@@ -1,13 +1,18 @@
 """The registry of upstreams: the one object the web edge talks to.
 
-It owns a nursery in which every upstream supervisor runs, maps sharing keys to running
-upstreams, attaches and detaches viewers, and enforces MAX_CONCURRENT_STREAMS (running
-upstreams; joining one never counts) and MAX_STREAMS_PER_CLIENT (distinct upstreams one
+It owns a nursery in which every upstream supervisor runs, maps sharing keys to the
+upstream a viewer joins, attaches and detaches viewers, and enforces MAX_CONCURRENT_STREAMS
+(upstreams alive; joining one never counts) and MAX_STREAMS_PER_CLIENT (distinct upstreams one
 client address watches across its sockets). All methods but `run` are synchronous, so
 a lookup and the attach that follows it can never interleave with a retiring upstream.
 
 Cancellation: cancelling `run` cancels every upstream; each one's process is ended and
 reaped before `run` returns.
+
+An upstream's lifetime has one definition: it is alive exactly while its supervisor task
+(`_guarded`) runs, from `_start` until its FFmpeg is reaped, retired or not. The limit,
+`statistics()` (so `/metrics` and health) and `live()` count that set, `_alive`; the
+sharing map `_upstreams` only says which one a new viewer of a key joins.
 """
 
 from __future__ import annotations
@@ -33,10 +38,9 @@ REMEMBERED = 1024  # statuses of ended upstreams kept for the REST view
 
 @attrs.frozen
 class RegistryStatistics:
-    running: int  # upstreams
+    running: int  # upstreams alive: supervisor tasks running (a retired one until its FFmpeg is reaped)
     max: int
     viewers: int  # open sockets
-    tasks: int  # supervisor tasks alive in the registry's nursery
     transcoding: int = 0  # running upstreams whose profile decodes and encodes
     cpu_percent: float = 0.0  # of one core, by every upstream's FFmpeg processes (as last measured)
 
@@ -50,7 +54,8 @@ class Registry:
         self.config = config
         self._runner = runner or ffmpeg_runner(config.ffmpeg, timeout=config.ffmpeg_timeout, sources=config.sources)
         self.tally = Tally(group)  # what every stream has done, for the metrics
-        self._upstreams: dict[str, Upstream] = {}
+        self._upstreams: dict[str, Upstream] = {}  # the one a viewer of each key joins
+        self._alive: set[Upstream] = set()  # every upstream whose supervisor task runs
         self._ended: OrderedDict[str, Upstream] = OrderedDict()
         self._viewers: set[Viewer] = set()
         self._clients: dict[str, Counter[str]] = {}
@@ -58,7 +63,6 @@ class Registry:
         self._nursery: trio.Nursery | None = None
         self._no_viewers = trio.Event()
         self._no_viewers.set()
-        self._supervisors = 0
         self._no_supervisors = trio.Event()
         self._no_supervisors.set()
 
@@ -115,7 +119,7 @@ class Registry:
                                  "reached for this client")
         upstream = self._upstreams.get(key)
         if upstream is None:
-            if len(self._upstreams) >= self.config.max_streams:
+            if len(self._alive) >= self.config.max_streams:
                 raise Failure(ErrorCode.LIMIT, f"MAX_CONCURRENT_STREAMS ({self.config.max_streams}) reached")
             upstream = self._start(key, source, viewer.client)
         self._clients.setdefault(viewer.client, Counter())[key] += 1
@@ -169,6 +173,9 @@ class Registry:
                             label=self.tally.group(key))
         self._upstreams[key] = upstream
         self._starters[key] = client
+        self._alive.add(upstream)  # alive from here: a task started with start_soon always runs
+        if self._no_supervisors.is_set():
+            self._no_supervisors = trio.Event()
         self._nursery.start_soon(self._guarded, upstream)
         return upstream
 
@@ -181,17 +188,16 @@ class Registry:
         self._detach(viewer)
 
     async def _guarded(self, upstream: Upstream) -> None:
-        self._supervisors += 1
-        if self._no_supervisors.is_set():
-            self._no_supervisors = trio.Event()
+        """An upstream's supervisor task: the upstream is alive (counted by limits,
+        statistics and metrics) exactly until this returns."""
         try:
             await upstream.run()
         except* Exception:  # a bug in one upstream must not end every other one
             log.exception("upstream of stream %s crashed", upstream.label,
                           extra={"event": "upstream.crashed", "stream": upstream.label})
         finally:
-            self._supervisors -= 1
-            if not self._supervisors:
+            self._alive.discard(upstream)
+            if not self._alive:
                 self._no_supervisors.set()
 
     def _retired(self, upstream: Upstream) -> None:
@@ -244,14 +250,14 @@ class Registry:
         return upstream.status() if upstream is not None else UpstreamStatus(phase=StreamPhase.IDLE)
 
     def live(self) -> Iterator[tuple[str, HubStatistics]]:
-        """Each running upstream's key and fan-out statistics."""
-        for key, upstream in list(self._upstreams.items()):
-            yield key, upstream.hub.statistics()
+        """Each alive upstream's key and fan-out statistics."""
+        for upstream in list(self._alive):
+            yield upstream.key, upstream.hub.statistics()
 
     def statistics(self) -> RegistryStatistics:
-        statuses = [upstream.status() for upstream in list(self._upstreams.values())]
-        return RegistryStatistics(running=len(self._upstreams), max=self.config.max_streams,
-                                  viewers=len(self._viewers), tasks=self._supervisors,
+        statuses = [upstream.status() for upstream in list(self._alive)]
+        return RegistryStatistics(running=len(self._alive), max=self.config.max_streams,
+                                  viewers=len(self._viewers),
                                   transcoding=sum(status.transcoding for status in statuses),
                                   cpu_percent=round(sum(status.cpu_percent or 0.0 for status in statuses), 1))
 

@@ -26,9 +26,9 @@ from functools import partial
 import trio
 
 from .events import ErrorCode, Failure, Media, Phase, Status
-from .ffmpeg import KILL_GRACE, StderrTail, process_cpu_seconds, terminate_then_kill
-from .fmp4 import BrokenStream, Fragment, Fragments, Init
+from .ffmpeg import KILL_GRACE, READ_SIZE, StderrTail, process_cpu_seconds, terminate_then_kill
 from .linger import unwatched_for
+from .media.fmp4 import BrokenStream, Fragment, Fragments, Init
 from .tally import StreamTally
 from .viewer import Viewer
 
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 RETRY = 1.0  # seconds before a remuxer that failed is started again
 FEED_BUDGET = 8 << 20  # TS bytes queued for the remuxer at most (beyond: resume at a keyframe)
-READ_SIZE = 256 * 1024
 
 
 def remux_argv(ffmpeg: str) -> list[str]:

@@ -27,7 +27,7 @@ import trio
 from .events import Close, ErrorCode, Failure, Phase, Status, describe_os_error
 from .ffmpeg import Source
 from .locks import KeyedLocks
-from .mpegts import PACKET, Aligner, Index
+from .media.mpegts import PACKET, Aligner, Index
 from .registry import Registry
 from .viewer import Viewer
 

@@ -3,7 +3,7 @@
 Plain integers bumped where things happen: per chunk (bytes), per FFmpeg run, per
 failure, per eviction, once per viewer (its time to first media). Nothing per viewer per
 message, nothing that awaits, and no metrics library: the edge reads these at scrape
-time (`app/metrics.py`). A stream's tally outlives its upstreams (a counter never goes
+time (`app/http/metrics.py`). A stream's tally outlives its upstreams (a counter never goes
 back) and is forgotten when the stream is deleted.
 """
 

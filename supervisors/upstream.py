@@ -22,6 +22,7 @@ import attrs
 import trio
 
 from .backoff import Backoff
+from .camera.urls import mask_url
 from .config import EngineConfig
 from .events import FINAL_CODES, ErrorCode, Failure, Phase, Status, StreamPhase, describe_os_error, first_of
 from .ffmpeg import READ_SIZE, Run, Runner, Source
@@ -29,7 +30,6 @@ from .hub import Hub
 from .linger import unwatched_for
 from .remux import Remuxer
 from .tally import Histogram, StreamTally
-from .urls import mask_url
 from .viewer import Viewer
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ import attrs
 import trio
 
 from .events import Close, CloseCode, ErrorCode, Event, Failure, MediaFormat, Phase, Status
-from .timeline import Retimer
+from .media.timeline import Retimer
 
 MAX_ITEMS = 8192  # items queued at most: media overflows at MAX_ITEMS - EVENT_ROOM, an event
 EVENT_ROOM = 64  # beyond MAX_ITEMS gives up (the byte budget usually binds long before)

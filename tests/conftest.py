@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from app import wire
+from app.sockets import wire
 from tests.camera import Camera
 from tests.helpers import Server, start_server
 

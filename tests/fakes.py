@@ -103,6 +103,7 @@ class FakeSource:
     sources: list[Source] = attrs.Factory(list)
     running: int = 0
     frames: int = 0
+    reap: float = 0.0  # seconds a process takes to die once told to (a real FFmpeg: up to KILL_GRACE)
 
     @asynccontextmanager
     async def runner(self, source: Source) -> AsyncIterator[FakeRun]:
@@ -121,6 +122,8 @@ class FakeSource:
                 yield FakeRun(behaviour, receive)
                 nursery.cancel_scope.cancel()
         finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(self.reap)  # (sleep(0) still checkpoints, as reaping does)
             self.running -= 1
 
     async def _play(self, send: trio.MemorySendChannel[bytes], seconds: float, freeze: bool) -> None:

@@ -19,14 +19,14 @@ import httpx
 import trio
 import trio_websocket
 
-from app.cli import DEAD_AFTER, PING_INTERVAL, serve
+from app.cli.main import DEAD_AFTER, PING_INTERVAL, serve
 from app.factory import create_app
 from app.services import Services
 from app.settings import Settings
 from supervisors import Registry
+from supervisors.media.mpegts import PACKET
 from tests.camera import bundled_ffmpeg
 
-PACKET = 188
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

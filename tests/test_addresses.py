@@ -1,5 +1,5 @@
 """One spelling per address: the source policy, TRUSTED_PROXIES and the client keys give
-the same answer for every way of writing one address (supervisors/addresses.py)."""
+the same answer for every way of writing one address (supervisors/camera/addresses.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.clients import client_address, limit_key, parse_networks
+from app.policy.limits import client_address, limit_key, parse_networks
 from supervisors import ErrorCode, Failure
-from supervisors.addresses import client_key, normalise, parse_address
-from supervisors.sources import ANY_SOURCE, InvalidSource, SourcePolicy
+from supervisors.camera.addresses import client_key, normalise, parse_address
+from supervisors.camera.sources import ANY_SOURCE, InvalidSource, SourcePolicy
 
 METADATA = ipaddress.IPv4Address("169.254.169.254")
 

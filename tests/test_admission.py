@@ -13,11 +13,12 @@ import pytest
 import trio
 import trio_websocket
 
-from app.admission import Need, check_doors, door_of
 from app.factory import create_app
+from app.http.doors import check_doors
+from app.policy.admission import Need, door_of
 from app.settings import Settings
-from app.ws import DOOR as SOCKET_DOOR
-from app.ws import PATHS as SOCKET_PATHS
+from app.sockets.session import DOOR as SOCKET_DOOR
+from app.sockets.session import PATHS as SOCKET_PATHS
 from supervisors import HTTP_STATUS
 from tests.camera import Camera
 from tests.helpers import Server, start_server

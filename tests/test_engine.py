@@ -19,7 +19,7 @@ from supervisors import EngineConfig, ErrorCode, Failure, Phase, Registry, Sourc
 from supervisors.ffmpeg import ffmpeg_runner
 from supervisors.hub import Hub
 from supervisors.linger import unwatched_for
-from supervisors.mpegts import Aligner, Index
+from supervisors.media.mpegts import Aligner, Index
 from supervisors.viewer import Unfinished, Viewer
 from tests.fakes import FakeSource, frame, pat, pmt
 from tests.helpers import queued_items, wait_for
@@ -515,6 +515,74 @@ def test_every_joiner_first_hears_the_phase_the_upstream_is_in(script: list[str]
                             assert heard == ["connecting", status.error.code], (status, heard)
                         else:
                             assert heard == [status.phase], (status, heard)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_a_retired_upstream_counts_until_its_process_is_reaped(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    """An upstream is alive while its supervisor task runs: one that lingered out but whose
+    process is still dying counts in `statistics()` (so `/metrics` and health) and against
+    MAX_CONCURRENT_STREAMS, so the processes never outnumber the limit."""
+    fake = FakeSource(["play"], reap=3)
+    registry = await start(nursery, fake, linger=0, max_streams=1)
+    await watch(registry, "a", 1)  # gone: linger 0 retires it, its process takes 3 s to die
+    await trio.sleep(0.5)
+    assert fake.running == 1
+    assert registry.statistics().running == 1
+    with registry.open_viewer("b") as viewer:
+        with pytest.raises(Failure) as refused:
+            registry.attach(viewer, "other", URL)
+        assert refused.value.code is ErrorCode.LIMIT
+        await wait_for(lambda: not fake.running, within=10, step=0.1)
+        assert registry.statistics().running == 0
+        registry.attach(viewer, "other", URL)  # the slot is free once the process is reaped
+        assert registry.statistics().running == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["attach", "detach", "remove", "restart"]), st.sampled_from("abc"),
+                          st.sampled_from([0.0, 0.5, 2.0])), max_size=20),
+       st.sampled_from([0.0, 1.0, 4.0]), st.sampled_from([0.0, 1.0]))
+def test_processes_never_outnumber_what_the_registry_counts(ops: list[tuple[str, str, float]], reap: float,
+                                                           linger: float) -> None:
+    """Under any order of joins, leaves, DELETEs and restarts, any linger and any time a
+    process takes to die, the media processes running are never more than
+    `statistics().running`, which never passes MAX_CONCURRENT_STREAMS; and once all is
+    quiet, both are zero."""
+    fake = FakeSource(["play"], reap=reap)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            registry = await start(nursery, fake, linger=linger, max_streams=2)
+            viewers = {key: registry.open_viewer(key) for key in "abc"}
+            opened = {key: lease.__enter__() for key, lease in viewers.items()}
+
+            def check() -> None:
+                running = registry.statistics().running
+                assert fake.running <= running <= 2, (fake.running, running)
+
+            for op, key, delay in ops:
+                viewer = opened[key]
+                if op == "attach":
+                    try:
+                        registry.attach(viewer, key, URL)
+                    except Failure as failure:
+                        assert failure.code is ErrorCode.LIMIT
+                elif op == "detach":
+                    registry.detach(viewer)
+                elif op == "remove":
+                    registry.remove(key, Failure(ErrorCode.NOT_FOUND, "stream deleted"))
+                else:
+                    registry.restart(key)
+                check()
+                await trio.sleep(delay)
+                check()
+            for lease in viewers.values():
+                lease.__exit__(None, None, None)
+            await trio.sleep(linger + reap + 1)
+            assert registry.statistics().running == fake.running == 0
             nursery.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from supervisors import Phase, Status
 from supervisors.events import Media
-from supervisors.fmp4 import BrokenStream, Fragment, Fragments, Init, boxes, child
+from supervisors.media.fmp4 import BrokenStream, Fragment, Fragments, Init, boxes, child
 from supervisors.remux import FragmentHub, remux_argv
 from supervisors.tally import StreamTally
 from supervisors.viewer import Viewer as QueueViewer

@@ -11,8 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from supervisors.camera.urls import (
+    CREDENTIAL_KEYS,
+    MASK,
+    InvalidUrl,
+    keep_masked,
+    mask_text,
+    mask_url,
+    validate_url,
+)
 from supervisors.classify import classify
-from supervisors.urls import CREDENTIAL_KEYS, MASK, InvalidUrl, keep_masked, mask_text, mask_url, validate_url
 
 TEXT = st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp"))
 RAW_UNSAFE = set("/?#%") | {" "}

@@ -389,7 +389,7 @@ async def test_with_api_token_the_page_asks_for_it_once_and_plays(
 
 
 def test_the_page_carries_its_scripts_and_style_inline_but_never_one_that_could_end_its_element() -> None:
-    from app.page import Asset, _inline
+    from app.http.page import Asset, _inline
 
     page = (b'<link rel="stylesheet" href="/static/a.css"><script src="/static/a.js"></script>'
             b'<script src="/static/b.js"></script>')

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import trio
 
+from supervisors.media.mpegts import PACKET
 from tests.camera import Camera, Feed
-from tests.helpers import PACKET, Server, ffmpeg_children, pids_in_order, probe, start_server, wait_for
+from tests.helpers import Server, ffmpeg_children, pids_in_order, probe, start_server, wait_for
 
 
 def assert_starts_decodable(data: bytes) -> None:

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from supervisors import CloseCode, EngineConfig, ErrorCode, Failure, Phase, Registry, Source, Status
 from supervisors.events import Close
 from supervisors.hub import Hub
+from supervisors.media.mpegts import PACKET
 from supervisors.viewer import Unfinished, Viewer
 from tests.fakes import ATTEMPT, FakeSource, frame, frame_number, pat, pmt
 
 URL = Source("rtsp://cam/live")
-PACKET = 188
 PAT_PID, PMT_PID = 0, 0x1000
 PLAYING, CONNECTING, STOPPED = (Status(p) for p in (Phase.PLAYING, Phase.CONNECTING, Phase.STOPPED))
 

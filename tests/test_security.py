@@ -14,9 +14,9 @@ import trio_websocket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.clients import client_address, parse_networks
-from app.origins import Policy
-from app.ws import parse_action
+from app.policy.limits import client_address, parse_networks
+from app.policy.origins import Policy
+from app.sockets.session import parse_action
 from supervisors import Action, ErrorCode, Failure
 from tests.camera import Camera
 from tests.helpers import Server, server_log, start_server, timestamps

@@ -21,11 +21,11 @@ import trustme
 from hypercorn.config import Config
 
 from app import process
-from app.cli import serve
+from app.cli.main import serve
 from app.factory import create_app
 from app.process import EXIT_FORCED
 from app.settings import Settings
-from app.wire import SEND_BUFFER
+from app.sockets.wire import SEND_BUFFER
 from tests.camera import Camera
 from tests.helpers import BIN, ROOT, Process, Server, env, ffmpeg_children, process_gone, spawn, wait_for
 

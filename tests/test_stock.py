@@ -8,8 +8,9 @@ import trio
 import trio_websocket
 
 from supervisors import HTTP_STATUS, ErrorCode
+from supervisors.media.mpegts import PACKET
 from tests.camera import Camera, bundled_ffmpeg
-from tests.helpers import PACKET, Server, ffmpeg_children, pids_in_order, probe, start_server, wait_for
+from tests.helpers import Server, ffmpeg_children, pids_in_order, probe, start_server, wait_for
 from tests.lean import LeanViewer
 
 

@@ -13,12 +13,12 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.clients import Connections, Limited
+from app.policy.limits import Connections, Limited
 from app.services import PROBE_TTL, FFmpegCheck, FFmpegInfo
 from app.settings import SettingsError, load
-from app.sockets import Socket, route
+from app.sockets.asgi import Socket, route
+from supervisors.camera.urls import InvalidUrl, mask_text, mask_url, sharing_key, validate_url
 from supervisors.classify import classify, video_info
-from supervisors.urls import InvalidUrl, mask_text, mask_url, sharing_key, validate_url
 
 # Real stderr lines of FFmpeg 5.1 (Debian 12) and 9.0 (imageio-ffmpeg) for each failure
 STDERR = {
@@ -175,7 +175,7 @@ def test_deploy_hypercorn_toml_matches_the_embedded_server() -> None:
     import tomllib
     from pathlib import Path
 
-    from app.cli import hypercorn_config
+    from app.cli.main import hypercorn_config
     from app.settings import Settings
 
     deploy = tomllib.loads((Path(__file__).parent.parent / "deploy/hypercorn.toml").read_text())

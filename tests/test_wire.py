@@ -1,4 +1,4 @@
-"""The lean send path (`app/wire.py`): frames on the real socket, as clients parse them."""
+"""The lean send path (`app/sockets/wire.py`): frames on the real socket, as clients parse them."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pytest
 import trio
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from app import wire
+from app.sockets import wire
 from supervisors import Unfinished
+from supervisors.media.mpegts import PACKET
 from tests.camera import Camera, Feed
-from tests.helpers import PACKET, Server, probe, start_server, wait_for
+from tests.helpers import Server, probe, start_server, wait_for
 from tests.lean import LeanViewer
 
 

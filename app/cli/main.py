@@ -21,15 +21,15 @@ from hypercorn.config import Config, Sockets
 from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
-from supervisors import InvalidUrl, validate_url
+from supervisors import InvalidUrl, Transport, validate_url
 from supervisors.events import first_of
 
+from ..factory import create_app
+from ..logs import configure
+from ..services import Services
+from ..settings import Settings, load_or_exit
+from ..sockets.wire import DEAD_AFTER
 from . import operator
-from .factory import create_app
-from .logs import configure
-from .services import Services
-from .settings import Settings, load_or_exit
-from .wire import DEAD_AFTER
 
 log = logging.getLogger(__name__)
 PING_INTERVAL = 15.0  # WebSocket pings; a live client answers each with a pong (each costs
@@ -119,7 +119,7 @@ async def serve_until_signal(settings: Settings) -> int:
 
 
 async def _operate(args: argparse.Namespace) -> int:
-    """`check`, `streams` and `probe` (app/operator.py)."""
+    """`check`, `streams` and `probe` (app/cli/operator.py)."""
     if args.command == "probe":
         try:
             url = validate_url(args.url)
@@ -145,15 +145,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     check = commands.add_parser("check", help="check a running server end to end; exit 1 naming the failed step")
     check.add_argument("camera", nargs="?", help="an RTSP URL: create a temporary stream, play it, delete it")
     check.add_argument("--server", default=os.environ.get("RTSP_VIEWER_URL", DEFAULT_SERVER), help=server_help)
-    check.add_argument("--transport", choices=["tcp", "udp"], default="tcp")
+    check.add_argument("--transport", choices=list(Transport), default=Transport.TCP)
     manage = commands.add_parser("streams", help="list | add NAME URL | show ID | rm ID, against the API")
     manage.add_argument("action", choices=["list", "add", "show", "rm"])
     manage.add_argument("args", nargs="*")
     manage.add_argument("--server", default=os.environ.get("RTSP_VIEWER_URL", DEFAULT_SERVER), help=server_help)
-    manage.add_argument("--transport", choices=["tcp", "udp"], default="tcp")
+    manage.add_argument("--transport", choices=list(Transport), default=Transport.TCP)
     look = commands.add_parser("probe", help="connect to a camera: codecs, size, fps, audio, or the error")
     look.add_argument("url")
-    look.add_argument("--transport", choices=["tcp", "udp"], default="tcp")
+    look.add_argument("--transport", choices=list(Transport), default=Transport.TCP)
     look.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     args = parser.parse_args(argv)
     if args.command != "serve":

@@ -24,10 +24,10 @@ from quart.typing import ResponseReturnValue
 
 from supervisors import HTTP_STATUS, Close, ErrorCode, Failure, MediaFormat
 
-from .admission import Need, door
-from .errors import ApiError
-from .services import Services, services
-from .streams import format_refused, stream_key
+from ..errors import ApiError
+from ..policy.admission import Need, door
+from ..services import Services, services
+from ..targets import format_refused, stream_key
 
 blueprint = Blueprint("stream_http", __name__)
 MIMETYPES = {MediaFormat.MPEGTS: "video/mp2t", MediaFormat.FMP4: "video/mp4"}
@@ -48,7 +48,7 @@ async def stream_mp4(stream_id: int) -> ResponseReturnValue:
 async def _stream(stream_id: int, media_format: MediaFormat) -> ResponseReturnValue:
     s = services()
     held = ExitStack()  # this client's share of MAX_CONNECTIONS_PER_CLIENT, for the response's life
-    if (share := g.admitted.handover()) is not None:  # (taken by the door, app/admission.py)
+    if (share := g.admitted.handover()) is not None:  # (taken by the door, app/policy/admission.py)
         held.push(share)
     media = _media(s, stream_id, g.client_key, media_format)
     # the first item decides the status: media (200, streaming) or a failure (its error body)

@@ -11,9 +11,10 @@ from pathlib import PurePath
 from quart import Blueprint, jsonify
 from quart.typing import ResponseReturnValue
 
-from .admission import Need, door, is_admin
-from .services import services
-from .store import StorageError
+from ..policy.admission import Need, door
+from ..services import services
+from ..store import StorageError
+from .doors import is_admin
 
 blueprint = Blueprint("health", __name__)
 

@@ -9,18 +9,15 @@ from typing import Any
 from quart import Blueprint, jsonify
 from quart.typing import ResponseReturnValue
 
-from supervisors import ErrorCode, StreamPhase, Transport, VideoMode
+from supervisors import ErrorCode, RestCode, StreamPhase, Transport, VideoMode
 from supervisors.profile import MAX_HEIGHT, MIN_HEIGHT
 
-from .admission import Need, door
+from ..policy.admission import Need, door
 from .health import APP_VERSION
 
 blueprint = Blueprint("openapi", __name__)
 # the error body's codes: REST's own (errors.py), and the stream's (the HTTP stream's errors)
-REST_CODES = sorted({"VALIDATION", "UNAUTHORIZED", "NOT_FOUND", "METHOD_NOT_ALLOWED", "UNSUPPORTED_MEDIA_TYPE",
-                     "TOO_LARGE", "RATE_LIMITED", "STORAGE_UNAVAILABLE", "BAD_REQUEST", "INTERNAL",
-                     "PRECONDITION_FAILED"}
-                    | {code.value for code in ErrorCode})
+REST_CODES = sorted({code.value for code in RestCode} | {code.value for code in ErrorCode})
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -18,7 +18,8 @@ and, once shifted, one copy of the chunk. Pure code; nothing here awaits.
 
 from __future__ import annotations
 
-PACKET = 188
+from .mpegts import PACKET
+
 WRAP = 1 << 33  # PTS, DTS and the PCR base are 33-bit, 90 kHz
 HZ = 90_000
 FRAME = HZ // 25  # assumed frame step until two timestamps have been seen

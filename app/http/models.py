@@ -27,8 +27,8 @@ from supervisors import (
 )
 from supervisors.profile import MAX_HEIGHT, MIN_HEIGHT
 
-from .store import StreamRecord, iso
-from .validation import FieldError, field_errors
+from ..policy.validation import FieldError, field_errors
+from ..store import StreamRecord, iso
 
 Name = NewType("Name", str)
 Url = NewType("Url", str)

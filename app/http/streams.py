@@ -10,13 +10,14 @@ from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
-from supervisors import ErrorCode, Failure, MediaFormat, Source, VideoMode
+from supervisors import ErrorCode, Failure, RestCode
 
-from .admission import Need, door
-from .errors import ApiError
+from ..errors import ApiError
+from ..policy.admission import Need, door
+from ..services import services
+from ..store import MAX_ID, PreconditionFailed, StreamRecord
+from ..targets import stream_key
 from .models import StreamInput, ValidationFailed, read_input, stream_json
-from .services import services
-from .store import MAX_ID, PreconditionFailed, StreamRecord
 
 blueprint = Blueprint("streams", __name__)
 MAX_BODY = 64 * 1024
@@ -38,17 +39,6 @@ class StreamId(BaseConverter):
 
 
 
-def stream_key(stream_id: int) -> str:
-    return f"id:{stream_id}"
-
-
-def format_refused(media_format: MediaFormat, source: Source) -> Failure | None:
-    """Why this stream cannot be played in this format, if it cannot (for the sockets and
-    the HTTP streams alike)."""
-    if media_format is MediaFormat.FMP4 and source.profile.video is VideoMode.MPEG1:
-        return Failure(ErrorCode.BAD_REQUEST, "format fmp4 needs video copy or h264 (this stream is mpeg1)")
-    return None
-
 
 def stream_view(record: StreamRecord) -> dict[str, object]:
     return stream_json(record, services().registry.status(stream_key(record.id)))
@@ -57,26 +47,26 @@ def stream_view(record: StreamRecord) -> dict[str, object]:
 async def read_json() -> object:
     """The request's JSON body; ApiError 415, 413 or 400 (VALIDATION) if it is not one."""
     if request.mimetype != "application/json":
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "body must be application/json")
+        raise ApiError(415, RestCode.UNSUPPORTED_MEDIA_TYPE, "body must be application/json")
     length = request.content_length
     if length is not None and length > MAX_BODY:
-        raise ApiError(413, "TOO_LARGE", f"body over {MAX_BODY} bytes")
+        raise ApiError(413, RestCode.TOO_LARGE, f"body over {MAX_BODY} bytes")
     try:
         raw = await request.get_data(cache=False)
     except RequestEntityTooLarge:  # a chunked body that grew past MAX_CONTENT_LENGTH
-        raise ApiError(413, "TOO_LARGE", f"body over {MAX_BODY} bytes") from None
+        raise ApiError(413, RestCode.TOO_LARGE, f"body over {MAX_BODY} bytes") from None
     g.body_read = True  # the connection may carry the client's next request (errors.install)
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested past the parser's depth
-        raise ApiError(400, "VALIDATION", "body is not valid JSON") from None
+        raise ApiError(400, RestCode.VALIDATION, "body is not valid JSON") from None
 
 
 def _validated(body: object, base: StreamRecord | None = None) -> StreamInput:
     try:
         return read_input(body, base)
     except ValidationFailed as failed:
-        raise ApiError(400, "VALIDATION", str(failed), failed.fields) from None
+        raise ApiError(400, RestCode.VALIDATION, str(failed), failed.fields) from None
 
 
 def _if_match() -> Callable[[StreamRecord], bool]:
@@ -92,7 +82,7 @@ async def stream_record(stream_id: int) -> StreamRecord:
     """The stored stream; ApiError 404 if there is none."""
     record = await services().store.get(stream_id)
     if record is None:
-        raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"no stream {stream_id}")
     return record
 
 
@@ -102,7 +92,7 @@ def _page_arg(name: str, low: int, high: int) -> int | None:
         return None
     value = values[0]
     if len(values) > 1 or not (value.isascii() and value.isdigit() and len(value) <= 19) or not low <= int(value) <= high:
-        raise ApiError(400, "VALIDATION", f"{name} must be an integer {low}-{high}", {name: f"must be an integer {low}-{high}"})
+        raise ApiError(400, RestCode.VALIDATION, f"{name} must be an integer {low}-{high}", {name: f"must be an integer {low}-{high}"})
     return int(value)
 
 
@@ -142,9 +132,9 @@ async def patch_stream(stream_id: int) -> ResponseReturnValue:
         try:
             changed = await s.store.patch(stream_id, lambda stored: _validated(body, stored), expect=_if_match())
         except PreconditionFailed as failed:
-            raise ApiError(412, "PRECONDITION_FAILED", f"{failed}: not the version of If-Match") from None
+            raise ApiError(412, RestCode.PRECONDITION_FAILED, f"{failed}: not the version of If-Match") from None
         if changed is None:
-            raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
+            raise ApiError(404, ErrorCode.NOT_FOUND, f"no stream {stream_id}")
         before, record = changed
         if record.source != before.source:
             s.registry.restart(stream_key(stream_id), record.source)
@@ -159,8 +149,8 @@ async def delete_stream(stream_id: int) -> ResponseReturnValue:
         try:
             deleted = await s.store.delete(stream_id, expect=_if_match())
         except PreconditionFailed as failed:
-            raise ApiError(412, "PRECONDITION_FAILED", f"{failed}: not the version of If-Match") from None
+            raise ApiError(412, RestCode.PRECONDITION_FAILED, f"{failed}: not the version of If-Match") from None
         if not deleted:
-            raise ApiError(404, "NOT_FOUND", f"no stream {stream_id}")
+            raise ApiError(404, ErrorCode.NOT_FOUND, f"no stream {stream_id}")
         s.registry.remove(stream_key(stream_id), Failure(ErrorCode.NOT_FOUND, "stream deleted"))
     return "", 204

@@ -1,4 +1,4 @@
-"""The media sockets' WebSocket, straight from ASGI: what `app/ws.py` needs and no more.
+"""The media sockets' WebSocket, straight from ASGI: what `app/sockets/session.py` needs and no more.
 
 Quart gives each WebSocket two tasks of its own, a nursery, a memory channel, a copy of
 its headers and a request context: about 12 KiB a connection, a fifth of what a viewer
@@ -25,7 +25,8 @@ import trio
 import werkzeug.urls  # noqa: F401  # registers the "werkzeug.url_quote" codec error handler
 from werkzeug.datastructures import MultiDict
 
-from supervisors.addresses import UNKNOWN_CLIENT
+from supervisors import CloseCode
+from supervisors.camera.addresses import UNKNOWN_CLIENT
 
 ASGIApp = Callable[[Any, Any, Any], Coroutine[Any, Any, None]]
 
@@ -78,7 +79,7 @@ class Socket:
         where the server can (the ASGI `websocket.http.response` extension); else close
         it with 1008 before accepting."""
         if "websocket.http.response" not in self.scope.get("extensions", {}):
-            await self.send_event({"type": "websocket.close", "code": 1008})
+            await self.send_event({"type": "websocket.close", "code": CloseCode.POLICY})
             return
         data = json.dumps(body).encode()
         await self.send_event({"type": "websocket.http.response.start", "status": status, "headers": [
@@ -118,7 +119,7 @@ class Socket:
     async def finish(self) -> None:
         """The handler returned: an accepted socket not closed yet is closed with 1000."""
         if self._accepted and not self._closed:
-            await self.close(1000)
+            await self.close(CloseCode.NORMAL)
 
 
 Handler = Callable[[Socket], Awaitable[None]]

@@ -1,6 +1,6 @@
 """Which origins and Host headers the server answers (CORS_ORIGINS, ALLOWED_HOSTS).
 
-The rules; `app/admission.py` applies them to every route:
+The rules; `app/policy/admission.py` applies them to every route:
 - Host: bound to loopback, only loopback names are allowed by default (`localhost`,
   `127.0.0.1`, `[::1]`, any port), which stops DNS rebinding: a page on evil.example
   whose name is made to resolve to 127.0.0.1 sends `Host: evil.example`.
@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import attrs
-from quart import Quart, Response, request
 
 ANY = "*"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -82,33 +81,3 @@ def _authority(host: str, default: int) -> str:
     name = host_name(host)
     rest = host.strip().lower()[len(name):]
     return f"{name}:{rest.removeprefix(':') or default}"
-
-
-def install(app: Quart, policy: Policy) -> None:
-    """CORS headers on every response to an allowed cross-origin request; preflights
-    (OPTIONS with Access-Control-Request-Method) answered 204."""
-
-    @app.before_request
-    async def _preflight() -> Response | None:
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            return Response(b"", 204)
-        return None
-
-    @app.after_request
-    async def _cors(response: Response) -> Response:
-        response.vary.add("Origin")
-        origin = request.headers.get("Origin")
-        if origin is None or not policy.cors_allows(origin):
-            return response
-        if ANY in policy.cors:
-            response.headers["Access-Control-Allow-Origin"] = ANY
-        else:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Allow-Credentials"] = "true"
-        if request.method == "OPTIONS":
-            response.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
-            response.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
-            response.headers["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE
-        else:
-            response.headers["Access-Control-Expose-Headers"] = "Location, Retry-After"
-        return response

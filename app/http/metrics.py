@@ -22,17 +22,13 @@ from quart import Blueprint, Quart, Response, request
 
 from supervisors import Registry
 
-from .admission import Need, door
-from .counts import EdgeTally
-from .services import services
+from ..counts import EdgeTally
+from ..policy.admission import Need, door
+from ..services import services
+from ..targets import stream_label
 
 blueprint = Blueprint("metrics", __name__)
-URL_STREAMS = "url"  # the label of every socket that plays its own URL
 
-
-def stream_label(key: str) -> str:
-    """`id:3` → `3`; any URL → URL_STREAMS."""
-    return key.removeprefix("id:") if key.startswith("id:") else URL_STREAMS
 
 
 class EngineCollector(Collector):

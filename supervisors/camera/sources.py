@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import attrs
 import trio
 
+from ..events import ErrorCode, Failure
 from .addresses import Address, Network, in_networks, normalise, parse_network
-from .events import ErrorCode, Failure
 
 REFUSED = tuple(ipaddress.ip_network(n) for n in (
     "169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128", "0.0.0.0/8", "::/128"))

@@ -42,15 +42,15 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
+from ..events import ErrorCode, Failure, describe_os_error
 from .addresses import Address
-from .events import ErrorCode, Failure, describe_os_error
 from .rtsp import MAX_LINE, Message, Oversized, Reader, UrlParts, join_url, split_url, starts
 from .sources import SourcePolicy
 from .urls import mask_url
 
 log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
-READ_SIZE = 64 * 1024
+RELAY_CHUNK = 64 * 1024  # one socket read, either way
 MAX_REDIRECTS = 5
 MAX_CONNECTIONS = 8  # FFmpeg's connections to one attempt's relay (its own, and one per redirect)
 UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL,
@@ -119,7 +119,7 @@ class Relay:
         """FFmpeg's requests (and RTCP) to the camera, untouched; watching for PLAY."""
         watch = PlayWatch()
         try:
-            while data := await client.receive_some(READ_SIZE):
+            while data := await client.receive_some(RELAY_CHUNK):
                 if not played.is_set() and watch.feed(data):
                     played.set()
                 await camera.send_all(data)
@@ -135,7 +135,7 @@ class Relay:
             rest = await self._until_played(camera, client, played)
             if rest is not None:
                 await client.send_all(rest)
-                while data := await camera.receive_some(READ_SIZE):
+                while data := await camera.receive_some(RELAY_CHUNK):
                     self.copied += len(data)
                     await client.send_all(data)
         except Refused:
@@ -151,7 +151,7 @@ class Relay:
         """Hand FFmpeg the camera's messages (`_vetted`) until the answer to its PLAY:
         then what came after it (None: the camera closed first)."""
         reader = Reader()
-        while data := await camera.receive_some(READ_SIZE):
+        while data := await camera.receive_some(RELAY_CHUNK):
             reader.feed(data)
             while (message := reader.next()) is not None:
                 await client.send_all(await self._vetted(message))

@@ -1,5 +1,5 @@
 """The operator's commands against a running server or a camera (`rtsp-viewer check`,
-`streams`, `probe`); `app/cli.py` parses their arguments.
+`streams`, `probe`); `app/cli/main.py` parses their arguments.
 
 They speak to the server as any client does (REST, and the WebSocket of SPEC §4), with
 API_TOKEN from the environment when it is set. Each prints what it found and returns the
@@ -22,8 +22,8 @@ from typing import Any
 import trio
 import trio_websocket
 
-from supervisors import Failure, Source, Transport, mask_url
-from supervisors.mpegts import Aligner, Index
+from supervisors import Action, Failure, MessageType, Source, Transport, mask_url
+from supervisors.media.mpegts import Aligner, Index
 from supervisors.probe import probe
 
 CHECK_NAME = "rtsp-viewer check"
@@ -92,7 +92,7 @@ async def play_until_keyframe(api: Api, stream_id: int, within: float) -> tuple[
         with trio.fail_after(within):
             async with trio_websocket.open_websocket_url(api.socket_url(stream_id), subprotocols=protocols,
                                                          ssl_context=context) as ws:
-                await ws.send_message(json.dumps({"action": "start"}))
+                await ws.send_message(json.dumps({"action": Action.START}))
                 while True:
                     message = await ws.get_message()
                     if isinstance(message, str):
@@ -100,7 +100,7 @@ async def play_until_keyframe(api: Api, stream_id: int, within: float) -> tuple[
                             event = json.loads(message)
                         except ValueError:
                             raise StepFailed(f"the socket sent text that is not JSON: {message[:80]!r}") from None
-                        if isinstance(event, dict) and event.get("type") == "error":
+                        if isinstance(event, dict) and event.get("type") == MessageType.ERROR:
                             raise StepFailed(f"{event.get('code')}: {event.get('message')}")
                         continue
                     received += len(message)

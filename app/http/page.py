@@ -20,14 +20,17 @@ import attrs
 from quart import Blueprint, Response, request
 from quart.typing import ResponseReturnValue
 
-from .admission import Need, door, is_admin
-from .errors import ApiError
-from .services import services
-from .store import StorageError
+from supervisors import ErrorCode
+
+from ..errors import ApiError
+from ..policy.admission import Need, door
+from ..services import services
+from ..store import StorageError
+from .doors import is_admin
 from .streams import stream_view
 
 blueprint = Blueprint("page", __name__)
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent.parent / "static"
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 PLAIN = "text/plain; charset=utf-8"  # README, LICENSE
@@ -99,5 +102,5 @@ async def index() -> ResponseReturnValue:
 async def static(name: str) -> ResponseReturnValue:
     asset = ASSETS.get(name)
     if asset is None:
-        raise ApiError(404, "NOT_FOUND", f"no file {name}")
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"no file {name}")
     return _send(asset)

@@ -39,9 +39,7 @@ import logging
 import os
 import socket as stdsocket
 import struct
-from enum import StrEnum
 
-import attrs
 import trio
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
@@ -96,31 +94,6 @@ def tune_socket(send: object) -> bool:
     except OSError:  # closed meanwhile
         return False
     return True
-
-
-class SendPath(StrEnum):
-    WIRE = "wire"  # frames written here, straight to the socket
-    ASGI = "asgi"  # frames through the ASGI send and Hypercorn (several times the CPU)
-
-
-@attrs.define
-class SendPathRecord:
-    """Which send path this app's sockets use, for `GET /api/health/`: None before the
-    first socket, ASGI from the first socket that fell back (logged once, as a WARNING,
-    with the reason: it costs several times the CPU per viewer), else WIRE."""
-
-    path: SendPath | None = None
-    reason: str | None = None
-
-    def attached(self) -> None:
-        if self.path is None:
-            self.path = SendPath.WIRE
-
-    def fell_back(self, reason: str) -> None:
-        if self.path is not SendPath.ASGI:
-            self.path, self.reason = SendPath.ASGI, reason
-            log.warning("WebSocket media goes through the ASGI send path, several times the CPU per "
-                        "viewer of the lean one: %s", reason)
 
 
 TEXT, BINARY = 0x1, 0x2

@@ -1,17 +1,16 @@
 """`/ws/stream` (SPEC §4) and `/ws/stream.ts` (stock players): one viewer per socket.
 
-Served from ASGI by `app/sockets.py`, not through Quart (a fifth of a viewer's memory).
+Served from ASGI by `app/sockets/asgi.py`, not through Quart (a fifth of a viewer's memory).
 Each socket has two tasks in one nursery: the reader, which handles the client's
 actions, and the writer, the only task that sends, which drains the viewer's queue
 (status, errors, media). Under Hypercorn the hub's fan-out may also write media at once
-through the socket's `Wire` when the writer has nothing pending (see `app/wire.py`);
+through the socket's `Wire` when the writer has nothing pending (see `app/sockets/wire.py`);
 the two never interleave. When the client goes away, the reader cancels the writer;
 leaving `open_viewer` detaches it from its upstream.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator
@@ -22,7 +21,6 @@ import attrs
 import trio
 from quart import Blueprint
 from quart.typing import ResponseReturnValue
-from werkzeug.datastructures import MultiDict
 
 from supervisors import (
     Action,
@@ -31,106 +29,32 @@ from supervisors import (
     ErrorCode,
     Event,
     Failure,
-    InvalidUrl,
-    Media,
-    MediaFormat,
     Phase,
-    Source,
     Status,
-    Transport,
     Unfinished,
     Viewer,
     media_close_code,
-    validate_url,
 )
 from supervisors.classify import GENERIC
 
-from .access import bearer, from_protocols
-from .admission import Door, Knock, Need, Refused, admit, door
-from .clients import Limited
-from .errors import ApiError, error_body
-from .logs import next_id
-from .metrics import stream_label
-from .services import Services
-from .sockets import Disconnected, Handler, Socket
-from .store import MAX_ID, StorageError
-from .streams import format_refused, stream_key
+from ..errors import ApiError, error_body
+from ..logs import next_id
+from ..policy.admission import Door, Knock, Need, Refused, admit, door
+from ..policy.limits import Limited
+from ..policy.tokens import bearer, from_protocols
+from ..services import Services
+from ..store import StorageError
+from ..targets import format_refused, stream_label
+from .asgi import Disconnected, Handler, Socket
+from .messages import Target, event_json, parse_action, parse_query
 from .wire import NoWire, Wire, decline_deflate
 
 log = logging.getLogger(__name__)
-MAX_MESSAGE = 4096
 PATHS = ("/ws/stream", "/ws/stream.ts")
 # a viewer of the stream `?id=` names (a `?url=` source: API_TOKEN only); a token may also
 # be `?token=` or a `bearer.<token>` subprotocol: browsers cannot set a socket's headers
 DOOR = Door(Need.WATCH, holds=True, query_token=True)
 blueprint = Blueprint("ws", __name__)  # only what a plain HTTP request to a socket's path gets
-
-
-@attrs.frozen
-class Target:
-    """What a socket watches: a registered stream (re-read at each start) or a URL."""
-
-    key: str
-    stream_id: int | None = None
-    source: Source | None = None
-    format: MediaFormat = MediaFormat.MPEGTS  # `format=`: what its binary frames carry
-
-    async def resolve(self, s: Services) -> Source | None:
-        if self.source is not None:
-            return self.source
-        assert self.stream_id is not None
-        record = await s.store.get(self.stream_id)
-        return None if record is None else record.source
-
-
-def parse_query(args: MultiDict[str, str]) -> Target | Failure:
-    if any(len(args.getlist(key)) > 1 for key in args):
-        return Failure(ErrorCode.BAD_REQUEST, "give each query parameter once")
-    stream_id, url = args.get("id"), args.get("url")
-    if (stream_id is None) == (url is None):
-        return Failure(ErrorCode.BAD_REQUEST, "give exactly one of id=<stream id> or url=<rtsp url>")
-    try:
-        media_format = MediaFormat(args.get("format", MediaFormat.MPEGTS))
-    except ValueError:
-        return Failure(ErrorCode.BAD_REQUEST, f"format must be {' or '.join(MediaFormat)}")
-    if stream_id is not None:
-        if not (stream_id.isascii() and stream_id.isdigit()) or not 0 < int(stream_id) <= MAX_ID:
-            return Failure(ErrorCode.BAD_REQUEST, "id must be a positive integer")
-        return Target(stream_key(int(stream_id)), stream_id=int(stream_id), format=media_format)
-    assert url is not None
-    try:
-        transport = Transport(args.get("transport", Transport.TCP))
-    except ValueError:
-        return Failure(ErrorCode.BAD_REQUEST, f"transport must be {' or '.join(Transport)}")
-    try:
-        source = Source(validate_url(url), transport)
-    except InvalidUrl as error:
-        return Failure(ErrorCode.BAD_REQUEST, f"url {error}")
-    return Target(f"url:{source.key}", source=source, format=media_format)
-
-
-def event_json(event: Status | Failure | Media) -> str:
-    if isinstance(event, Status):
-        return json.dumps({"type": "status", "phase": event.phase})
-    if isinstance(event, Media):
-        return json.dumps({"type": "media", "mime": event.mime})
-    return json.dumps({"type": "error", "code": event.code, "message": event.message})
-
-
-
-def parse_action(message: str | bytes) -> Action | Failure:
-    if isinstance(message, bytes):
-        return Failure(ErrorCode.BAD_REQUEST, "binary messages are not accepted")
-    if len(message.encode()) > MAX_MESSAGE:
-        return Failure(ErrorCode.BAD_REQUEST, f"message over {MAX_MESSAGE} bytes")
-    try:
-        data = json.loads(message)
-    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
-        return Failure(ErrorCode.BAD_REQUEST, "message is not JSON")
-    action = data.get("action") if isinstance(data, dict) else None
-    if not isinstance(action, str) or action not in set(Action):
-        return Failure(ErrorCode.BAD_REQUEST, f"action must be one of {', '.join(Action)}")
-    return Action(action)
 
 
 Send = Callable[[str | bytes], Awaitable[None]]
@@ -170,7 +94,7 @@ async def _accept(s: Services, held: ExitStack, socket: Socket) -> Accepted | No
         held.callback(decision.release)
     close_code = CloseCode.POLICY
     try:
-        if isinstance(target, Target) and target.stream_id is not None and await target.resolve(s) is None:
+        if isinstance(target, Target) and target.stream_id is not None and await target.resolve(s.store) is None:
             target = Failure(ErrorCode.NOT_FOUND, f"no stream {target.stream_id}")
     except StorageError:
         target, close_code = Failure(ErrorCode.STREAM_ERROR, "storage is unavailable"), CloseCode.INTERNAL
@@ -386,7 +310,7 @@ async def _start(viewer: Viewer, target: Target, s: Services) -> None:
     attached while the record is held still (an edit of it waits, `Services.edits`)."""
     async with s.editing(target.stream_id):
         try:
-            source = await target.resolve(s)
+            source = await target.resolve(s.store)
         except StorageError:
             viewer.notify(Failure(ErrorCode.STREAM_ERROR, "storage is unavailable"))
             return

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from supervisors.addresses import (
+from supervisors.camera.addresses import (
     UNKNOWN_CLIENT,
     Network,
     client_key,

@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 from quart import Blueprint, Response, g, request
 from quart.typing import ResponseReturnValue
 
-from supervisors import HTTP_STATUS, Failure, Source
+from supervisors import HTTP_STATUS, Failure, RestCode, Source
 
-from .admission import Need, door
-from .errors import ApiError
-from .services import services
-from .streams import stream_key
+from ..errors import ApiError
+from ..policy.admission import Need, door
+from ..services import services
+from ..targets import stream_key
 
 blueprint = Blueprint("snapshot", __name__)
 WIDTHS = range(16, 4097)  # pixels
@@ -28,7 +28,7 @@ async def snapshot(stream_id: int) -> ResponseReturnValue:
     width = None
     if given is not None:
         if not (given.isascii() and given.isdigit()) or int(given) not in WIDTHS:
-            raise ApiError(400, "VALIDATION", "invalid width",
+            raise ApiError(400, RestCode.VALIDATION, "invalid width",
                            {"width": f"must be an integer, {WIDTHS.start}-{WIDTHS.stop - 1}"})
         width = int(given)
     s = services()

@@ -18,28 +18,55 @@ first refusal winning:
 5. a socket playing `?url=` while ALLOW_URL_STREAMS is off: 403 FORBIDDEN;
 6. over MAX_CONNECTIONS_PER_CLIENT, or the server's socket cap: 429 LIMIT.
 
-The HTTP adapter (`install`) runs it before each request; the sockets' (`app/ws.py`) at
-the handshake, before anything starts.
+Each edge runs it with what it knows: HTTP before each request (`app/http/doors.py`), the
+sockets at the handshake, before anything starts (`app/sockets/session.py`). It reads
+only the policy objects it is given (`Gate`), never the edge's request objects.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
-import trio
-from quart import Quart, g, request
 
 from supervisors import ErrorCode
+from supervisors.camera.addresses import Network
 
-from .access import Grant, bearer, same_secret
-from .clients import Held, Limited, client_address, limit_key
-from .errors import ApiError
-from .services import Services
+from .limits import Connections, Held, Limited, RateLimiter, client_address, limit_key
+from .origins import Policy
+from .tokens import Access, Grant, same_secret
 
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class Switches(Protocol):
+    """The settings `admit` reads (`app.settings.Settings` has them)."""
+
+    @property
+    def url_streams(self) -> bool: ...
+    @property
+    def api_token(self) -> str | None: ...
+    @property
+    def metrics_token(self) -> str | None: ...
+
+
+class Gate(Protocol):
+    """What `admit` decides with (`app.services.Services` is one)."""
+
+    @property
+    def settings(self) -> Switches: ...
+    @property
+    def trusted(self) -> tuple[Network, ...]: ...
+    @property
+    def origins(self) -> Policy: ...
+    @property
+    def rates(self) -> RateLimiter: ...
+    @property
+    def access(self) -> Access: ...
+    @property
+    def connections(self) -> Connections: ...
 
 
 class Need(enum.Enum):
@@ -127,11 +154,7 @@ class Refused:
     handshake: bool = False  # a socket gets it as an HTTP answer instead of an upgrade
 
 
-    def error(self) -> ApiError:
-        return ApiError(self.status, self.code, self.message, headers=self.headers)
-
-
-def admit(door: Door, knock: Knock, s: Services, now: float) -> Admitted | Refused:
+def admit(door: Door, knock: Knock, s: Gate, now: float) -> Admitted | Refused:
     """Let the request in through its door, or say why not (see module docstring)."""
     client = client_address(knock.peer, knock.forwarded_for, s.trusted)
     key = limit_key(client)
@@ -166,7 +189,7 @@ def admit(door: Door, knock: Knock, s: Services, now: float) -> Admitted | Refus
     return admitted
 
 
-def _unauthorized(door: Door, knock: Knock, grant: Grant | None, s: Services) -> str | None:
+def _unauthorized(door: Door, knock: Knock, grant: Grant | None, s: Gate) -> str | None:
     """Why the presented token does not open this door, or None."""
     if door.need is Need.PUBLIC:
         return None
@@ -181,47 +204,3 @@ def _unauthorized(door: Door, knock: Knock, grant: Grant | None, s: Services) ->
     if grant.admin or (door.need is Need.WATCH and not knock.by_url and grant.may_watch(knock.stream_id)):
         return None
     return f"this play token only watches stream {grant.stream_id}"
-
-
-def install(app: Quart, s: Services) -> None:
-    """Every HTTP request passes `admit` through its route's door before its view runs:
-    `g.client` and `g.client_key` say who asks, `g.admitted` what it was let in with; a
-    refusal is the error body. The connection share of a door that holds one is given
-    back when the request ends, unless the view took it (`Admitted.handover`)."""
-
-    @app.before_request
-    async def _admit() -> None:
-        view = app.view_functions.get(request.endpoint) if request.endpoint else None
-        chosen = PREFLIGHT if request.method == "OPTIONS" else door_of(view) or NO_ROUTE
-        token = bearer(request.headers.get("Authorization"))
-        if token is None and chosen.query_token:
-            token = request.args.get("token")
-        knock = Knock(socket=False, method=request.method, host=request.headers.get("Host"),
-                      origin=request.headers.get("Origin"), peer=request.remote_addr,
-                      forwarded_for=tuple(request.headers.getlist("X-Forwarded-For")), token=token,
-                      stream_id=(request.view_args or {}).get("stream_id"))
-        decision = admit(chosen, knock, s, trio.current_time())
-        g.client, g.client_key = decision.client, decision.key
-        if isinstance(decision, Refused):
-            raise decision.error()
-        g.admitted = decision
-
-    @app.teardown_request
-    async def _release(_: BaseException | None) -> None:
-        admitted: Admitted | None = g.get("admitted")
-        if admitted is not None:
-            admitted.release()
-
-
-def check_doors(app: Quart) -> None:
-    """Every route the app registers declares its door; raises RuntimeError naming one
-    that does not (a new route cannot forget who may enter)."""
-    for rule in app.url_map.iter_rules():
-        if door_of(app.view_functions.get(rule.endpoint)) is None:
-            raise RuntimeError(f"route {rule.rule} ({rule.endpoint}) declares no door (app/admission.py)")
-
-
-def is_admin() -> bool:
-    """The request came with API_TOKEN (or none is needed)."""
-    admitted: Admitted | None = g.get("admitted")
-    return admitted is not None and admitted.grant is not None and admitted.grant.admin

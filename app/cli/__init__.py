@@ -1,0 +1,1 @@
+"""`rtsp-viewer`: serve (`main`) and the operator's commands (`operator`)."""
