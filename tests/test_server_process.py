@@ -350,7 +350,7 @@ async def test_serve_raises_its_open_file_limit_to_the_hard_limit(nursery: trio.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     low = min(256, hard)
     script = (f"import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({low}, {hard})); "
-              "from app.cli import main; sys.argv = ['rtsp-viewer', 'serve', '--port', '0']; main()")
+              "from app.cli.main import main; sys.argv = ['rtsp-viewer', 'serve', '--port', '0']; main()")
     server = await spawn(nursery, [sys.executable, "-c", script], env(tmp_path))
     try:
         await server.url()
