@@ -12,7 +12,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisors.media.timeline import FRAME, HZ, WRAP, Retimer
+from supervisors.media.timeline import FRAME, HZ, MIN_STEP, WRAP, Retimer
 from tests.camera import Camera
 from tests.helpers import ffmpeg_children, start_server, timestamps, ts_packets
 
@@ -83,6 +83,44 @@ def test_every_attempt_goes_on_one_timeline(runs: list[tuple[int, int, bool, int
                     assert found["pcr"] == found["dts"]
     steps = [(b - a) % WRAP for a, b in itertools.pairwise(out_dts)]
     assert set(steps) <= {FRAME} | {step for _, step, *_ in runs}, "a jump, or a step no attempt had"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, WRAP - 1), st.sampled_from([1500, 3000, 3600, 9000, 18000]), st.integers(2, 20),
+       st.integers(1, 18000), st.integers(1, 4))
+def test_a_dts_that_went_back_reaches_no_viewer_as_a_tick(start: int, step: int, glitch: int, back: int,
+                                                         per_chunk: int) -> None:
+    """A camera whose timeline goes back within an attempt (`back` ticks behind the last
+    frame, at any frame after the first two): FFmpeg's copy makes each DTS that did not
+    go forward the last one plus a tick, and then the camera's timeline catches up with
+    a short step. What viewers get still steps forward by at least half a frame (so at
+    least MIN_STEP) and less than a second: no frame shown for a tick, none that a muxer
+    or player takes for a duplicate."""
+    sent_dts: list[int] = []
+    for i in range(glitch + 6):
+        dts = start + i * step - (step + back if i >= glitch else 0)
+        if sent_dts and dts <= sent_dts[-1]:
+            dts = sent_dts[-1] + 1  # what FFmpeg's copy does with a DTS that did not go forward
+        sent_dts.append(dts)
+    frames = [frame(d % WRAP, d % WRAP, pcr=i % 2 == 0, packets=1 + i % 3) for i, d in enumerate(sent_dts)]
+    retimer = Retimer()
+    out = b"".join(retimer.apply(b"".join(frames[c : c + per_chunk]), (VIDEO, VIDEO), 0 if c == 0 else None)
+                   for c in range(0, len(frames), per_chunk))
+    got = [value for kind, value in timestamps(out, VIDEO) if kind == "dts"]
+    steps = [(b - a) % WRAP for a, b in itertools.pairwise(got)]
+    assert all(min(step, FRAME) // 2 <= s < HZ for s in steps), steps  # (FRAME: assumed while settling)
+
+
+def test_a_new_frame_rate_is_taken_after_one_smoothed_frame() -> None:
+    """A camera that goes from 5 to 30 frames a second: its first short step is taken
+    for a catch-up (smoothed to the old step), the second for the new rate, which the
+    timeline then keeps."""
+    dts = [i * 18000 for i in range(6)] + [5 * 18000 + i * 3000 for i in range(1, 11)]
+    retimer = Retimer()
+    out = b"".join(retimer.apply(frame(d, d, pcr=True, packets=1), (VIDEO, VIDEO), 0 if i == 0 else None)
+                   for i, d in enumerate(dts))
+    got = [value for kind, value in timestamps(out, VIDEO) if kind == "dts"]
+    assert [(b - a) % WRAP for a, b in itertools.pairwise(got)][-10:] == [18000] + [3000] * 9
 
 
 async def test_a_reconnect_and_a_killed_ffmpeg_keep_the_timestamps_going(

@@ -9,7 +9,11 @@ after the last frame sent, and all its PTS, DTS and PCR move by that same shift 
 jump within an attempt is smoothed the same way: in its first SETTLING frames any step
 but about one frame (FFmpeg leaves the timestamps of its first packet unset when it
 starts with little probing, so the second frame comes 0.5-3 s "later"), after that a
-DTS that goes back or more than a second forward. Until a shift is needed, chunks pass through
+DTS that goes back, comes less than MIN_STEP after the last, less than half a frame after
+it once (not twice in a row: that is a new frame rate), or more than a second forward.
+FFmpeg's copy makes each DTS that did not go forward the last one plus a tick, and when
+the camera's timeline catches up the next step is short: an H.265 camera's first frames,
+whose first packet FFmpeg leaves without timestamps, do that under load. Until a shift is needed, chunks pass through
 untouched (no copy).
 
 The cost is per chunk, never per viewer: one pass over the packets of the video PID,
@@ -24,12 +28,13 @@ WRAP = 1 << 33  # PTS, DTS and the PCR base are 33-bit, 90 kHz
 HZ = 90_000
 FRAME = HZ // 25  # assumed frame step until two timestamps have been seen
 SETTLING = 2  # an attempt's first frames: any step but about one frame is a jump
+MIN_STEP = HZ // 1000  # 1 ms: no camera sends 1000 frames a second; FFmpeg's fix of a DTS that went back is 1 tick
 
 
 class Retimer:
     """Shifts the timestamps of one stream's attempts onto one timeline (module docstring)."""
 
-    __slots__ = ("_last", "_others", "_settling", "_shift", "_start", "_step")
+    __slots__ = ("_last", "_others", "_settling", "_shift", "_short", "_start", "_step")
 
     def __init__(self, start: int | None = None, step: int = FRAME) -> None:
         self._start = start  # where the current attempt must begin; None: where it likes
@@ -37,6 +42,7 @@ class Retimer:
         self._last: int | None = None  # the last DTS (or PTS) sent, on the timeline
         self._step = step
         self._settling = SETTLING  # frames of this attempt still held to the frame step
+        self._short = False  # the last step was under half the frame step
         self._others: dict[int, list[int]] = {}  # audio PID -> [last PTS sent, its step, extra shift]
 
     def restart(self) -> None:
@@ -86,7 +92,12 @@ class Retimer:
                 decoding = (decoding + self._shift) % WRAP
                 if self._last is not None:
                     step = (decoding - self._last) % WRAP
-                    usual = self._step // 2 <= step <= self._step * 2 if self._settling else 0 < step < HZ
+                    short = MIN_STEP <= step < self._step // 2
+                    if self._settling:
+                        usual = self._step // 2 <= step <= self._step * 2
+                    else:  # a lone short step is a catch-up; two in a row, a new frame rate
+                        usual = MIN_STEP <= step < HZ and (not short or self._short)
+                    self._short = short
                     if usual:
                         self._step = step
                     else:  # a jump within the attempt (after FFmpeg's first packet): smooth it
