@@ -12,7 +12,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisors.media.timeline import FRAME, HZ, MIN_STEP, WRAP, Retimer
+from supervisors.media.timeline import FRAME, HZ, WRAP, Retimer
 from tests.camera import Camera
 from tests.helpers import ffmpeg_children, start_server, timestamps, ts_packets
 
