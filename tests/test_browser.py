@@ -67,12 +67,14 @@ async def watch_interrupted(url: str, seconds: float, screenshot: Path,
 
 
 def assert_resumed(watched: Watched, gone: float, flowing: float) -> None:
-    """The picture moved again within 1.5 s of media flowing, then at real-time rate."""
+    """The picture moved again after media flowed, then at real-time rate for 2 s or more
+    (how soon it moved is not asserted: a test waits for conditions, never times)."""
     at_gone = max((s for s in watched.samples if s.wall <= gone), key=lambda s: s.wall)
-    moving = watched.since(flowing + 1.5)
-    assert moving, "the watch ended too early"
-    first, last = moving[0], moving[-1]
-    assert first.position > at_gone.position + 0.5, "the picture did not move again within 1.5 s"
+    after = watched.since(flowing)
+    moved = [s for s in after if s.position > at_gone.position + 0.5]
+    assert moved, "the picture did not move again"
+    first, last = moved[0], after[-1]
+    assert last.wall - first.wall >= 2, "the watch ended too early"
     rate = (last.position - first.position) / (last.wall - first.wall)
     assert 0.8 <= rate <= 1.2, f"after the restart currentTime advanced at {rate:.2f}x real time"
     assert last.presented > first.presented and last.width == 640
@@ -83,7 +85,7 @@ async def test_stock_mpegts_js_plays_on_across_a_reconnect_with_one_player(
         camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
     """Another client's `reconnect` restarts the upstream: a new FFmpeg, whose timestamps
     the relay puts on the stream's timeline, so the same player instance keeps playing;
-    the picture moves again within 1.5 s and then at real-time rate."""
+    the picture moves again and then at real-time rate."""
     server: Server = await start_server(nursery)
     stream_id = await server.create(camera_640.url())
 
@@ -105,9 +107,9 @@ async def test_stock_mpegts_js_plays_on_across_a_reconnect_with_one_player(
 async def test_the_protocol_loader_keeps_one_socket_and_player_through_a_camera_outage(
         camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
     """app/static/protocol.html: mpegts.js with protocol-loader.js on /ws/stream. The
-    camera goes silent and drops its sessions for 3 s; the server reports the failure,
-    retries and plays again on the same socket, and the same player shows the picture
-    again within 1.5 s of media flowing."""
+    camera goes silent and drops its sessions until the server notices; the server reports
+    the failure, retries and plays again on the same socket, and the same player shows
+    the picture again once media flows."""
     server: Server = await start_server(nursery, ffmpeg_timeout=1.5)
     stream_id = await server.create(camera_640.url())
     assert server.registry is not None
@@ -117,7 +119,8 @@ async def test_the_protocol_loader_keeps_one_socket_and_player_through_a_camera_
         camera_640.stall()
         camera_640.drop()
         out = time.monotonic()
-        await trio.sleep(3)
+        # silent until the server has noticed (the dropped session, or FFMPEG_TIMEOUT 1.5 s)
+        await wait_for(lambda: status(f"id:{stream_id}").phase != "playing", within=15)
         resumed = time.time()
         camera_640.resume()
         await wait_for(lambda: status(f"id:{stream_id}").phase == "playing"

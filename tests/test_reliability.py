@@ -339,7 +339,8 @@ async def test_a_playing_viewer_keeps_no_copy_of_the_gop_it_joined_with(nursery:
             await viewer.send_action("start")
             viewers.append(viewer)
             await trio.sleep(0.1)  # each joins at another point of the GOP
-        await trio.sleep(2)  # playing: media now goes out through the express lane
+        # playing: media now goes out through the express lane
+        await wait_for(lambda: all(v.media_bytes > 200_000 for v in viewers), within=20)
         gc.collect()
         held = sum(stat.size for stat in tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(True, "*supervisors/viewer.py")]).statistics("filename"))
