@@ -76,6 +76,42 @@ class Feed:
         return argv
 
 
+class CameraProcess:
+    """A camera (`python -m tests.camera`) in a process of its own, started once per test
+    session and shared by the tests that only watch it (conftest's `camera` and
+    `camera_640`). Ended by its own handle: closing its stdin ends it (`close`)."""
+
+    def __init__(self, feed: Feed, *, user: str = "admin") -> None:
+        argv = [sys.executable, "-m", "tests.camera", "--size", feed.size, "--rate", str(feed.rate),
+                "--gop", str(feed.gop), "--codec", feed.codec, *(["--bitrate", feed.bitrate] if feed.bitrate else [])]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.user = user
+        self._process = subprocess.Popen(argv, cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()  # its URL, once its feed is live (it gives itself 20 s)
+        if not line:
+            self.close()
+            raise RuntimeError(f"the shared camera did not start: {argv}")
+        self.port = int(line.strip().rsplit(":", 1)[1].split("/", 1)[0])
+
+    def url(self, path: str = "live", *, password: str | None = None, user: str | None = None) -> str:
+        cred = "" if password is None else f"{user or self.user}:{password}@"
+        return f"rtsp://{cred}127.0.0.1:{self.port}/{path}"
+
+    def close(self) -> None:
+        for pipe in (self._process.stdin, self._process.stdout):
+            if pipe is not None:
+                pipe.close()
+        for stop in (None, self._process.terminate, self._process.kill):
+            if stop is not None:
+                stop()
+            try:
+                self._process.wait(timeout=5)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
 def is_keyframe_start(codec: str, payload: bytes) -> bool:
     """Does this RTP payload begin a keyframe NAL (IDR/IRAP, or SPS before one)?"""
     if not payload:

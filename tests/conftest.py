@@ -1,18 +1,52 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import trio
 
 from app.sockets import wire
-from tests.camera import Camera
+from tests.camera import Camera, CameraProcess, Feed
 from tests.helpers import Server, start_server
+
+FEEDS = {"camera": Feed(), "camera_640": Feed(size="640x360", bitrate="1M")}
+
+
+@pytest.fixture(scope="session")
+def shared_cameras() -> Iterator[dict[str, CameraProcess]]:
+    """One camera process per feed for the whole session (per xdist worker), started when
+    a test first asks for it."""
+    started: dict[str, CameraProcess] = {}
+    yield started
+    for camera in started.values():
+        camera.close()
+
+
+async def _camera(name: str, request: pytest.FixtureRequest, nursery: trio.Nursery,
+                  shared: dict[str, CameraProcess]) -> Camera | CameraProcess:
+    """The shared camera of that feed, or, for a test marked `own_camera` (it stalls, drops,
+    redirects or counts the camera's sessions), a camera of its own in the test."""
+    if request.node.get_closest_marker("own_camera") is None:
+        if name not in shared:
+            shared[name] = await trio.to_thread.run_sync(CameraProcess, FEEDS[name])
+        return shared[name]
+    cam = Camera(feeds={"live": FEEDS[name]})
+    await nursery.start(cam.run)
+    return cam
 
 
 @pytest.fixture
-async def camera(nursery: trio.Nursery) -> Camera:
-    cam = Camera()
-    await nursery.start(cam.run)
-    return cam
+async def camera(request: pytest.FixtureRequest, nursery: trio.Nursery,
+                 shared_cameras: dict[str, CameraProcess]) -> Camera | CameraProcess:
+    """A 320x240 H.264 camera (see `_camera`)."""
+    return await _camera("camera", request, nursery, shared_cameras)
+
+
+@pytest.fixture
+async def camera_640(request: pytest.FixtureRequest, nursery: trio.Nursery,
+                     shared_cameras: dict[str, CameraProcess]) -> Camera | CameraProcess:
+    """A 640x360 1 Mbit/s H.264 camera, as the browser tests watch (see `_camera`)."""
+    return await _camera("camera_640", request, nursery, shared_cameras)
 
 
 @pytest.fixture

@@ -231,6 +231,16 @@ def ts_packets(data: bytes) -> list[bytes]:
     return [data[i : i + PACKET] for i in range(0, len(data), PACKET)]
 
 
+def whole_frames(data: bytes, packets: int, pid: int = 0x100) -> bytes:
+    """The first `packets` packets of MPEG-TS, cut back to the last PES start on `pid`
+    within them: a decoder then sees only whole frames (a frame cut in its middle is a
+    decode error of the cut, not of the stream)."""
+    head = data[: packets * PACKET]
+    starts = [i for i in range(0, len(head), PACKET)
+              if head[i + 1] & 0x40 and ((head[i + 1] & 0x1F) << 8 | head[i + 2]) == pid]
+    return head[: starts[-1]] if len(starts) > 1 else head
+
+
 def pids_in_order(data: bytes) -> list[int]:
     return [((p[1] & 0x1F) << 8) | p[2] for p in ts_packets(data)]
 

@@ -16,18 +16,13 @@ import pytest
 import trio
 
 from tests.browser import Watched, watch
-from tests.camera import Camera, Feed
+from tests.camera import Camera
 from tests.helpers import Server, start_server, wait_for
 
 WATCH = 8.0  # seconds in the browser
 STEADY = 3.0  # after this long a player is past its start
 
 
-@pytest.fixture
-async def camera_640(nursery: trio.Nursery) -> Camera:
-    cam = Camera(feeds={"live": Feed(size="640x360", bitrate="1M")})
-    await nursery.start(cam.run)
-    return cam
 
 
 @pytest.mark.parametrize("how", ["websocket", "http"])
@@ -103,6 +98,7 @@ async def test_stock_mpegts_js_plays_on_across_a_reconnect_with_one_player(
     assert_resumed(watched, gone, flowing)
 
 
+@pytest.mark.own_camera
 @pytest.mark.slow
 async def test_the_protocol_loader_keeps_one_socket_and_player_through_a_camera_outage(
         camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:

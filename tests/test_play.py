@@ -65,6 +65,7 @@ async def test_stop_means_no_binary_after_stopped_until_next_start(camera: Camer
         assert_starts_decodable(b"".join(viewer.media[after:]))
 
 
+@pytest.mark.own_camera
 async def test_start_twice_says_playing_again(camera: Camera, server: Server) -> None:
     """A second start while playing answers `playing` again and starts nothing more: one
     camera session, one FFmpeg."""
@@ -91,6 +92,7 @@ async def test_reconnect_restarts_the_upstream_for_every_viewer(camera: Camera, 
         assert_starts_decodable(b"".join(b.media[mark:]))
 
 
+@pytest.mark.own_camera
 async def test_a_reconnect_from_a_socket_that_watches_nothing_restarts_nothing_and_says_why(
         camera: Camera, nursery: trio.Nursery) -> None:
     """Before its first start (and after a stop) a socket's `reconnect` gets BAD_REQUEST:

@@ -97,6 +97,7 @@ async def play_once(nursery: trio.Nursery, url: str, policy: SourcePolicy = POLI
     return heard
 
 
+@pytest.mark.own_camera
 async def test_a_refused_redirect_is_never_knocked_on(camera: Camera, nursery: trio.Nursery) -> None:
     """The camera answers 302 to a place outside ALLOWED_SOURCES: the attempt ends
     FORBIDDEN and that place gets no connection at all, in any spelling of its address
@@ -113,6 +114,7 @@ async def test_a_refused_redirect_is_never_knocked_on(camera: Camera, nursery: t
     assert door.knocks == 0
 
 
+@pytest.mark.own_camera
 async def test_an_allowed_redirect_plays_through_the_relay(camera: Camera, nursery: trio.Nursery) -> None:
     camera.redirects = {"moved": camera.url("live").replace("127.0.0.1", "localhost")}
     heard = await play_once(nursery, camera.url("moved"), SourcePolicy.parse(["127.0.0.0/8"]))
@@ -258,6 +260,7 @@ class TlsFront:
             pass
 
 
+@pytest.mark.own_camera
 async def test_an_rtsps_camera_plays_through_the_relays_tls(camera: Camera, nursery: trio.Nursery) -> None:
     """The relay speaks TLS to an rtsps:// camera (its certificate not checked, as FFmpeg's
     default did) and plain RTSP to FFmpeg."""

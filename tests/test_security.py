@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import httpx
@@ -173,6 +174,7 @@ async def test_api_token_guards_every_route_but_health(camera: Camera, nursery: 
     assert TOKEN not in server_log(caplog)
 
 
+@pytest.mark.own_camera
 async def test_a_socket_needs_the_token_before_anything_starts(camera: Camera, nursery: trio.Nursery) -> None:
     server = await start_server(nursery, api_token=TOKEN)
     stream_id = await _create_as_admin(server, camera.url())
@@ -220,7 +222,9 @@ async def test_a_play_token_watches_its_stream_until_it_expires_and_nothing_else
         async with server.viewer(query) as viewer:
             await viewer.error("UNAUTHORIZED")
             assert await viewer.closed() == 1008
-    await trio.sleep(2.5)  # past its expiry
+    later = time.time() + 2.5
+    assert server.services is not None
+    server.services.access.clock = lambda: later  # past its expiry (no waiting on the wall clock)
     async with server.viewer(f"id={stream_id}&token={token}") as viewer:
         await viewer.error("UNAUTHORIZED")
         assert await viewer.closed() == 1008
@@ -298,6 +302,7 @@ async def test_cors_is_off_by_default_any_with_star_and_credentials_only_for_a_l
                                               "Authorization, Content-Type")
 
 
+@pytest.mark.own_camera
 async def test_a_socket_from_a_foreign_origin_is_refused_before_anything_starts(
         camera: Camera, nursery: trio.Nursery) -> None:
     server = await start_server(nursery)
@@ -333,6 +338,7 @@ def test_hosts_default_to_any_when_not_bound_to_loopback() -> None:
     assert Policy.of((), ("cam.example.com",), "0.0.0.0").host_allowed("CAM.example.com:443")
 
 
+@pytest.mark.own_camera
 async def test_sources_under_policy(camera: Camera, nursery: trio.Nursery) -> None:
     """Link-local and metadata addresses are refused by default (FORBIDDEN, final, no
     retry); ALLOWED_SOURCES admits only its networks and names, checked after DNS."""
@@ -401,6 +407,7 @@ async def test_a_proxy_seen_on_a_dual_stack_listener_is_trusted_and_ipv6_clients
     assert await status("::ffff:203.0.113.2") == 200  # 203.0.113.2 as mapped: its second request
 
 
+@pytest.mark.own_camera
 async def test_playing_by_url_is_off_with_a_token_or_off_loopback_and_its_errors_are_generic(
         camera: Camera, nursery: trio.Nursery) -> None:
     for options in ({"api_token": TOKEN}, {"allow_url_streams": "false"}):
@@ -422,6 +429,7 @@ async def test_playing_by_url_is_off_with_a_token_or_off_loopback_and_its_errors
     assert messages == ["camera unreachable", "source refused by policy"]
 
 
+@pytest.mark.own_camera
 async def test_a_reconnect_storm_from_another_client_leaves_the_victim_playing(
         camera: Camera, server: Server) -> None:
     """A second viewer of the stream sends reconnect 10 times a second for 8 s: the upstream
@@ -572,6 +580,7 @@ async def test_a_frame_over_64_kib_closes_with_1009(server: Server) -> None:
         assert await viewer.closed() == 1009
 
 
+@pytest.mark.own_camera
 async def test_a_camera_redirect_is_checked_against_the_policy_too(camera: Camera, nursery: trio.Nursery) -> None:
     """A camera that answers 302 to an allowed place plays there; to a place outside
     ALLOWED_SOURCES (127.0.0.2 here, to keep the test's traffic on loopback), the attempt

@@ -54,6 +54,7 @@ SERVING = {
 }
 
 
+@pytest.mark.own_camera
 @pytest.mark.parametrize("how", SERVING)
 async def test_sigterm_stops_viewers_ends_ffmpeg_and_exits_within_5s(
         how: str, camera: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:

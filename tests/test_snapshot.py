@@ -28,13 +28,9 @@ def jpeg_size(jpeg: bytes) -> str:
     return next(word.rstrip(",") for word in line.split() if "x" in word and word.rstrip(",").replace("x", "").isdigit())
 
 
-@pytest.fixture
-async def camera_640(nursery: trio.Nursery) -> Camera:
-    cam = Camera(feeds={"live": Feed(size="640x360")})
-    await nursery.start(cam.run)
-    return cam
 
 
+@pytest.mark.own_camera
 async def test_a_running_stream_gives_its_keyframe_without_a_new_camera_session(
         camera_640: Camera, nursery: trio.Nursery) -> None:
     server = await start_server(nursery)
@@ -49,6 +45,7 @@ async def test_a_running_stream_gives_its_keyframe_without_a_new_camera_session(
     assert jpeg_size(full.content) == "640x360" and jpeg_size(small.content) == "160x90"
 
 
+@pytest.mark.own_camera
 async def test_an_idle_stream_connects_once_for_concurrent_requests_and_reuses_the_picture(
         camera_640: Camera, nursery: trio.Nursery) -> None:
     server = await start_server(nursery)
