@@ -15,6 +15,7 @@ from .events import (
     ErrorCode,
     Event,
     Failure,
+    Health,
     Media,
     MediaFormat,
     MessageType,
@@ -34,7 +35,7 @@ from .upstream import ErrorRecord, UpstreamStatus
 from .viewer import Unfinished, Viewer
 
 __all__ = [
-    "CONTROL", "HTTP_STATUS", "Action", "Close", "CloseCode", "EngineConfig", "ErrorCode", "ErrorRecord", "Event", "Failure", "InvalidUrl",
+    "CONTROL", "HTTP_STATUS", "Action", "Health", "Close", "CloseCode", "EngineConfig", "ErrorCode", "ErrorRecord", "Event", "Failure", "InvalidUrl",
     "Media", "MediaFormat", "MessageType", "Phase", "Profile", "Registry", "RegistryStatistics", "RestCode", "Source", "Status", "StreamPhase", "StreamTally", "Tally", "Transport",
     "Unfinished", "UpstreamStatus", "VideoMode", "Viewer", "keep_masked", "mask_text", "mask_url", "media_close_code", "validate_url",
 ]

@@ -23,6 +23,13 @@ class Phase(StrEnum):
     STOPPED = "stopped"
 
 
+class Health(StrEnum):
+    """`GET /api/health/`'s `status`."""
+
+    OK = "ok"
+    DEGRADED = "degraded"  # storage or FFmpeg has a problem (listed in `problems`)
+
+
 class StreamPhase(StrEnum):
     """An upstream's `status.phase` in REST."""
 

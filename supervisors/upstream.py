@@ -231,7 +231,7 @@ class Upstream:
         if not self._announced:  # else `restart` did it, when it was asked
             self._announce()
         self._announced = False
-        self._log(logging.INFO, "connecting", "upstream %s connecting (%s)", mask_url(self.source.url),
+        self._log(logging.INFO, StreamPhase.CONNECTING, "upstream %s connecting (%s)", mask_url(self.source.url),
                   self.source.transport)
         timeout = self._config.ffmpeg_timeout
         started = trio.current_time()
@@ -280,7 +280,7 @@ class Upstream:
                 if first is None:
                     first = trio.current_time()
                     self._set_phase(StreamPhase.PLAYING)
-                    self._log(logging.INFO, "playing", "upstream %s playing", mask_url(self.source.url))
+                    self._log(logging.INFO, StreamPhase.PLAYING, "upstream %s playing", mask_url(self.source.url))
                 elif window := self._window():
                     chunk, ended = await self._gather(run, chunk, window)
                 if self._attempt_scope.cancel_called:  # restarted: not a byte more of this attempt

@@ -11,6 +11,8 @@ from pathlib import PurePath
 from quart import Blueprint, jsonify
 from quart.typing import ResponseReturnValue
 
+from supervisors import Health
+
 from ..policy.admission import Need, door
 from ..services import services
 from ..store import StorageError
@@ -40,7 +42,7 @@ async def health() -> ResponseReturnValue:
     except StorageError as error:
         problems.append(f"storage unavailable: {error}")
     stats = s.registry.statistics()
-    body: dict[str, object] = {"status": "degraded" if problems else "ok"}
+    body: dict[str, object] = {"status": Health.DEGRADED if problems else Health.OK}
     if is_admin():  # paths, versions and reasons are for the operator, not for anyone
         body.update({
             "version": APP_VERSION,

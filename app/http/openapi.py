@@ -9,7 +9,7 @@ from typing import Any
 from quart import Blueprint, jsonify
 from quart.typing import ResponseReturnValue
 
-from supervisors import ErrorCode, RestCode, StreamPhase, Transport, VideoMode
+from supervisors import ErrorCode, Health, RestCode, StreamPhase, Transport, VideoMode
 from supervisors.profile import MAX_HEIGHT, MIN_HEIGHT
 
 from ..policy.admission import Need, door
@@ -104,7 +104,7 @@ SCHEMAS: dict[str, Any] = {
                          "cpu_percent": {"type": ["number", "null"], "minimum": 0,
                                          "description": "of one core, by this stream's FFmpeg processes"}}},
     "Health": {"type": "object", "required": ["status"], "properties": {
-        "status": {"type": "string", "enum": ["ok", "degraded"]}, "version": {"type": "string"},
+        "status": {"type": "string", "enum": [h.value for h in Health]}, "version": {"type": "string"},
         "ffmpeg": {"type": "object", "properties": {"path": {"type": "string"},
                                                      "version": {"type": ["string", "null"]}}},
         "streams": {"type": "object", "properties": {
