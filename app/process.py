@@ -11,7 +11,10 @@ GOODBYE_WAIT seconds to read their close. Three things start it, whichever comes
 - SIGTERM or SIGINT to a process the app owns (`own_process`: `rtsp-viewer serve`, and
   `app.asgi` under Hypercorn): the app's lifespan holds the signal handlers, runs the
   graceful part, then stops the server: `rtsp-viewer serve` through its trigger, plain
-  Hypercorn as it stops on Ctrl+C (KeyboardInterrupt in its main task);
+  Hypercorn through its worker's own `terminate` event (as when `max_requests` is
+  reached; found behind the first connection, like `terminated` below), or, before any
+  connection has shown it, as it stops on Ctrl+C (KeyboardInterrupt in its main task:
+  that needs SIGINT not to be ignored, which a background job of a script inherits);
 - Hypercorn's own shutdown (`follow`): with `workers` of 1 or more, Hypercorn's parent
   process takes the signal and tells the worker, which begins its shutdown
   (WorkerContext.terminated, found behind the first connection) and gives connections
@@ -73,7 +76,8 @@ class Shutdown:
     def __init__(self, registry: Registry, *, own_process: bool) -> None:
         self._registry = registry
         self.own_process = own_process
-        self.stop_server: Callable[[], None] = interrupt_main_task
+        self.stop_server: Callable[[], None] = self._stop_hypercorn
+        self._hypercorn: Any = None  # the Hypercorn WorkerContext behind the connections, once seen
         self._begun = trio.Event()
         self._told = trio.Event()  # viewers told, upstreams ending, goodbye wait over
         self._nursery: trio.Nursery | None = None
@@ -107,13 +111,22 @@ class Shutdown:
 
     def follow(self, send: Any) -> None:
         """Start `graceful` when the Hypercorn worker behind this connection's ASGI send
-        begins its shutdown (once per app; a no-op outside Hypercorn's trio worker)."""
+        begins its shutdown, and remember that worker to stop it (`_stop_hypercorn`);
+        once per app, a no-op outside Hypercorn's trio worker."""
         if self._following or self._nursery is None:
             return
-        terminated = _worker_terminated(send)
-        if terminated is not None:
+        context = _worker_context(send)
+        if context is not None:
             self._following = True
-            self._nursery.start_soon(self._graceful_when, terminated)
+            self._hypercorn = context
+            self._nursery.start_soon(self._graceful_when, context.terminated)
+
+    def _stop_hypercorn(self) -> None:
+        """Stop plain Hypercorn (see module docstring)."""
+        if self._hypercorn is not None and self._nursery is not None:
+            self._nursery.start_soon(self._hypercorn.terminate.set)
+        else:
+            interrupt_main_task()
 
     async def _graceful_when(self, terminated: Any) -> None:
         await terminated.wait()
@@ -139,11 +152,14 @@ class Shutdown:
         os._exit(EXIT_FORCED)
 
 
-def _worker_terminated(send: Any) -> Any:
-    """Hypercorn 0.18's WorkerContext.terminated behind an ASGI send (HTTP or WebSocket
-    stream → protocol → TCPServer), or None."""
+def _worker_context(send: Any) -> Any:
+    """Hypercorn 0.18's WorkerContext behind an ASGI send (HTTP or WebSocket stream →
+    protocol → TCPServer), with its `terminate` and `terminated` events; or None."""
     stream = getattr(send, "__self__", None)
     protocol = getattr(getattr(stream, "send", None), "__self__", None)
     server = getattr(getattr(protocol, "send", None), "__self__", None)
-    terminated = getattr(getattr(server, "context", None), "terminated", None)
-    return terminated if callable(getattr(terminated, "wait", None)) else None
+    context = getattr(server, "context", None)
+    events = (getattr(context, "terminate", None), getattr(context, "terminated", None))
+    if all(callable(getattr(event, "wait", None)) and callable(getattr(event, "set", None)) for event in events):
+        return context
+    return None

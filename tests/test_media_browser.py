@@ -41,7 +41,9 @@ async def test_an_h265_camera_as_h264_plays_through_native_mse_and_as_is_falls_b
 
     seen = await drive(f"{server.base}/", script, tmp_path / "h265.png")
     assert seen["player"] == "mse" and seen["width"] == 320, seen
-    assert 0.8 <= seen["rate"] <= 1.2, seen  # currentTime moves with the clock
+    # currentTime moves with the clock (wider than the page tests' 0.8-1.2: this tile is
+    # transcoded, and with the suite's four workers the transcoder's output comes in bursts)
+    assert 0.7 <= seen["rate"] <= 1.3, seen
 
 
 async def test_an_mpeg1_stream_plays_in_stock_jsmpeg(camera: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:

@@ -51,6 +51,9 @@ SERVING = {
     "rtsp-viewer serve": lambda: [str(BIN / "rtsp-viewer"), "serve", "--port", "0"],
     "hypercorn -c deploy/hypercorn.toml": lambda: hypercorn_argv(),  # workers = 1: a parent and a worker
     "hypercorn -c deploy/hypercorn.toml --workers 0": lambda: hypercorn_argv("--workers", "0"),  # one process
+    # as a script's background job (`hypercorn ... &`) starts it: SIGINT ignored, so no Ctrl+C path
+    "the same, with SIGINT ignored": lambda: ["sh", "-c", "trap '' INT; exec \"$@\"", "sh",
+                                              *hypercorn_argv("--workers", "0")],
 }
 
 

@@ -1,6 +1,7 @@
 """Which origins and Host headers the server answers (CORS_ORIGINS, ALLOWED_HOSTS).
 
-The rules; `app/policy/admission.py` applies them to every route:
+The rules; `app/policy/admission.py` applies them to every route, and `app/http/doors.py`
+puts the CORS headers on the answers:
 - Host: bound to loopback, only loopback names are allowed by default (`localhost`,
   `127.0.0.1`, `[::1]`, any port), which stops DNS rebinding: a page on evil.example
   whose name is made to resolve to 127.0.0.1 sends `Host: evil.example`.

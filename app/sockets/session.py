@@ -6,7 +6,8 @@ actions, and the writer, the only task that sends, which drains the viewer's que
 (status, errors, media). Under Hypercorn the hub's fan-out may also write media at once
 through the socket's `Wire` when the writer has nothing pending (see `app/sockets/wire.py`);
 the two never interleave. When the client goes away, the reader cancels the writer;
-leaving `open_viewer` detaches it from its upstream.
+leaving `open_viewer` detaches it from its upstream. What a socket asks for and the
+frames it gets are parsed and made in `app/sockets/messages.py`.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ class Retimer:
             self._start = (self._last + self._step) % WRAP
         self._shift = None if self._start is not None else 0
         self._settling = SETTLING
+        self._short = False
         for state in self._others.values():
             state[2] = 0
 
