@@ -13,8 +13,8 @@ DTS that goes back, comes less than MIN_STEP after the last, less than half a fr
 it once (not twice in a row: that is a new frame rate), or more than a second forward.
 FFmpeg's copy makes each DTS that did not go forward the last one plus a tick, and when
 the camera's timeline catches up the next step is short: an H.265 camera's first frames,
-whose first packet FFmpeg leaves without timestamps, do that under load. Until a shift is needed, chunks pass through
-untouched (no copy).
+whose first packet FFmpeg leaves without timestamps, do that under load. Until a shift
+is needed, chunks pass through untouched (no copy).
 
 The cost is per chunk, never per viewer: one pass over the packets of the video PID,
 and, once shifted, one copy of the chunk. Pure code; nothing here awaits.
