@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.browser import Watched, watch
+from tests.browser import Watched, few_dropped, watch
 from tests.camera import Camera
 from tests.helpers import Server, start_server, wait_for
 
@@ -39,7 +39,8 @@ async def test_stock_mpegts_js_plays_with_its_stock_config(
     rate = (last.position - first.position) / (last.at - first.at)
     assert 0.8 <= rate <= 1.2, f"currentTime advanced at {rate:.2f}x real time"
     assert last.presented - first.presented >= 0.8 * 25 * (last.at - first.at)  # a 25 fps camera
-    assert last.dropped == first.dropped, "frames dropped in every window of steady state"
+    assert few_dropped(last.dropped - first.dropped, last.presented - first.presented), \
+        f"{last.dropped - first.dropped} frames dropped in {last.presented - first.presented}, in every window"
 
 
 async def watch_interrupted(url: str, seconds: float, screenshot: Path,

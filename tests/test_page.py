@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from app.cli.main import DEAD_AFTER
-from tests.browser import clean_window, drive, sample
+from tests.browser import clean_window, drive, few_dropped, sample
 from tests.camera import Camera, Feed
 from tests.helpers import Server, start_server, wait_for
 from tests.lean import LeanViewer
@@ -73,7 +73,8 @@ async def test_a_tile_plays_its_stream(camera_640: Camera, nursery: trio.Nursery
     if start == "joining":
         await other.aclose()
     assert (name, phase, width, poster) == ("front door", "playing", 640, "200 image/jpeg")
-    assert 0.8 <= rate <= 1.2 and presented >= 0.8 * 25 * 3 and dropped == 0, (rate, presented, dropped)
+    assert 0.8 <= rate <= 1.2 and presented >= 0.8 * 25 * 3 and few_dropped(dropped, presented), \
+        (rate, presented, dropped)
 
 
 # One fragment of the page's native player is corrupted (the size of its first box: the

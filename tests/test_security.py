@@ -468,6 +468,14 @@ async def test_lingering_upstreams_count_against_the_client_that_started_them(
     assert server.registry is not None and server.registry.statistics().running == 2
 
 
+def later(server: Server, seconds: float) -> None:
+    """Move the server's rate-limit clock `seconds` on (no waiting for the refill)."""
+    assert server.services is not None
+    rates = server.services.rates
+    now = rates.clock()
+    rates.clock = lambda: now + seconds
+
+
 async def test_rate_limit_answers_429_with_retry_after_on_rest_and_rate_limited_on_sockets(
         nursery: trio.Nursery) -> None:
     """RATE_LIMIT 0.5/s, burst 4 (slow refills keep this deterministic on a busy machine),
@@ -477,7 +485,7 @@ async def test_rate_limit_answers_429_with_retry_after_on_rest_and_rate_limited_
         statuses = [(await http.get("/api/streams/")).status_code for _ in range(6)]
         limited = await http.get("/api/streams/")
         health = [(await http.get("/api/health/")).status_code for _ in range(10)]  # exempt
-        await trio.sleep(2.2)
+        later(server, 2.2)  # a token is back (0.5/s)
         again = await http.get("/api/streams/")
     assert statuses == [200] * 4 + [429] * 2, statuses
     assert limited.json()["error"]["code"] == "RATE_LIMITED" and int(limited.headers["retry-after"]) >= 1
@@ -487,7 +495,7 @@ async def test_rate_limit_answers_429_with_retry_after_on_rest_and_rate_limited_
         for _ in range(5):  # actions spend them too: the socket stays, with RATE_LIMITED
             await viewer.send("stop")
         await viewer.error("RATE_LIMITED")
-        await trio.sleep(2.2)
+        later(server, 2.2)
         await viewer.send("stop")
         await viewer.status("stopped")
         assert viewer.close_code is None

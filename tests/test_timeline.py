@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from supervisors.media.timeline import FRAME, HZ, WRAP, Retimer
 from tests.camera import Camera
-from tests.helpers import ffmpeg_children, start_server, timestamps, ts_packets
+from tests.helpers import ffmpeg_children, start_server, timestamps, ts_packets, wait_for
 
 VIDEO = 0x100
 
@@ -162,7 +162,11 @@ async def test_a_socket_that_stops_and_starts_again_keeps_its_timestamps_going(
             await trio.sleep(2)
             await viewer.send("stop")
             await viewer.status("stopped")
-            await trio.sleep(pause)
+            if pause > server.settings.linger:  # until the upstream has ended (LINGER 0.5 s)
+                assert server.registry is not None
+                await wait_for(lambda: server.registry.statistics().running == 0, within=10)
+            else:
+                await trio.sleep(pause)
         await viewer.play()
         await trio.sleep(2)
         data = b"".join(viewer.media)

@@ -5,7 +5,6 @@ that declares none (`check_doors`), and CORS headers go on the answers the polic
 
 from __future__ import annotations
 
-import trio
 from quart import Quart, Response, g, request
 
 from ..errors import ApiError
@@ -37,7 +36,7 @@ def install(app: Quart, s: Services) -> None:
                       origin=request.headers.get("Origin"), peer=request.remote_addr,
                       forwarded_for=tuple(request.headers.getlist("X-Forwarded-For")), token=token,
                       stream_id=(request.view_args or {}).get("stream_id"))
-        decision = admit(chosen, knock, s, trio.current_time())
+        decision = admit(chosen, knock, s)
         g.client, g.client_key = decision.client, decision.key
         if isinstance(decision, Refused):
             raise refusal(decision)

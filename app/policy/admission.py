@@ -154,7 +154,7 @@ class Refused:
     handshake: bool = False  # a socket gets it as an HTTP answer instead of an upgrade
 
 
-def admit(door: Door, knock: Knock, s: Gate, now: float) -> Admitted | Refused:
+def admit(door: Door, knock: Knock, s: Gate) -> Admitted | Refused:
     """Let the request in through its door, or say why not (see module docstring)."""
     client = client_address(knock.peer, knock.forwarded_for, s.trusted)
     key = limit_key(client)
@@ -167,7 +167,7 @@ def admit(door: Door, knock: Knock, s: Gate, now: float) -> Admitted | Refused:
                                    Connection="close"), handshake=True)
     if door.rate:
         try:
-            s.rates.take(key, now)
+            s.rates.take(key)
         except Limited as limited:
             return refuse(429, ErrorCode.RATE_LIMITED, str(limited), Retry_After=limited.retry_after_header)
     if (knock.socket or knock.method in UNSAFE) and knock.origin is not None \

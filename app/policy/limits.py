@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
+import trio
 
 from supervisors.camera.addresses import (
     UNKNOWN_CLIENT,
@@ -82,12 +83,14 @@ class Limited(Exception):
 class RateLimiter:
     rate: float  # tokens per second; 0: no limit
     burst: float
+    clock: Callable[[], float] = trio.current_time  # seconds; tests move it instead of waiting for a refill
     _buckets: OrderedDict[str, tuple[float, float]] = attrs.Factory(OrderedDict)  # client -> (tokens, at)
 
-    def take(self, client: str, now: float) -> None:
+    def take(self, client: str) -> None:
         """Spend one of the client's tokens; raises Limited if it has none."""
         if not self.rate:
             return
+        now = self.clock()
         tokens, at = self._buckets.pop(client, (self.burst, now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
         if tokens < 1:

@@ -85,7 +85,7 @@ async def _accept(s: Services, held: ExitStack, socket: Socket) -> Accepted | No
                   token=args.get("token") or bearer(socket.header("Authorization")) or token,
                   stream_id=target.stream_id if isinstance(target, Target) else None,
                   by_url=isinstance(target, Target) and target.source is not None)
-    decision = admit(DOOR, knock, s, trio.current_time())
+    decision = admit(DOOR, knock, s)
     if isinstance(decision, Refused):
         if decision.handshake:
             await socket.reject(decision.status, error_body(decision.code, decision.message))
@@ -277,7 +277,7 @@ async def _handle_actions(viewer: Viewer, target: Target, s: Services, socket: S
             viewer.notify(Close(CloseCode.POLICY, ErrorCode.BAD_REQUEST))
             await trio.sleep_forever()  # the writer closes the socket and ends us
         try:
-            s.rates.take(client, trio.current_time())
+            s.rates.take(client)
         except Limited as limited:
             viewer.notify(Failure(ErrorCode.RATE_LIMITED, f"{limited}: retry in {limited.retry_after_header} s"))
             continue
