@@ -76,6 +76,12 @@ class Feed:
         return argv
 
 
+def camera_url(port: int, path: str, user: str, password: str | None) -> str:
+    """A test camera's URL: with `user:password@` when a password is given."""
+    cred = "" if password is None else f"{user}:{password}@"
+    return f"rtsp://{cred}127.0.0.1:{port}/{path}"
+
+
 class CameraProcess:
     """A camera (`python -m tests.camera`) in a process of its own, started once per test
     session and shared by the tests that only watch it (conftest's `camera` and
@@ -95,8 +101,7 @@ class CameraProcess:
         self.port = int(line.strip().rsplit(":", 1)[1].split("/", 1)[0])
 
     def url(self, path: str = "live", *, password: str | None = None, user: str | None = None) -> str:
-        cred = "" if password is None else f"{user or self.user}:{password}@"
-        return f"rtsp://{cred}127.0.0.1:{self.port}/{path}"
+        return camera_url(self.port, path, user or self.user, password)
 
     def close(self) -> None:
         for pipe in (self._process.stdin, self._process.stdout):
@@ -261,10 +266,9 @@ class Camera:
     _publish_token: str = attrs.Factory(lambda: secrets.token_hex(8))
 
     def url(self, path: str = "live", *, password: str | None = None, user: str | None = None) -> str:
-        cred = ""
-        if self.auth or password is not None:
-            cred = f"{user or self.user}:{self.password if password is None else password}@"
-        return f"rtsp://{cred}127.0.0.1:{self.port}/{path}"
+        if self.auth and password is None:
+            password = self.password
+        return camera_url(self.port, path, user or self.user, password)
 
     def stall(self) -> None:
         self.stalled = True

@@ -38,6 +38,7 @@ from supervisors import (
 )
 from supervisors.classify import GENERIC
 
+from ..counts import SendPath
 from ..errors import ApiError, error_body
 from ..logs import next_id
 from ..policy.admission import Door, Knock, Need, Refused, admit, door
@@ -69,7 +70,7 @@ class Accepted:
     wire: Wire | None
     send: Send
     client: str  # its address, for the logs
-    key: str  # what the limits count it by (`clients.limit_key`)
+    key: str  # what the limits count it by (`limits.limit_key`)
     socket: Socket
 
 
@@ -120,7 +121,7 @@ async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions:
     assert isinstance(target, Target)
     if target.source is not None:  # played by URL: errors must not tell ports and hosts apart
         on_event = _generic(on_event)
-    with s.registry.open_viewer(accepted.key) as viewer, s.metrics.sending("asgi" if wire is None else "wire"):
+    with s.registry.open_viewer(accepted.key) as viewer, s.metrics.sending(SendPath.ASGI if wire is None else SendPath.WIRE):
         if wire is not None:
             viewer.express = wire.express
         try:
@@ -161,7 +162,7 @@ async def media_socket(s: Services, socket: Socket) -> None:
 
 
 def handlers(s: Services) -> dict[str, Handler]:
-    """The sockets of this module by path, for `sockets.route`."""
+    """The sockets of this module by path, for `asgi.route`."""
     return dict(zip(PATHS, (partial(stream_socket, s), partial(media_socket, s)), strict=True))
 
 
