@@ -16,10 +16,13 @@ import trio
 from quart_trio import QuartTrio
 
 from supervisors import EngineConfig, Registry
-from supervisors.ffmpeg import Runner
+from supervisors.ffmpeg import Runner, ffmpeg_runner
+from supervisors.locks import KeyedLocks
 from supervisors.snapshot import Snapshots
 
 from . import errors, logs
+from .cluster import Cluster
+from .http import cluster as cluster_view
 from .http import doors, health, metrics, openapi, page, play_tokens, snapshot, stream_ts, streams
 from .policy import limits
 from .policy.origins import Policy
@@ -47,18 +50,24 @@ def create_app(settings: Settings, *, runner: Runner | None = None, own_process:
         max_streams=settings.max_concurrent_streams,
         max_streams_per_client=settings.max_streams_per_client, sources=settings.source_policy())
     access = Access(settings.api_token, server_key(settings.secret_key, settings.database_path))
+    store = Store(settings.database_url)
     trusted = limits.parse_networks(settings.trusted_proxies)
     rates = limits.RateLimiter(*settings.rate_limit)
     soft_fds = raise_fd_limit() if own_process else resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     connections = limits.Connections(settings.max_connections_per_client, limits.socket_cap(soft_fds))
     policy = Policy.of(settings.cors_origins, settings.allowed_hosts, settings.host)
-    registry = Registry(config, runner, group=stream_label)
-    s = Services(settings=settings, access=access, store=Store(settings.database_path), registry=registry,
+    edits: KeyedLocks[int] = KeyedLocks()
+    cluster = Cluster(store.db, store, access, lease_seconds=settings.lease_seconds, node_url=settings.node_url,
+                      node_id=settings.node_id, edits=edits.hold)
+    camera = runner or ffmpeg_runner(ffmpeg, timeout=settings.ffmpeg_timeout, sources=config.sources)
+    registry = Registry(config, cluster.runner(camera), group=stream_label)
+    cluster.registry = registry
+    s = Services(settings=settings, access=access, store=store, registry=registry, cluster=cluster, edits=edits,
                  snapshots=Snapshots(registry, ffmpeg, settings.ffmpeg_timeout), ffmpeg=FFmpegCheck(ffmpeg), rates=rates,
                  connections=connections, origins=policy, trusted=trusted,
-                 shutdown=Shutdown(registry, own_process=own_process))
+                 shutdown=Shutdown(registry, own_process=own_process, leave=cluster.leave))
     app.extensions["rtsp"] = s
-    engine_scope, shutdown_scope = trio.CancelScope(), trio.CancelScope()
+    engine_scope, shutdown_scope, cluster_scope = trio.CancelScope(), trio.CancelScope(), trio.CancelScope()
 
     async def run_engine(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with engine_scope:
@@ -71,7 +80,12 @@ def create_app(settings: Settings, *, runner: Runner | None = None, own_process:
         except StorageError as error:  # serve anyway: health says degraded, REST says 503
             log.error("storage unavailable at start: %s", error)
         await app.nursery.start(run_engine)
+        await app.nursery.start(run_cluster)
         await app.nursery.start(run_shutdown)
+
+    async def run_cluster(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with cluster_scope:
+            await s.cluster.run(task_status=task_status)
 
     async def run_shutdown(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with shutdown_scope:
@@ -81,6 +95,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, own_process:
     async def _stop() -> None:
         s.registry.shutdown()
         shutdown_scope.cancel()
+        cluster_scope.cancel()
         engine_scope.cancel()
         await s.store.close()
 
@@ -95,7 +110,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, own_process:
     doors.install(app, s)
     doors.install_cors(app, policy)
     metrics.install(app, s.metrics)
-    for module in (health, page, streams, stream_ts, snapshot, session, play_tokens, openapi, metrics):
+    for module in (health, page, streams, stream_ts, snapshot, session, play_tokens, openapi, metrics, cluster_view):
         app.register_blueprint(module.blueprint)
     doors.check_doors(app)
     return app

@@ -35,7 +35,7 @@ import logging
 import os
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -73,8 +73,11 @@ def interrupt_main_task() -> None:
 class Shutdown:
     """See module docstring."""
 
-    def __init__(self, registry: Registry, *, own_process: bool) -> None:
+    def __init__(self, registry: Registry, *, own_process: bool,
+                 leave: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint) -> None:
+        """`leave`: this node leaves its cluster (its camera leases end at once)."""
         self._registry = registry
+        self._leave = leave
         self.own_process = own_process
         self.stop_server: Callable[[], None] = self._stop_hypercorn
         self._hypercorn: Any = None  # the Hypercorn WorkerContext behind the connections, once seen
@@ -104,6 +107,7 @@ class Shutdown:
             self._nursery.start_soon(self._exit_if_stuck)
         try:
             self._registry.shutdown()  # stopped + 1001 to every viewer; every FFmpeg is being ended
+            await self._leave()  # other nodes take this one's cameras over now (1 s at most)
             with trio.move_on_after(GOODBYE_WAIT):
                 await self._registry.wait_no_viewers()
         finally:  # cancelled too: whoever waits for it must not wait for ever

@@ -20,6 +20,7 @@ from supervisors.events import describe_os_error
 from supervisors.locks import KeyedLocks
 from supervisors.snapshot import Snapshots
 
+from .cluster import Cluster
 from .counts import EdgeTally, SendPathRecord
 from .policy.limits import Connections, RateLimiter
 from .policy.origins import Policy
@@ -69,6 +70,7 @@ class Services:
     access: Access
     store: Store
     registry: Registry
+    cluster: Cluster
     snapshots: Snapshots
     ffmpeg: FFmpegCheck
     rates: RateLimiter

@@ -11,10 +11,12 @@ import ssl
 import sys
 from collections.abc import Callable, Mapping
 from typing import NewType
+from urllib.parse import urlsplit
 
 import attrs
 import cattrs
 
+from supervisors import mask_text
 from supervisors.camera.sources import InvalidSource, SourcePolicy
 
 from .policy.limits import parse_networks
@@ -35,6 +37,9 @@ Hosts = NewType("Hosts", tuple[str, ...])  # ALLOWED_HOSTS: "*" or host names, c
 Sources = NewType("Sources", tuple[str, ...])  # ALLOWED_SOURCES: CIDRs and host names, comma-separated
 Switch = NewType("Switch", str)  # true | false | auto
 Networks = NewType("Networks", tuple[str, ...])  # TRUSTED_PROXIES: CIDRs, comma-separated
+NodeUrl = NewType("NodeUrl", str)  # NODE_URL: http(s)://host:port
+NodeId = NewType("NodeId", str)  # NODE_ID: 1-64 of A-Z a-z 0-9 . _ -
+Lease = NewType("Lease", float)  # LEASE_SECONDS: 1 … 300
 Rate = NewType("Rate", tuple[float, float])  # RATE_LIMIT: "rate/burst" per second, or off  # 16+ URL-safe characters: it travels in URLs and subprotocols
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -73,11 +78,19 @@ class Settings:
 
     def source_policy(self) -> SourcePolicy:
         return SourcePolicy.parse(self.allowed_sources)
-    secret_key: Secret = Secret("")  # "": a key kept beside the database
+    secret_key: Secret = Secret("")  # "": a key kept beside the database (SQLite only)
+    node_url: NodeUrl = NodeUrl("")  # "": http://HOST:PORT (cluster: how other nodes reach this one)
+    node_id: NodeId = NodeId("")  # "": host-port of NODE_URL, a name stable across restarts
+    lease_seconds: Lease = Lease(10.0)  # a dead owner's camera is taken over this long after
 
     @property
     def database_path(self) -> str:
-        return self.database_url.removeprefix("sqlite:///")
+        """The SQLite file ("" for PostgreSQL)."""
+        return self.database_url.removeprefix("sqlite:///") if self.database_url.startswith("sqlite:///") else ""
+
+    @property
+    def postgres(self) -> bool:
+        return not self.database_url.startswith("sqlite:///")
 
     def ffmpeg(self) -> str:
         if self.ffmpeg_bin:
@@ -198,8 +211,30 @@ def _file(value: object, _: object) -> str:
 
 def _database_url(value: object, _: object) -> str:
     text = str(value).strip()
-    if not text.startswith("sqlite:///") or text == "sqlite:///":
-        raise FieldError("must be sqlite:///<path> (or sqlite:///:memory:)")
+    if text.startswith("sqlite:///") and text != "sqlite:///":
+        return text
+    scheme = text.partition("://")[0]
+    if scheme in ("postgresql", "postgres") and urlsplit(text).hostname and urlsplit(text).path.strip("/"):
+        return text
+    raise FieldError("must be sqlite:///<path> (or sqlite:///:memory:) or postgresql://user:pass@host:port/db")
+
+
+def _node_url(value: object, _: object) -> str:
+    text = str(value).strip().rstrip("/")
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path or parts.query:
+        raise FieldError("must be http://host:port (how other nodes reach this one)")
+    return text
+
+
+def _node_id(value: object, _: object) -> str:
+    text = str(value).strip()
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", text):
+        raise FieldError("must be 1-64 characters of A-Z a-z 0-9 . _ -")
     return text
 
 
@@ -211,6 +246,9 @@ converter.register_structure_hook(Port, _number(int, 0, 65535))
 converter.register_structure_hook(LogLevel, _choice(LEVELS, upper=True))
 converter.register_structure_hook(LogFormat, _choice(("text", "json"), upper=False))
 converter.register_structure_hook(DatabaseUrl, _database_url)
+converter.register_structure_hook(NodeUrl, _node_url)
+converter.register_structure_hook(NodeId, _node_id)
+converter.register_structure_hook(Lease, _number(float, 1, 300))
 converter.register_structure_hook(Secret, _secret)
 converter.register_structure_hook(Origins, _origins)
 converter.register_structure_hook(Hosts, _hosts)
@@ -237,9 +275,13 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         settings = converter.structure(given, Settings)
     except cattrs.ClassValidationError as error:
         bad = field_errors(error)
-        shown = {k: "***" if k in ("api_token", "metrics_token", "secret_key") else repr(v) for k, v in given.items()}
+        shown = {k: "***" if k in ("api_token", "metrics_token", "secret_key") else repr(mask_text(str(v)))
+                 for k, v in given.items()}
         detail = "; ".join(f"{names.get(k, k)}={shown.get(k, '')} {msg}" for k, msg in bad.items())
         raise SettingsError(f"invalid settings: {detail}") from None
+    if settings.postgres and not settings.secret_key:
+        raise SettingsError("invalid settings: SECRET_KEY is required with a PostgreSQL DATABASE_URL "
+                            "(the nodes of a cluster sign play tokens and each other's requests with it)")
     if bool(settings.certfile) != bool(settings.keyfile):
         raise SettingsError("invalid settings: CERTFILE and KEYFILE go together (HTTPS needs both)")
     if settings.certfile:

@@ -39,6 +39,7 @@ class Source:
     url: str
     transport: Transport = Transport.TCP
     profile: Profile = DEFAULT
+    stream: int | None = None  # the registered stream it plays, if any (a cluster places its camera by it)
 
     @property
     def key(self) -> str:

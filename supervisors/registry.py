@@ -101,11 +101,13 @@ class Registry:
         """Until every supervisor task (and so every FFmpeg it owned) has ended."""
         await self._no_supervisors.wait()
 
-    def attach(self, viewer: Viewer, key: str, source: Source) -> None:
+    def attach(self, viewer: Viewer, key: str, source: Source, *, peer: bool = False) -> None:
         """Subscribe a viewer to the upstream for key, starting one if needed.
 
-        Raises Failure(LIMIT) when a limit forbids it. Attaching where it already is
-        repeats `playing` if it has been announced.
+        Raises Failure(LIMIT) when a limit forbids it: MAX_CONCURRENT_STREAMS, and
+        MAX_STREAMS_PER_CLIENT unless the viewer is another node of the cluster (`peer`:
+        it reads for all of its own viewers). Attaching where it already is repeats
+        `playing` if it has been announced.
         """
         if viewer.key == key:
             if viewer.announced:
@@ -114,7 +116,7 @@ class Registry:
         if viewer.key is not None:
             self.detach(viewer)
         watched = set(self._clients.get(viewer.client, ())) | self._lingering(viewer.client)
-        if key not in watched and len(watched) >= self.config.max_streams_per_client:
+        if not peer and key not in watched and len(watched) >= self.config.max_streams_per_client:
             raise Failure(ErrorCode.LIMIT, f"MAX_STREAMS_PER_CLIENT ({self.config.max_streams_per_client}) "
                                  "reached for this client")
         upstream = self._upstreams.get(key)
@@ -244,6 +246,10 @@ class Registry:
             self.detach(viewer)
         upstream.retire()
         self._ended.pop(key, None)
+
+    def sources(self) -> list[tuple[str, Source]]:
+        """What each upstream a viewer would join plays: (key, source)."""
+        return [(key, upstream.source) for key, upstream in self._upstreams.items()]
 
     def status(self, key: str) -> UpstreamStatus:
         upstream = self._upstreams.get(key) or self._ended.get(key)

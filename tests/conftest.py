@@ -8,6 +8,8 @@ import trio
 from app.sockets import wire
 from tests.camera import Camera, CameraProcess, Feed
 from tests.helpers import Server, start_server
+from tests.postgres import Postgres
+from tests.postgres import available as postgres_available
 
 FEEDS = {"camera": Feed(), "camera_640": Feed(size="640x360", bitrate="1M")}
 
@@ -71,3 +73,24 @@ def _collect_garbage():  # type: ignore[no-untyped-def]
     import gc
 
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    """One real PostgreSQL server for the session (per xdist worker), started when a test
+    first asks for it; each test gets a database of its own (`database_url`)."""
+    if not postgres_available():
+        pytest.skip("initdb and pg_ctl are not on PATH (Debian: apt-get install postgresql)")
+    server = Postgres()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
+    """The same test against each database DATABASE_URL may name: SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        return "sqlite:///:memory:"
+    server: Postgres = request.getfixturevalue("postgres_server")
+    return server.new_database()

@@ -50,6 +50,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     # plain HTTP to a socket's path: "this is a WebSocket endpoint"
     ("/ws/stream", "GET"): Route(Need.PUBLIC, 400, ok_code="BAD_REQUEST"),
     ("/ws/stream.ts", "GET"): Route(Need.PUBLIC, 400, ok_code="BAD_REQUEST"),
+    ("/api/cluster/", "GET"): Route(Need.ADMIN, 200),
     ("/api/streams/", "GET"): Route(Need.ADMIN, 200),
     ("/api/streams/", "POST"): Route(Need.ADMIN, 201),
     ("/api/streams/<stream_id:stream_id>/", "GET"): Route(Need.ADMIN, 200),

@@ -7,18 +7,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TOP = ("app.settings", "app.store", "app.services", "app.process", "app.errors", "app.logs", "app.counts",
-       "app.targets")
+       "app.targets", "app.cluster")
 # each part and the parts it may import (besides itself); first match wins
 PARTS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("media", ("supervisors.media",), ()),
     ("camera", ("supervisors.camera",), ("supervisors.events",)),
     ("engine", ("supervisors",), ("supervisors",)),
     ("policy", ("app.policy",), ("supervisors",)),
-    ("top", TOP, (*TOP, "app.policy", "supervisors")),
+    ("db", ("app.db",), ("supervisors",)),
+    ("top", TOP, (*TOP, "app.db", "app.policy", "supervisors")),
     ("http", ("app.http",), (*TOP, "app.policy", "supervisors")),
     ("sockets", ("app.sockets",), (*TOP, "app.policy", "supervisors")),
-    ("cli", ("app.cli",), ("app.factory", "app.asgi", "app.http", "app.sockets", "app.policy", "supervisors", *TOP)),
-    ("factory", ("app.factory", "app.asgi", "app"), ("app.http", "app.sockets", "app.policy", "supervisors", *TOP)),
+    ("cli", ("app.cli",), ("app.factory", "app.asgi", "app.http", "app.sockets", "app.policy", "app.db", "supervisors",
+                           *TOP)),
+    ("factory", ("app.factory", "app.asgi", "app"), ("app.http", "app.sockets", "app.policy", "app.db", "supervisors",
+                                                     *TOP)),
 ]
 
 

@@ -14,7 +14,10 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.db import Tx
+from app.db.sqlite import SqliteDatabase
 from app.store import Store
+from tests.postgres import Postgres
 from supervisors import Transport, mask_url
 from tests.camera import Camera, bundled_ffmpeg
 from tests.helpers import Server, start_server
@@ -28,6 +31,12 @@ def error_of(response: httpx.Response, status: int, code: str) -> dict[str, obje
     assert set(body) == {"error"} and body["error"]["code"] == code
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     return body["error"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery, database_url: str) -> Server:
+    """The REST tests run against SQLite and against PostgreSQL (`database_url`)."""
+    return await start_server(nursery, database_url=database_url, secret_key="s" * 32)
 
 
 async def test_create_list_get_patch_delete(server: Server) -> None:
@@ -215,8 +224,8 @@ async def test_a_crowd_of_health_requests_runs_one_ffmpeg_check_and_shows_no_pat
     assert not any(str(tmp_path) in a.text for a in answers)
 
 
-async def test_streams_survive_a_restart(tmp_path: object) -> None:
-    url = f"sqlite:///{tmp_path}/sub/streams.db"
+async def test_streams_survive_a_restart(tmp_path: object, database_url: str) -> None:
+    url = f"sqlite:///{tmp_path}/sub/streams.db" if database_url.startswith("sqlite") else database_url
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery, database_url=url)
         first = await server.create(URL, name="one")
@@ -312,12 +321,30 @@ def test_concurrent_patches_never_lose_a_field_one_of_them_set(patches: list[dic
     one of the PATCHes that sent it sent (the last to be written), or, if none sent it,
     what it held before; and the ETag's version went up once per PATCH. (A server per
     example, in its own trio.run: Hypothesis runs each example on its own.)"""
+    _patch_at_once(patches, "sqlite:///:memory:")
+
+
+def test_concurrent_patches_never_lose_a_field_on_postgresql(postgres_server: Postgres) -> None:
+    """The same on PostgreSQL (its row lock instead of SQLite's write lock), one database
+    for every example."""
+    url = postgres_server.new_database()
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.lists(st.dictionaries(st.sampled_from(sorted(FIELD_VALUES)), st.integers(0, 2), min_size=1,
+                                    max_size=3), min_size=2, max_size=4))
+    def check(patches: list[dict[str, int]]) -> None:
+        _patch_at_once(patches, url)
+
+    check()
+
+
+def _patch_at_once(patches: list[dict[str, int]], database_url: str) -> None:
     bodies = [{field: FIELD_VALUES[field][pick % len(FIELD_VALUES[field])] for field, pick in patch.items()}
               for patch in patches]
 
     async def edit() -> tuple[dict[str, object], httpx.Response]:
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery)
+            server = await start_server(nursery, database_url=database_url, secret_key="s" * 32)
             async with server.http() as http:
                 created = await http.post("/api/streams/", json={"name": "z", "url": URL})
                 stream_id = created.json()["id"]
@@ -364,29 +391,25 @@ async def test_if_match_makes_a_patch_or_delete_of_a_changed_stream_412(server: 
 async def test_a_change_that_committed_is_not_a_503_when_the_checkpoint_after_it_fails(tmp_path: Path) -> None:
     """The write-ahead log is checkpointed after each change (old passwords out of it);
     a checkpoint that fails is logged, and the change that committed is reported as done."""
-    store = Store(str(tmp_path / "s.db"))
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
     await store.open()
     record = await store.create("a", URL, Transport.TCP)
+    db = store.db
+    assert isinstance(db, SqliteDatabase)
 
     class FailingCheckpoints:
-        def __init__(self, db: sqlite3.Connection) -> None:
-            self.db = db
+        def __init__(self, connection: sqlite3.Connection) -> None:
+            self.connection = connection
 
         def __getattr__(self, name: str) -> object:
-            return getattr(self.db, name)
-
-        def __enter__(self) -> sqlite3.Connection:
-            return self.db.__enter__()
-
-        def __exit__(self, *exc: object) -> object:
-            return self.db.__exit__(*exc)  # type: ignore[arg-type]
+            return getattr(self.connection, name)
 
         def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
             if "wal_checkpoint" in sql:
                 raise sqlite3.OperationalError("database table is locked")
-            return self.db.execute(sql, *args)
+            return self.connection.execute(sql, *args)
 
-    store._db = FailingCheckpoints(store._db)  # type: ignore[assignment, arg-type]
+    db._db = FailingCheckpoints(db._db)  # type: ignore[assignment, arg-type]
     changed = await store.patch(record.id, lambda stored: attrs.evolve(stored, name="b"))
     assert changed is not None and changed[1].name == "b"
     assert await store.delete(record.id)
@@ -395,18 +418,18 @@ async def test_a_change_that_committed_is_not_a_503_when_the_checkpoint_after_it
 
 
 async def test_the_store_closes_only_when_no_call_is_using_it(tmp_path: Path) -> None:
-    """Closing waits for a call in the worker thread to finish (under the store's lock):
-    that call is not cut off with a closed database."""
-    store = Store(str(tmp_path / "s.db"))
+    """Closing waits for a call in the worker thread to finish (under the database's
+    lock): that call is not cut off with a closed database."""
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
     await store.open()
     answers: list[object] = []
 
-    def slow() -> object:
+    def slow(tx: Tx) -> object:
         time.sleep(0.3)
-        return store._conn().execute("SELECT 42").fetchone()[0]
+        return tx.one("SELECT 42")[0]  # type: ignore[index]
 
     async def call() -> None:
-        answers.append(await store._call(slow))
+        answers.append(await store.db.run(slow))
 
     async with trio.open_nursery() as both:
         both.start_soon(call)

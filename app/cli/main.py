@@ -98,7 +98,14 @@ async def serve(settings: Settings, *, app: QuartTrio | None = None,
         s: Services = app.extensions["rtsp"]
         await s.shutdown.graceful()
 
-    await hypercorn_serve(app, config, shutdown_trigger=shutdown, task_status=task_status)  # type: ignore[arg-type]
+    async def serving(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown, task_status=task_status)  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(serving)
+        s: Services = app.extensions["rtsp"]
+        s.cluster.locate(binds[0])  # unless NODE_URL said where other nodes reach it
+        task_status.started(binds)
 
 
 async def serve_until_signal(settings: Settings) -> int:

@@ -50,7 +50,7 @@ async def _stream(stream_id: int, media_format: MediaFormat) -> ResponseReturnVa
     held = ExitStack()  # this client's share of MAX_CONNECTIONS_PER_CLIENT, for the response's life
     if (share := g.admitted.handover()) is not None:  # (taken by the door, app/policy/admission.py)
         held.push(share)
-    media = _media(s, stream_id, g.client_key, media_format)
+    media = _media(s, stream_id, g.client_key, media_format, peer=g.admitted.peer)
     # the first item decides the status: media (200, streaming) or a failure (its error body)
     try:
         with trio.move_on_after(s.settings.ffmpeg_timeout + 1) as waited:
@@ -80,8 +80,8 @@ async def _body(first: bytes, media: AsyncGenerator[bytes | Failure, None], held
                 yield item
 
 
-async def _media(s: Services, stream_id: int, client: str,
-                 media_format: MediaFormat) -> AsyncGenerator[bytes | Failure, None]:
+async def _media(s: Services, stream_id: int, client: str, media_format: MediaFormat, *,
+                 peer: bool = False) -> AsyncGenerator[bytes | Failure, None]:
     """A viewer's media; a failure (then nothing more) ends it. The stream's record is read
     and the viewer attached while the record is held still (`Services.edits`)."""
     with s.registry.open_viewer(client) as viewer:
@@ -92,7 +92,7 @@ async def _media(s: Services, stream_id: int, client: str,
                 format_refused(media_format, record.source)
             if failure is None and record is not None:
                 try:
-                    s.registry.attach(viewer, stream_key(stream_id), record.source)
+                    s.registry.attach(viewer, stream_key(stream_id), record.source, peer=peer)
                 except Failure as refused:
                     failure = refused
         if failure is not None:

@@ -13,7 +13,9 @@ first refusal winning:
 3. a foreign `Origin` (neither this server's own nor in CORS_ORIGINS) on a socket or on a
    write (POST, PATCH, DELETE): 403 FORBIDDEN; reads are left to CORS;
 4. the token: 401 UNAUTHORIZED (`WWW-Authenticate: Bearer`) without one that opens the
-   route: API_TOKEN for ADMIN; API_TOKEN or a play token for that stream for WATCH;
+   route: API_TOKEN for ADMIN; API_TOKEN, a play token for that stream or a node token
+   (another node of the cluster: it spends neither RATE_LIMIT nor a connection share)
+   for WATCH;
    METRICS_TOKEN or API_TOKEN for METRICS; nothing for PUBLIC;
 5. a socket playing `?url=` while ALLOW_URL_STREAMS is off: 403 FORBIDDEN;
 6. over MAX_CONNECTIONS_PER_CLIENT, or the server's socket cap: 429 LIMIT.
@@ -130,6 +132,11 @@ class Admitted:
     grant: Grant | None
     held: Held | None = None
 
+    @property
+    def peer(self) -> bool:
+        """Another node of the cluster (its node token)."""
+        return self.grant is not None and self.grant.peer
+
     def release(self) -> None:
         """Give the connection share back (once; later calls do nothing)."""
         held, self.held = self.held, None
@@ -165,7 +172,8 @@ def admit(door: Door, knock: Knock, s: Gate) -> Admitted | Refused:
     if not s.origins.host_allowed(knock.host):  # not even a socket: a page rebound to us reads nothing
         return attrs.evolve(refuse(400, ErrorCode.BAD_REQUEST, f"host {knock.host!r} is not allowed (ALLOWED_HOSTS)",
                                    Connection="close"), handshake=True)
-    if door.rate:
+    peer = s.access.peer(knock.token) if door.need is Need.WATCH else None  # a node: no per-client limits
+    if door.rate and peer is None:
         try:
             s.rates.take(key)
         except Limited as limited:
@@ -173,13 +181,13 @@ def admit(door: Door, knock: Knock, s: Gate) -> Admitted | Refused:
     if (knock.socket or knock.method in UNSAFE) and knock.origin is not None \
             and not s.origins.origin_allowed(knock.origin, knock.host):
         return refuse(403, ErrorCode.FORBIDDEN, f"origin {knock.origin} is not allowed (CORS_ORIGINS)")
-    grant = s.access.check(knock.token)
+    grant = peer or s.access.check(knock.token)
     if (why := _unauthorized(door, knock, grant, s)) is not None:
         return refuse(401, ErrorCode.UNAUTHORIZED, why, WWW_Authenticate="Bearer")
     if knock.by_url and not s.settings.url_streams:
         return refuse(403, ErrorCode.FORBIDDEN, "playing by URL is off (ALLOW_URL_STREAMS): play a registered id")
     admitted = Admitted(client, key, grant)
-    if door.holds:
+    if door.holds and peer is None:
         held = s.connections.hold(key)
         try:
             held.__enter__()

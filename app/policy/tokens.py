@@ -24,6 +24,8 @@ import attrs
 
 log = logging.getLogger(__name__)
 PLAY_PREFIX = "p1"  # the play-token format's version
+NODE_PREFIX = "n1"  # a node of the cluster reading another's stream (app/cluster/peer.py)
+NODE_TTL = 60  # seconds a node token opens a request (a stream it opened goes on)
 KEY_FILE = "play-token.key"
 PROTOCOL_PREFIX = "bearer."  # Sec-WebSocket-Protocol: bearer.<token>
 MAX_TTL = 7 * 24 * 3600
@@ -36,10 +38,12 @@ class Grant:
 
     admin: bool
     stream_id: int | None = None
+    peer: bool = False  # another node of the cluster: watches any stream by id
 
     def may_watch(self, stream_id: int | None) -> bool:
-        """A play token watches its own stream by id; never a `?url=` source."""
-        return self.admin or (stream_id is not None and stream_id == self.stream_id)
+        """A play token watches its own stream by id, a node any stream by id; never a
+        `?url=` source."""
+        return self.admin or (stream_id is not None and (self.peer or stream_id == self.stream_id))
 
 
 ADMIN = Grant(admin=True)
@@ -66,6 +70,23 @@ class Access:
             return ADMIN
         return self._play(presented, self.clock())
 
+    def node_token(self, node_id: str) -> str:
+        """What node `node_id` presents to another node of its cluster (same SECRET_KEY)."""
+        body = f"{NODE_PREFIX}.{node_id}.{int(self.clock() + NODE_TTL)}"
+        return f"{body}.{self._sign(body)}"
+
+    def peer(self, presented: str | None) -> Grant | None:
+        """The grant of a valid node token, or None."""
+        prefix, _, rest = (presented or "").partition(".")
+        body, _, signature = rest.rpartition(".")
+        node, _, expires = body.rpartition(".")
+        if prefix != NODE_PREFIX or not node or not (expires.isascii() and expires.isdigit()):
+            return None
+        expected = self._sign(f"{NODE_PREFIX}.{body}")
+        if not hmac.compare_digest(signature.encode(), expected.encode()) or int(expires) < self.clock():
+            return None
+        return Grant(admin=False, peer=True)
+
     def play_token(self, stream_id: int, ttl: float) -> tuple[str, int]:
         """A token that watches `stream_id` for `ttl` seconds, and when it expires (Unix time)."""
         expires = int(self.clock() + ttl)
@@ -89,11 +110,12 @@ class Access:
 
 
 def server_key(secret_key: str, database_path: str) -> bytes:
-    """SECRET_KEY if set; else a key made once and kept (0600) beside the database, so
-    play tokens outlive a restart; with an in-memory database, one for this process."""
+    """SECRET_KEY if set; else a key made once and kept (0600) beside the SQLite database,
+    so play tokens outlive a restart; with an in-memory database (or none: "", where
+    settings require SECRET_KEY), one for this process."""
     if secret_key:
         return secret_key.encode()
-    if database_path == ":memory:":
+    if database_path in ("", ":memory:"):
         return secrets.token_bytes(32)
     path = Path(database_path).parent / KEY_FILE
     try:

@@ -1,0 +1,113 @@
+"""A stream read from the node that holds its camera: that node's `stream.ts`.
+
+The request carries a node token (`Access.node_token`: signed with the cluster's
+SECRET_KEY), which watches any stream and spends none of the per-client limits; the
+owner's answer before its first byte is its error body, so a failure of the camera
+(AUTH, NOT_FOUND, TIMEOUT …) reaches this node's viewers with the owner's code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import trio
+
+from supervisors import ErrorCode, Failure
+
+CONNECT_TIMEOUT = 3.0
+ERROR_BODY_MAX = 16 * 1024
+
+
+class Body(trio.abc.ReceiveStream):
+    """An HTTP response's body as the stream an upstream reads (`Run.stdout`); a broken
+    connection is its end (the upstream then asks `PeerRun.failure`)."""
+
+    def __init__(self, response: httpx.Response, run: PeerRun) -> None:
+        self._chunks = response.aiter_raw()
+        self._run = run
+        self._left = b""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if not self._left:
+            try:
+                self._left = await anext(self._chunks, b"")
+            except httpx.HTTPError as error:
+                self._run.lost = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                return b""
+        if max_bytes is None or len(self._left) <= max_bytes:
+            chunk, self._left = self._left, b""
+        else:
+            chunk, self._left = self._left[:max_bytes], self._left[max_bytes:]
+        return chunk
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+class PeerRun:
+    """One attempt that reads the owner's stream (a `Run`, as FFmpeg's is)."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.lost: str | None = None
+        self.stdout: trio.abc.ReceiveStream
+
+    async def finish(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def failure(self) -> Failure:
+        why = f": {self.lost}" if self.lost else ""
+        return Failure(ErrorCode.STREAM_ERROR, f"the stream from node {self.owner}, which holds the camera, ended{why}")
+
+    def video(self) -> dict[str, object] | None:
+        return None
+
+    def cpu_seconds(self) -> float | None:
+        return None
+
+
+def _failure(status: int, body: bytes, owner: str) -> Failure:
+    """The owner's refusal as the failure its viewers would have seen."""
+    try:
+        error = json.loads(body)["error"]
+        return Failure(ErrorCode(error["code"]), str(error["message"]))
+    except (ValueError, KeyError, TypeError):
+        return Failure(ErrorCode.STREAM_ERROR, f"node {owner} answered {status}")
+
+
+@asynccontextmanager
+async def read_from(client: httpx.AsyncClient, owner: str, url: str, stream_id: int,
+                    token: str) -> AsyncIterator[PeerRun]:
+    """Read stream `stream_id` from the node `owner` at `url`. Raises Failure when the node
+    cannot be reached or refuses (its own error code). Cancellation: the request ends."""
+    run = PeerRun(owner)
+    request = client.build_request("GET", f"{url}/api/streams/{stream_id}/stream.ts",
+                                   headers={"Authorization": f"Bearer {token}"})
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as error:
+        raise Failure(ErrorCode.STREAM_ERROR, f"node {owner}, which holds the camera, cannot be reached: "
+                                              f"{type(error).__name__}") from None
+    try:
+        if response.status_code != 200:
+            body = b""
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) > ERROR_BODY_MAX:
+                    break
+            raise _failure(response.status_code, body, owner)
+        run.stdout = Body(response, run)
+        yield run
+    finally:
+        with trio.CancelScope(shield=True):
+            await response.aclose()
+
+
+def client() -> httpx.AsyncClient:
+    """The HTTP client one node reads its peers with (no read timeout: the upstream's
+    watchdog decides when a stream stalled)."""
+    return httpx.AsyncClient(timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT), trust_env=False,
+                             limits=httpx.Limits(max_connections=None, max_keepalive_connections=0))
