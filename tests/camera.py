@@ -157,6 +157,7 @@ class Path:
     gop: list[tuple[int, bool, bytes]] = attrs.Factory(list)
     reports: dict[int, tuple[int, bool, bytes]] = attrs.Factory(dict)  # last RTCP per track
     players: set[Player] = attrs.Factory(set)
+    most_players: int = 0  # the most sessions playing this path at once
 
     def on_packet(self, track: int, rtcp: bool, data: bytes, live: bool) -> None:
         item = (track, rtcp, data)
@@ -435,6 +436,7 @@ class Camera:
                     send, recv = trio.open_memory_channel[tuple[int, bool, bytes]](4096)
                     player = Player(channels=tracks, udp=udp_ports or None, send=send)
                     path.players.add(player)
+                    path.most_players = max(path.most_players, len(path.players))
                     nursery.start_soon(self._play, stream, send_lock, player, recv, path)
                 elif method == "TEARDOWN":
                     await reply(cseq, headers={"Session": session})

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from app.db import Tx
 from app.db.sqlite import SqliteDatabase
 from app.store import Store
-from tests.postgres import Postgres
 from supervisors import Transport, mask_url
 from tests.camera import Camera, bundled_ffmpeg
 from tests.helpers import Server, start_server
+from tests.postgres import Postgres
 
 URL = "rtsp://admin:s3cr3t-pw@10.0.0.5:554/Streaming/101"
 

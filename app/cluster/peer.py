@@ -9,7 +9,7 @@ owner's answer before its first byte is its error body, so a failure of the came
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
@@ -26,7 +26,7 @@ class Body(trio.abc.ReceiveStream):
     connection is its end (the upstream then asks `PeerRun.failure`)."""
 
     def __init__(self, response: httpx.Response, run: PeerRun) -> None:
-        self._chunks = response.aiter_raw()
+        self._chunks: AsyncGenerator[bytes, None] = response.aiter_raw()  # type: ignore[assignment]
         self._run = run
         self._left = b""
 
@@ -44,7 +44,7 @@ class Body(trio.abc.ReceiveStream):
         return chunk
 
     async def aclose(self) -> None:
-        await trio.lowlevel.checkpoint()
+        await self._chunks.aclose()
 
 
 class PeerRun:
@@ -99,8 +99,12 @@ async def read_from(client: httpx.AsyncClient, owner: str, url: str, stream_id: 
                 if len(body) > ERROR_BODY_MAX:
                     break
             raise _failure(response.status_code, body, owner)
-        run.stdout = Body(response, run)
-        yield run
+        run.stdout = body = Body(response, run)
+        try:
+            yield run
+        finally:
+            with trio.CancelScope(shield=True):
+                await body.aclose()
     finally:
         with trio.CancelScope(shield=True):
             await response.aclose()

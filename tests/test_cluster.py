@@ -1,0 +1,158 @@
+"""Scale-out (issue 23) through the real path: PostgreSQL, three node processes on
+127.0.0.2-4, HAProxy with deploy/haproxy.cfg in front, and the test camera counting its
+sessions. Leases of 2 s and FFMPEG_TIMEOUT of 4 s (tests/cluster.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.camera import Camera, bundled_ffmpeg
+from tests.cluster import Node, cluster, haproxy_available
+from tests.helpers import Viewer, ffmpeg_children, open_viewer, process_gone, wait_for
+from tests.postgres import Postgres
+
+pytestmark = [pytest.mark.own_camera, pytest.mark.slow,
+              pytest.mark.skipif(not haproxy_available(), reason="haproxy is not installed (scripts/test installs it)")]
+
+
+async def watch(stack: AsyncExitStack, nodes: list[Node], query: str) -> list[Viewer]:
+    """A playing viewer of `query` on each node."""
+    viewers = [await stack.enter_async_context(open_viewer(node.ws(query))) for node in nodes]
+    for viewer in viewers:
+        await viewer.send("start")
+    for viewer in viewers:
+        await viewer.status("playing", within=20)
+    return viewers
+
+
+async def media_flows(viewer: Viewer, more: int = 20_000) -> None:
+    """The viewer receives `more` bytes of media from now on."""
+    start = sum(map(len, viewer.media))
+    await wait_for(lambda: sum(map(len, viewer.media)) >= start + more, within=15)
+
+
+async def test_one_camera_session_serves_every_node_and_changes_reach_the_owner(
+        nursery: trio.Nursery, tmp_path: Path, camera: Camera, postgres_server: Postgres) -> None:
+    async with cluster(nursery, tmp_path, postgres_server) as c, AsyncExitStack() as stack:
+        stream = await c.create(camera.url())
+        viewers = await watch(stack, c.nodes, f"id={stream}")
+        fmp4 = await stack.enter_async_context(open_viewer(c.nodes[1].ws(f"id={stream}&format=fmp4")))
+        front = await stack.enter_async_context(open_viewer(c.front.replace("http", "ws") + f"/ws/stream?id={stream}"))
+        for viewer in (fmp4, front):
+            await viewer.send("start")
+            await viewer.status("playing", within=20)
+        for viewer in [*viewers, fmp4, front]:
+            await media_flows(viewer)
+        owner = await c.owner(stream)
+        edge = next(node for node in c.nodes if node is not owner)
+        async with c.http(edge.url) as http:  # stream.ts and a snapshot from a node that does not hold the camera
+            done = await trio.run_process(  # a stock player
+                [bundled_ffmpeg(), "-hide_banner", "-v", "error", "-i", f"{edge.url}/api/streams/{stream}/stream.ts",
+                 "-t", "1", "-f", "framemd5", "-"], capture_stdout=True, capture_stderr=True, check=False)
+            assert done.returncode == 0 and len([ln for ln in done.stdout.decode().splitlines()
+                                                 if ln and not ln.startswith("#")]) >= 20, done.stderr
+            snapshot = await http.get(f"/api/streams/{stream}/snapshot.jpg")
+            assert snapshot.status_code == 200 and snapshot.content[:2] == b"\xff\xd8"
+        assert camera.paths["live"].most_players == 1  # one camera session for the whole cluster
+
+        nodes = await c.view(edge)
+        assert sorted(row["url"] for row in nodes) == sorted(node.url for node in c.nodes)
+        assert all(row["alive"] for row in nodes)
+        assert [row["streams"] for row in nodes if row["streams"]] == [[stream]]
+
+        # a change on a node that does not hold the camera restarts it on the owner
+        async with c.http(edge.url) as http:
+            assert (await http.patch(f"/api/streams/{stream}/", json={"transport": "udp"})).status_code == 200
+        for viewer in [*viewers, fmp4, front]:
+            await viewer.status("connecting", within=5)
+            await viewer.status("playing", within=20)
+        assert camera.paths["live"].most_players == 1
+
+        # a delete on another node stops every viewer, everywhere
+        other = next(node for node in c.nodes if node not in (owner, edge))
+        async with c.http(other.url) as http:
+            assert (await http.delete(f"/api/streams/{stream}/")).status_code == 204
+        for viewer in [*viewers, fmp4, front]:
+            await viewer.error("NOT_FOUND", within=5)
+        await wait_for(lambda: not camera.paths["live"].players, within=10)  # no viewer: no camera session
+
+
+async def test_kill_9_of_the_owner_moves_the_camera_and_its_viewers_play_on(
+        nursery: trio.Nursery, tmp_path: Path, camera: Camera, postgres_server: Postgres) -> None:
+    async with cluster(nursery, tmp_path, postgres_server) as c, AsyncExitStack() as stack:
+        stream = await c.create(camera.url())
+        await watch(stack, c.nodes[:1], f"id={stream}")
+        owner = await c.owner(stream)
+        others = [node for node in c.nodes if node is not owner]
+        viewers = await watch(stack, others, f"id={stream}")
+        ffmpegs = ffmpeg_children(owner.pid)
+        assert ffmpegs, "the owner runs the camera's FFmpeg"
+        os.kill(owner.pid, signal.SIGKILL)
+        for viewer in viewers:  # the same sockets: no reconnect
+            await viewer.status("connecting", within=10)
+            await viewer.status("playing", within=2 + 4 + 15)  # lease + FFMPEG_TIMEOUT, and slack for a busy machine
+            await media_flows(viewer)
+        await wait_for(lambda: all(process_gone(pid) for pid in ffmpegs), within=5)  # none outlives its node
+        assert camera.paths["live"].most_players == 1
+        assert (await c.owner(stream, among=others)) in others
+
+
+async def test_a_frozen_owner_is_replaced_and_drops_its_session_when_it_wakes(
+        nursery: trio.Nursery, tmp_path: Path, camera: Camera, postgres_server: Postgres) -> None:
+    async with cluster(nursery, tmp_path, postgres_server) as c, AsyncExitStack() as stack:
+        stream = await c.create(camera.url())
+        await watch(stack, c.nodes[:1], f"id={stream}")
+        owner = await c.owner(stream)
+        others = [node for node in c.nodes if node is not owner]
+        viewers = await watch(stack, others, f"id={stream}")
+        os.kill(owner.pid, signal.SIGSTOP)
+        try:
+            for viewer in viewers:
+                await viewer.status("connecting", within=10)
+                await viewer.status("playing", within=25)
+            taken = await c.owner(stream, among=others)
+            assert taken in others
+        finally:
+            os.kill(owner.pid, signal.SIGCONT)
+        # awake, it learns its epoch is stale and ends its camera session
+        await wait_for(lambda: len(camera.paths["live"].players) == 1, within=10)
+        for viewer in viewers:
+            await media_flows(viewer)
+
+
+async def test_viewers_play_through_a_database_restart_and_writes_come_back(
+        nursery: trio.Nursery, tmp_path: Path, camera: Camera, postgres_server: Postgres) -> None:
+    async with cluster(nursery, tmp_path, postgres_server) as c, AsyncExitStack() as stack:
+        stream = await c.create(camera.url())
+        viewers = await watch(stack, c.nodes, f"id={stream}")
+        postgres_server.stop()
+        try:
+            async with c.http(c.nodes[1].url) as http:
+                down = await http.post("/api/streams/", json={"name": "b", "url": camera.url()})
+                assert down.status_code == 503 and down.json()["error"]["code"] == "STORAGE_UNAVAILABLE"
+            for viewer in viewers:
+                await media_flows(viewer)  # the database is down: media flows on
+            await trio.sleep(3)  # longer than a lease: still playing
+            for viewer in viewers:
+                await media_flows(viewer)
+        finally:
+            await trio.to_thread.run_sync(postgres_server.start)
+        async with c.http(c.nodes[2].url) as http:
+            async def written() -> bool:
+                answer = await http.post("/api/streams/", json={"name": "b", "url": camera.url()})
+                return answer.status_code == 201
+            with trio.fail_after(15):
+                while not await written():  # noqa: ASYNC110 (the database comes back: try again)
+                    await trio.sleep(0.2)
+            names = [row["name"] for row in (await http.get("/api/streams/")).json()]
+        assert names[0] == "cam" and "b" in names  # nothing lost
+        for viewer in viewers:
+            assert viewer.close_code is None
+            await media_flows(viewer)
+        assert camera.paths["live"].most_players == 1
