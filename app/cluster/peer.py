@@ -93,12 +93,12 @@ async def read_from(client: httpx.AsyncClient, owner: str, url: str, stream_id: 
                                               f"{type(error).__name__}") from None
     try:
         if response.status_code != 200:
-            body = b""
+            refusal = b""
             async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) > ERROR_BODY_MAX:
+                refusal += chunk
+                if len(refusal) > ERROR_BODY_MAX:
                     break
-            raise _failure(response.status_code, body, owner)
+            raise _failure(response.status_code, refusal, owner)
         run.stdout = body = Body(response, run)
         try:
             yield run
