@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
 from tests.camera import Camera, bundled_ffmpeg
 from tests.cluster import Node, cluster, haproxy_available
-from tests.helpers import Viewer, ffmpeg_children, open_viewer, process_gone, wait_for
+from tests.helpers import Viewer, env, ffmpeg_children, open_viewer, process_gone, spawn, wait_for
 from tests.postgres import Postgres
 
 pytestmark = [pytest.mark.own_camera, pytest.mark.slow,
@@ -156,3 +158,56 @@ async def test_viewers_play_through_a_database_restart_and_writes_come_back(
             assert viewer.close_code is None
             await media_flows(viewer)
         assert camera.paths["live"].most_players == 1
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+async def test_serve_workers_2_on_sqlite_is_one_port_two_nodes_and_one_camera_session(
+        nursery: trio.Nursery, tmp_path: Path, camera: Camera) -> None:
+    """`rtsp-viewer serve --workers 2` on a SQLite file: two nodes behind one port, one
+    camera session for viewers on both, a change through the port reaches both (SQLite's
+    nodes poll), and SIGTERM ends everything within 5 s."""
+    server = await spawn(nursery, [sys.executable, "-m", "app.cli.main", "serve", "--workers", "2", "--port", "0"],
+                         env(tmp_path, LINGER="1", RATE_LIMIT="off"))
+    base = (await server.url()).split()[0]
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http, AsyncExitStack() as stack:
+        async def two_alive() -> list[dict[str, object]]:
+            with trio.fail_after(15):
+                while True:
+                    nodes = (await http.get("/api/cluster/")).json()["nodes"]
+                    if len([n for n in nodes if n["alive"]]) == 2:
+                        return list(nodes)
+                    await trio.sleep(0.1)
+
+        nodes = await two_alive()
+        stream = (await http.post("/api/streams/", json={"name": "cam", "url": camera.url()})).json()["id"]
+        urls = [str(n["url"]).replace("http", "ws", 1) + f"/ws/stream?id={stream}" for n in nodes]
+        viewers = [await stack.enter_async_context(open_viewer(url)) for url in [*urls, base.replace("http", "ws", 1)
+                                                                                + f"/ws/stream?id={stream}"]]
+        for viewer in viewers:
+            await viewer.send("start")
+            await viewer.status("playing", within=20)
+        assert camera.paths["live"].most_players == 1
+        assert (await http.patch(f"/api/streams/{stream}/", json={"transport": "udp"})).status_code == 200
+        for viewer in viewers:
+            await viewer.status("connecting", within=5)
+            await viewer.status("playing", within=20)
+        assert camera.paths["live"].most_players == 1
+        workers = _children(server.process.pid)
+        assert len(workers) == 2
+    server.process.send_signal(signal.SIGTERM)
+    with trio.fail_after(6):
+        await server.process.wait()
+    assert server.process.returncode == 0
+    await wait_for(lambda: all(process_gone(pid) for pid in workers), within=2)
+    assert not camera.paths["live"].players

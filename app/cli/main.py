@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from urllib.parse import urlsplit
 
 import trio
 from hypercorn.config import Config, Sockets
@@ -29,7 +30,7 @@ from ..logs import configure
 from ..services import Services
 from ..settings import Settings, load_or_exit
 from ..sockets.wire import DEAD_AFTER
-from . import operator
+from . import operator, workers
 
 log = logging.getLogger(__name__)
 PING_INTERVAL = 15.0  # WebSocket pings; a live client answers each with a pong (each costs
@@ -57,10 +58,14 @@ class ServerConfig(Config):  # type: ignore[misc]
 
 
 def hypercorn_config(settings: Settings, *, ping_interval: float = PING_INTERVAL,
-                     dead_after: int = DEAD_AFTER) -> Config:
-    """Hypercorn settings; the same as deploy/hypercorn.toml (checked by a test)."""
+                     dead_after: int = DEAD_AFTER, listen_fd: int | None = None) -> Config:
+    """Hypercorn settings; the same as deploy/hypercorn.toml (checked by a test). A worker
+    of `serve --workers` (`listen_fd`) accepts on its parent's socket and on a port of its
+    own (the last bind: where other nodes reach it)."""
     config = ServerConfig()
     config.bind = [f"{settings.host}:{settings.port}"]
+    if listen_fd is not None:
+        config.bind = [f"fd://{listen_fd}", f"{settings.host}:0"]
     if settings.certfile:  # HTTPS and WSS from Hypercorn itself (the lean send path does not attach)
         config.certfile, config.keyfile = settings.certfile, settings.keyfile
     config.graceful_timeout = 1.0
@@ -78,6 +83,7 @@ def hypercorn_config(settings: Settings, *, ping_interval: float = PING_INTERVAL
 async def serve(settings: Settings, *, app: QuartTrio | None = None,
                 shutdown_trigger: Callable[[], Awaitable[None]] = trio.sleep_forever,
                 ping_interval: float = PING_INTERVAL, dead_after: int = DEAD_AFTER,
+                listen_fd: int | None = None, node_host: str | None = None,
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the app under Hypercorn's trio worker; reports the bound addresses.
 
@@ -91,7 +97,7 @@ async def serve(settings: Settings, *, app: QuartTrio | None = None,
     every FFmpeg before it returns.
     """
     app = app or create_app(settings)
-    config = hypercorn_config(settings, ping_interval=ping_interval, dead_after=dead_after)
+    config = hypercorn_config(settings, ping_interval=ping_interval, dead_after=dead_after, listen_fd=listen_fd)
 
     async def shutdown() -> None:
         await shutdown_trigger()
@@ -104,7 +110,10 @@ async def serve(settings: Settings, *, app: QuartTrio | None = None,
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(serving)
         s: Services = app.extensions["rtsp"]
-        s.cluster.locate(binds[0])  # unless NODE_URL said where other nodes reach it
+        own = binds[-1]  # unless NODE_URL said where other nodes reach it
+        if node_host is not None:
+            own = f"{urlsplit(own).scheme}://{node_host}:{urlsplit(own).port}"
+        s.cluster.locate(own)
         task_status.started(binds)
 
 
@@ -117,8 +126,11 @@ async def serve_until_signal(settings: Settings) -> int:
     s: Services = app.extensions["rtsp"]
     s.shutdown.stop_server = stopped.set
 
+    worker = os.environ.get(workers.LISTEN_FD)
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, settings, app=app, shutdown_trigger=stopped.wait))
+        binds = await nursery.start(partial(serve, settings, app=app, shutdown_trigger=stopped.wait,
+                                            listen_fd=int(worker) if worker else None,
+                                            node_host=os.environ.get(workers.NODE_HOST) if worker else None))
         log.info("serving on %s", " ".join(binds), extra={"event": "server.serving"})
         if settings.log_format != "json":  # there, every line is a JSON object
             print(f"rtsp-viewer: serving on {' '.join(binds)}", file=sys.stderr, flush=True)
@@ -148,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
     run.add_argument("--port", help="port (default: PORT or 8000; 0 picks one)")
     run.add_argument("--dev", action="store_true", help="development: CORS for all origins, DEBUG logs")
+    run.add_argument("--workers", default="1", help="N node processes behind the one port, or auto: one per core")
     server_help = "the server (default: RTSP_VIEWER_URL or http://127.0.0.1:8000); API_TOKEN from the environment"
     check = commands.add_parser("check", help="check a running server end to end; exit 1 naming the failed step")
     check.add_argument("camera", nargs="?", help="an RTSP URL: create a temporary stream, play it, delete it")
@@ -170,6 +183,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         given |= {"CORS_ORIGINS": "*", "LOG_LEVEL": "DEBUG"}
     settings = load_or_exit({**os.environ, **{k: v for k, v in given.items() if v is not None}})
     configure(settings.log_level, settings.log_format)
+    try:
+        count = workers.worker_count(args.workers)
+    except ValueError as error:
+        print(f"rtsp-viewer: {error}", file=sys.stderr)
+        sys.exit(2)
+    if count > 1:
+        sys.exit(workers.run_workers(count, settings, os.environ))
     try:
         sys.exit(trio.run(serve_until_signal, settings))
     except* BindError as group:
