@@ -49,6 +49,8 @@ def place(tx: Tx, stream_id: int, me: str, url: str, ttl: float) -> Placement:
     own lease is extended); else the live node of highest `weight`, which gets the lease
     with the next epoch (this node counts as live). One write transaction: two nodes that
     place the same stream at once get the same answer."""
+    beat_now = tx.one("SELECT viewers FROM nodes WHERE id = ?", (me,))
+    beat(tx, me, url, int(beat_now[0]) if beat_now else 0)  # the placer is alive: a lease it gets has a node
     tx.execute("INSERT INTO leases (stream_id, node_id, epoch, expires_at) VALUES (?, '', 0, 0) "
                "ON CONFLICT (stream_id) DO NOTHING", (stream_id,))
     row = tx.one("SELECT node_id, epoch, expires_at > {now} FROM leases WHERE stream_id = ?"  # noqa: S608
@@ -58,10 +60,9 @@ def place(tx: Tx, stream_id: int, me: str, url: str, ttl: float) -> Placement:
     if valid and holder == me:
         tx.execute("UPDATE leases SET expires_at = {now} + ? WHERE stream_id = ?", (ttl, stream_id))
         return Placement(me, url, epoch)
-    if valid and holder:
+    if valid and holder:  # never taken from a holder while its lease runs, whatever else is known
         found = tx.one("SELECT url FROM nodes WHERE id = ?", (holder,))
-        if found is not None:
-            return Placement(holder, str(found[0]), epoch)
+        return Placement(holder, str(found[0]) if found else "", epoch)
     live = dict(tx.all("SELECT id, url FROM nodes WHERE seen_at > {now} - ?", (ttl,)))
     live[me] = url
     chosen = max(live, key=lambda node: weight(stream_id, node))
