@@ -5,6 +5,7 @@ sessions. Leases of 2 s and FFMPEG_TIMEOUT of 4 s (tests/cluster.py)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from contextlib import AsyncExitStack
@@ -16,7 +17,8 @@ import trio
 
 from tests.camera import Camera, bundled_ffmpeg
 from tests.cluster import Node, cluster, haproxy_available
-from tests.helpers import Viewer, env, ffmpeg_children, open_viewer, process_gone, spawn, wait_for
+from tests.helpers import ROOT, Viewer, env, ffmpeg_children, open_viewer, process_gone, spawn, wait_for
+from tests.nginx import free_port, run_nginx
 from tests.postgres import Postgres
 
 pytestmark = [pytest.mark.own_camera, pytest.mark.slow,
@@ -46,10 +48,18 @@ async def test_one_camera_session_serves_every_node_and_changes_reach_the_owner(
         viewers = await watch(stack, c.nodes, f"id={stream}")
         fmp4 = await stack.enter_async_context(open_viewer(c.nodes[1].ws(f"id={stream}&format=fmp4")))
         front = await stack.enter_async_context(open_viewer(c.front.replace("http", "ws") + f"/ws/stream?id={stream}"))
-        for viewer in (fmp4, front):
+        port = free_port()  # and behind deploy/nginx-cluster.conf
+        site = (ROOT / "deploy" / "nginx-cluster.conf").read_text().replace("listen 8080;", f"listen 127.0.0.1:{port};")
+        site = re.sub(r"(?m)^    server 10\.0\.0\.\d:8000 ", "", site)
+        site = site.replace("upstream rtsp_nodes {\n", "upstream rtsp_nodes {\n" + "".join(
+            f"    server {node.url.removeprefix('http://')} max_fails=1 fail_timeout=5s;\n" for node in c.nodes))
+        site = re.sub(r"(?m)^max_fails=1 fail_timeout=5s;\n", "", site)
+        await stack.enter_async_context(run_nginx(tmp_path / "nginx", site, port))
+        behind = await stack.enter_async_context(open_viewer(f"ws://127.0.0.1:{port}/ws/stream?id={stream}"))
+        for viewer in (fmp4, front, behind):
             await viewer.send("start")
             await viewer.status("playing", within=20)
-        for viewer in [*viewers, fmp4, front]:
+        for viewer in [*viewers, fmp4, front, behind]:
             await media_flows(viewer)
         owner = await c.owner(stream)
         edge = next(node for node in c.nodes if node is not owner)
@@ -71,7 +81,7 @@ async def test_one_camera_session_serves_every_node_and_changes_reach_the_owner(
         # a change on a node that does not hold the camera restarts it on the owner
         async with c.http(edge.url) as http:
             assert (await http.patch(f"/api/streams/{stream}/", json={"transport": "udp"})).status_code == 200
-        for viewer in [*viewers, fmp4, front]:
+        for viewer in [*viewers, fmp4, front, behind]:
             await viewer.status("connecting", within=5)
             await viewer.status("playing", within=20)
         assert camera.paths["live"].most_players == 1
@@ -80,7 +90,7 @@ async def test_one_camera_session_serves_every_node_and_changes_reach_the_owner(
         other = next(node for node in c.nodes if node not in (owner, edge))
         async with c.http(other.url) as http:
             assert (await http.delete(f"/api/streams/{stream}/")).status_code == 204
-        for viewer in [*viewers, fmp4, front]:
+        for viewer in [*viewers, fmp4, front, behind]:
             await viewer.error("NOT_FOUND", within=5)
         await wait_for(lambda: not camera.paths["live"].players, within=10)  # no viewer: no camera session
 
