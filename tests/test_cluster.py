@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from tests.camera import Camera, bundled_ffmpeg
-from tests.cluster import Node, cluster, haproxy_available
+from tests.cluster import Cluster, Node, cluster, haproxy_available
 from tests.helpers import ROOT, Viewer, env, ffmpeg_children, open_viewer, process_gone, spawn, wait_for
 from tests.nginx import free_port, run_nginx
 from tests.postgres import Postgres
@@ -33,6 +33,16 @@ async def watch(stack: AsyncExitStack, nodes: list[Node], query: str) -> list[Vi
     for viewer in viewers:
         await viewer.status("playing", within=20)
     return viewers
+
+
+async def owner_and_edges(c: Cluster, stack: AsyncExitStack,
+                          camera: Camera) -> tuple[int, Node, list[Node], list[Viewer]]:
+    """A stream played on the first node; its owner, and a playing viewer on each other node."""
+    stream = await c.create(camera.url())
+    await watch(stack, c.nodes[:1], f"id={stream}")
+    owner = await c.owner(stream)
+    others = [node for node in c.nodes if node is not owner]
+    return stream, owner, others, await watch(stack, others, f"id={stream}")
 
 
 async def media_flows(viewer: Viewer, more: int = 20_000) -> None:
@@ -98,11 +108,7 @@ async def test_one_camera_session_serves_every_node_and_changes_reach_the_owner(
 async def test_kill_9_of_the_owner_moves_the_camera_and_its_viewers_play_on(
         nursery: trio.Nursery, tmp_path: Path, camera: Camera, postgres_server: Postgres) -> None:
     async with cluster(nursery, tmp_path, postgres_server) as c, AsyncExitStack() as stack:
-        stream = await c.create(camera.url())
-        await watch(stack, c.nodes[:1], f"id={stream}")
-        owner = await c.owner(stream)
-        others = [node for node in c.nodes if node is not owner]
-        viewers = await watch(stack, others, f"id={stream}")
+        stream, owner, others, viewers = await owner_and_edges(c, stack, camera)
         ffmpegs = ffmpeg_children(owner.pid)
         assert ffmpegs, "the owner runs the camera's FFmpeg"
         os.kill(owner.pid, signal.SIGKILL)
@@ -118,11 +124,7 @@ async def test_kill_9_of_the_owner_moves_the_camera_and_its_viewers_play_on(
 async def test_a_frozen_owner_is_replaced_and_drops_its_session_when_it_wakes(
         nursery: trio.Nursery, tmp_path: Path, camera: Camera, postgres_server: Postgres) -> None:
     async with cluster(nursery, tmp_path, postgres_server) as c, AsyncExitStack() as stack:
-        stream = await c.create(camera.url())
-        await watch(stack, c.nodes[:1], f"id={stream}")
-        owner = await c.owner(stream)
-        others = [node for node in c.nodes if node is not owner]
-        viewers = await watch(stack, others, f"id={stream}")
+        stream, owner, others, viewers = await owner_and_edges(c, stack, camera)
         os.kill(owner.pid, signal.SIGSTOP)
         try:
             for viewer in viewers:
