@@ -32,7 +32,7 @@ import trio
 from app.cli.main import PING_INTERVAL
 from supervisors.ffmpeg import READ_SIZE, Source, build_argv
 from tests.camera import bundled_ffmpeg
-from tests.helpers import BIN, Process, rss_kib, spawn, wait_for
+from tests.helpers import BIN, Process, children, rss_kib, spawn, wait_for
 from tests.lean import LeanViewer
 
 from .load import LoadClient, Stats
@@ -61,17 +61,6 @@ def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] if ordered else float("nan")
 
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 class Rig:

@@ -218,6 +218,19 @@ async def wait_for(predicate, within: float = 10, step: float = 0.05) -> None:  
             await trio.sleep(step)
 
 
+def children(pid: int) -> list[int]:
+    """The PIDs of a process's children (any program)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
 def process_gone(pid: int) -> bool:
     """No such process, or only a zombie left for its (dead) parent to reap."""
     try:

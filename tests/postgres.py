@@ -1,7 +1,12 @@
 """A real PostgreSQL server for the tests: `initdb` and `pg_ctl` in a temp folder, run as
 the `postgres` user when the tests run as root (PostgreSQL refuses root), on 127.0.0.1
 and a free port, password-protected (the tests' DATABASE_URLs carry the password), ended
-by its own data folder (`pg_ctl stop`), never by name."""
+by its own data folder (`pg_ctl stop`), never by name.
+
+`pg_ctl` detaches the server from the test process, so a test process that is killed
+would leave it running: a guard (`python -m tests.postgres FOLDER`, in a session of its
+own) holds the other end of a pipe from the test process, and stops the server and
+removes its folder when that pipe closes, however the test process ended."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,21 +41,24 @@ class Postgres:
         self.data = self.folder / "data"
         self.password = secrets.token_urlsafe(12)
         self.port = _free_port()
-        self._as_root = os.geteuid() == 0
         self._made = 0
+        self._guard: subprocess.Popen[bytes] | None = None
 
     def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        command = ["runuser", "-u", USER, "--", *argv] if self._as_root else list(argv)
-        return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
+        return _as_owner(*argv)
 
     def start(self) -> None:
+        if self._guard is None:
+            root = Path(__file__).resolve().parent.parent
+            self._guard = subprocess.Popen([sys.executable, "-m", "tests.postgres", str(self.folder)], cwd=root,
+                                           stdin=subprocess.PIPE, start_new_session=True)
         if not self.data.exists():
-            if self._as_root:
+            if AS_ROOT:
                 user = pwd.getpwnam(USER)
                 os.chown(self.folder, user.pw_uid, user.pw_gid)
             secret = self.folder / "pw"
             secret.write_text(self.password)
-            if self._as_root:
+            if AS_ROOT:
                 os.chown(secret, pwd.getpwnam(USER).pw_uid, -1)
             self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=scram-sha-256", f"--pwfile={secret}",
                       "-E", "UTF8", "--no-sync", "--no-instructions")
@@ -74,8 +83,31 @@ class Postgres:
         return self.url(name)
 
     def close(self) -> None:
+        """Stop the server and remove its folder (the guard does it, and is waited for)."""
+        if self._guard is not None and self._guard.stdin is not None:
+            self._guard.stdin.close()
+            self._guard.wait(timeout=60)
+
+
+AS_ROOT = os.geteuid() == 0
+
+
+def _as_owner(*argv: str) -> subprocess.CompletedProcess[str]:
+    command = ["runuser", "-u", USER, "--", *argv] if AS_ROOT else list(argv)
+    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
+
+
+def _guard(folder: Path) -> None:
+    """Wait until the test process's end of stdin closes, then stop the server (if it
+    runs) and remove its folder."""
+    sys.stdin.buffer.read()
+    if (folder / "data" / "postmaster.pid").exists():
         try:
-            self.stop("immediate")
+            _as_owner("pg_ctl", "-D", str(folder / "data"), "-m", "immediate", "-w", "-t", "30", "stop")
         except subprocess.CalledProcessError:
             pass
-        shutil.rmtree(self.folder, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    _guard(Path(sys.argv[1]))

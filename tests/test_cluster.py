@@ -17,7 +17,17 @@ import trio
 
 from tests.camera import Camera, bundled_ffmpeg
 from tests.cluster import Cluster, Node, cluster, haproxy_available
-from tests.helpers import ROOT, Viewer, env, ffmpeg_children, open_viewer, process_gone, spawn, wait_for
+from tests.helpers import (
+    ROOT,
+    Viewer,
+    children,
+    env,
+    ffmpeg_children,
+    open_viewer,
+    process_gone,
+    spawn,
+    wait_for,
+)
 from tests.nginx import free_port, run_nginx
 from tests.postgres import Postgres
 
@@ -172,18 +182,6 @@ async def test_viewers_play_through_a_database_restart_and_writes_come_back(
         assert camera.paths["live"].most_players == 1
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 async def test_serve_workers_2_on_sqlite_is_one_port_two_nodes_and_one_camera_session(
         nursery: trio.Nursery, tmp_path: Path, camera: Camera) -> None:
     """`rtsp-viewer serve --workers 2` on a SQLite file: two nodes behind one port, one
@@ -215,7 +213,7 @@ async def test_serve_workers_2_on_sqlite_is_one_port_two_nodes_and_one_camera_se
             await viewer.status("connecting", within=5)
             await viewer.status("playing", within=20)
         assert camera.paths["live"].most_players == 1
-        workers = _children(server.process.pid)
+        workers = children(server.process.pid)
         assert len(workers) == 2
     server.process.send_signal(signal.SIGTERM)
     with trio.fail_after(6):
