@@ -16,8 +16,9 @@ import trio
 from quart_trio import QuartTrio
 
 from supervisors import EngineConfig, Registry
-from supervisors.ffmpeg import Runner, ffmpeg_runner
+from supervisors.ffmpeg import Runner
 from supervisors.locks import KeyedLocks
+from supervisors.registry import camera_runner
 from supervisors.snapshot import Snapshots
 
 from . import errors, logs
@@ -57,10 +58,9 @@ def create_app(settings: Settings, *, runner: Runner | None = None, own_process:
     connections = limits.Connections(settings.max_connections_per_client, limits.socket_cap(soft_fds))
     policy = Policy.of(settings.cors_origins, settings.allowed_hosts, settings.host)
     edits: KeyedLocks[int] = KeyedLocks()
-    cluster = Cluster(store.db, store, access, lease_seconds=settings.lease_seconds, node_url=settings.node_url,
+    cluster = Cluster(store, access, lease_seconds=settings.lease_seconds, node_url=settings.node_url,
                       node_id=settings.node_id, edits=edits.hold)
-    camera = runner or ffmpeg_runner(ffmpeg, timeout=settings.ffmpeg_timeout, sources=config.sources)
-    registry = Registry(config, cluster.runner(camera), group=stream_label)
+    registry = Registry(config, cluster.runner(runner or camera_runner(config)), group=stream_label)
     cluster.registry = registry
     s = Services(settings=settings, access=access, store=store, registry=registry, cluster=cluster, edits=edits,
                  snapshots=Snapshots(registry, ffmpeg, settings.ffmpeg_timeout), ffmpeg=FFmpegCheck(ffmpeg), rates=rates,

@@ -122,7 +122,7 @@ class Store:
             return None
         return await self.db.run(lambda tx: _get(tx, stream_id))
 
-    async def versions(self, stream_ids: list[int]) -> dict[int, StreamRecord]:
+    async def records(self, stream_ids: list[int]) -> dict[int, StreamRecord]:
         """The stored records of these streams (a missing one was deleted)."""
         if not stream_ids:
             return {}

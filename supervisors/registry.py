@@ -45,6 +45,11 @@ class RegistryStatistics:
     cpu_percent: float = 0.0  # of one core, by every upstream's FFmpeg processes (as last measured)
 
 
+def camera_runner(config: EngineConfig) -> Runner:
+    """The Runner that plays a source's camera with FFmpeg, as the settings say."""
+    return ffmpeg_runner(config.ffmpeg, timeout=config.ffmpeg_timeout, sources=config.sources)
+
+
 class Registry:
     """Running upstreams by key, and every open viewer (see module docstring)."""
 
@@ -52,7 +57,7 @@ class Registry:
                  group: Callable[[str], str] = lambda key: key) -> None:
         """`group`: which tally (`self.tally`) an upstream's key counts in."""
         self.config = config
-        self._runner = runner or ffmpeg_runner(config.ffmpeg, timeout=config.ffmpeg_timeout, sources=config.sources)
+        self._runner = runner or camera_runner(config)
         self.tally = Tally(group)  # what every stream has done, for the metrics
         self._upstreams: dict[str, Upstream] = {}  # the one a viewer of each key joins
         self._alive: set[Upstream] = set()  # every upstream whose supervisor task runs
@@ -247,9 +252,14 @@ class Registry:
         upstream.retire()
         self._ended.pop(key, None)
 
-    def sources(self) -> list[tuple[str, Source]]:
-        """What each upstream a viewer would join plays: (key, source)."""
-        return [(key, upstream.source) for key, upstream in self._upstreams.items()]
+    def sources(self) -> list[Source]:
+        """What each upstream a viewer would join plays."""
+        return [upstream.source for upstream in self._upstreams.values()]
+
+    def source(self, key: str) -> Source | None:
+        """What the upstream a viewer of `key` would join plays; None if there is none."""
+        upstream = self._upstreams.get(key)
+        return None if upstream is None else upstream.source
 
     def status(self, key: str) -> UpstreamStatus:
         upstream = self._upstreams.get(key) or self._ended.get(key)

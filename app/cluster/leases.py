@@ -31,11 +31,11 @@ def weight(stream_id: int, node: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{stream_id}/{node}".encode(), digest_size=8).digest(), "big")
 
 
-def beat(tx: Tx, node: str, url: str, viewers: int) -> None:
-    """This node is alive (its heartbeat)."""
-    tx.execute("INSERT INTO nodes (id, url, seen_at, viewers) VALUES (?, ?, {now}, ?) "
-               "ON CONFLICT (id) DO UPDATE SET url = excluded.url, seen_at = excluded.seen_at, "
-               "viewers = excluded.viewers", (node, url, viewers))
+def beat(tx: Tx, node: str, url: str, viewers: int | None = None) -> None:
+    """This node is alive (its heartbeat), with its viewers (None: as last said)."""
+    tx.execute("INSERT INTO nodes (id, url, seen_at, viewers) VALUES (?, ?, {now}, ?) "  # noqa: S608 (constants)
+               "ON CONFLICT (id) DO UPDATE SET url = excluded.url, seen_at = excluded.seen_at"
+               + ("" if viewers is None else ", viewers = excluded.viewers"), (node, url, viewers or 0))
 
 
 def leave(tx: Tx, node: str) -> None:
@@ -49,8 +49,7 @@ def place(tx: Tx, stream_id: int, me: str, url: str, ttl: float) -> Placement:
     own lease is extended); else the live node of highest `weight`, which gets the lease
     with the next epoch (this node counts as live). One write transaction: two nodes that
     place the same stream at once get the same answer."""
-    beat_now = tx.one("SELECT viewers FROM nodes WHERE id = ?", (me,))
-    beat(tx, me, url, int(beat_now[0]) if beat_now else 0)  # the placer is alive: a lease it gets has a node
+    beat(tx, me, url)  # the placer is alive: a lease it gets has a node
     tx.execute("INSERT INTO leases (stream_id, node_id, epoch, expires_at) VALUES (?, '', 0, 0) "
                "ON CONFLICT (stream_id) DO NOTHING", (stream_id,))
     row = tx.one("SELECT node_id, epoch, expires_at > {now} FROM leases WHERE stream_id = ?"  # noqa: S608

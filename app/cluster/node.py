@@ -50,11 +50,10 @@ class NodeView:
 
 
 def default_id(url: str) -> str:
-    """A name stable across restarts: this host's name and the node's port."""
+    """A name stable across restarts: the node's host and port (this machine's name for a
+    wildcard address)."""
     parts = urlsplit(url)
-    host = parts.hostname or "node"
-    if host in ("127.0.0.1", "localhost", "0.0.0.0", "::", "::1") or host.replace(".", "").isdigit():
-        host = f"{socket.gethostname()}-{host}" if host not in ("127.0.0.1", "localhost", "::1") else host
+    host = parts.hostname if parts.hostname not in (None, "0.0.0.0", "::") else socket.gethostname()
     return f"{host}-{parts.port}".replace(":", "-")
 
 
@@ -85,10 +84,10 @@ class Cluster:
     """See module docstring. `edits(stream_id)` holds a stream's record still while a
     change is applied (`Services.editing`)."""
 
-    def __init__(self, db: Database, store: Store, access: Access, *, lease_seconds: float,
+    def __init__(self, store: Store, access: Access, *, lease_seconds: float,
                  node_url: str = "", node_id: str = "",
                  edits: Callable[[int], AbstractAsyncContextManager[None]]) -> None:
-        self._db = db
+        self._db: Database = store.db
         self._store = store
         self._access = access
         self.lease_seconds = lease_seconds
@@ -231,17 +230,17 @@ class Cluster:
         node that took them). Raises StorageError."""
         if self.registry is None:
             return
-        playing = {source.stream: source for _, source in self.registry.sources() if source.stream is not None}
+        playing = {source.stream: source for source in self.registry.sources() if source.stream is not None}
         if not playing:
             return
-        stored = await self._store.versions(list(playing))
+        stored = await self._store.records(list(playing))
         for stream_id, source in playing.items():
             record = stored.get(stream_id)
             if record is not None and record.source == source:
                 continue
             async with self._edits(stream_id):  # read again under the hold: a change made here wins
                 record = await self._store.get(stream_id)
-                now = dict(self.registry.sources()).get(stream_key(stream_id))
+                now = self.registry.source(stream_key(stream_id))
                 if now is None:
                     continue
                 if record is None:

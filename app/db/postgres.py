@@ -35,6 +35,12 @@ RECONNECT_AFTER = 1.0
 MIGRATION_LOCK = 7_230_023  # pg_advisory_xact_lock: one node migrates at a time
 
 
+def _first_line(error: Exception) -> str:
+    """What the driver says, in one line, with any password in it masked."""
+    lines = str(error).strip().splitlines()
+    return mask_text(lines[0]) if lines else type(error).__name__
+
+
 class PostgresDatabase:
     dialect = POSTGRES
 
@@ -71,8 +77,7 @@ class PostgresDatabase:
         try:
             return await trio.to_thread.run_sync(self._transaction, work)
         except psycopg.Error as error:  # PoolTimeout is one too
-            raise StorageError(mask_text(str(error).strip().splitlines()[0] if str(error).strip() else
-                                         type(error).__name__)) from error
+            raise StorageError(_first_line(error)) from error
 
     def _transaction(self, work: Callable[[Tx], T]) -> T:
         with self._pool.connection() as connection:  # commits on return, rolls back on raise
@@ -95,7 +100,7 @@ class PostgresDatabase:
             try:
                 connection = await trio.to_thread.run_sync(self._listener)
             except psycopg.Error as error:
-                log.debug("cannot listen for changes yet: %s", mask_text(str(error)))
+                log.debug("cannot listen for changes yet: %s", _first_line(error))
                 await trio.sleep(RECONNECT_AFTER)
                 continue
             try:
@@ -104,7 +109,7 @@ class PostgresDatabase:
                     if await trio.to_thread.run_sync(self._wait, connection):
                         changed()
             except psycopg.Error as error:
-                log.warning("lost the database's notifications (%s): listening again", mask_text(str(error)))
+                log.warning("lost the database's notifications (%s): listening again", _first_line(error))
             finally:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(connection.close)
