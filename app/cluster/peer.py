@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
+from typing import cast
 
 import httpx
 import trio
@@ -19,23 +20,24 @@ from supervisors import ErrorCode, Failure
 
 CONNECT_TIMEOUT = 3.0
 ERROR_BODY_MAX = 16 * 1024
+CHUNKS_AHEAD = 16  # read ahead of the upstream at most this many chunks
 
 
 class Body(trio.abc.ReceiveStream):
-    """An HTTP response's body as the stream an upstream reads (`Run.stdout`); a broken
+    """An HTTP response's body as the stream an upstream reads (`Run.stdout`): a task of
+    its own reads the response (`pump`) into a channel, so a read that is cancelled (the
+    upstream's gathering window, its watchdog) loses nothing and ends nothing. A broken
     connection is its end (the upstream then asks `PeerRun.failure`)."""
 
-    def __init__(self, response: httpx.Response, run: PeerRun) -> None:
-        self._chunks: AsyncGenerator[bytes, None] = response.aiter_raw()  # type: ignore[assignment]
-        self._run = run
+    def __init__(self, chunks: trio.MemoryReceiveChannel[bytes]) -> None:
+        self._chunks = chunks
         self._left = b""
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if not self._left:
             try:
-                self._left = await anext(self._chunks, b"")
-            except httpx.HTTPError as error:
-                self._run.lost = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                self._left = await self._chunks.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
                 return b""
         if max_bytes is None or len(self._left) <= max_bytes:
             chunk, self._left = self._left, b""
@@ -45,6 +47,18 @@ class Body(trio.abc.ReceiveStream):
 
     async def aclose(self) -> None:
         await self._chunks.aclose()
+
+
+async def pump(response: httpx.Response, into: trio.MemorySendChannel[bytes], run: PeerRun) -> None:
+    """Read the response's body into the channel until it ends (then close the channel)."""
+    async with into, aclosing(cast(AsyncGenerator[bytes, None], response.aiter_raw())) as chunks:
+        try:
+            async for chunk in chunks:
+                await into.send(chunk)
+        except httpx.HTTPError as error:
+            run.lost = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        except trio.BrokenResourceError:
+            pass  # the upstream stopped reading
 
 
 class PeerRun:
@@ -99,12 +113,14 @@ async def read_from(client: httpx.AsyncClient, owner: str, url: str, stream_id: 
                 if len(refusal) > ERROR_BODY_MAX:
                     break
             raise _failure(response.status_code, refusal, owner)
-        run.stdout = body = Body(response, run)
-        try:
-            yield run
-        finally:
-            with trio.CancelScope(shield=True):
-                await body.aclose()
+        into, chunks = trio.open_memory_channel[bytes](CHUNKS_AHEAD)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump, response, into, run)
+            run.stdout = Body(chunks)
+            try:
+                yield run
+            finally:
+                nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await response.aclose()
