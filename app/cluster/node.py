@@ -19,6 +19,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import attrs
@@ -31,7 +32,10 @@ from ..db import Database, StorageError, Tx
 from ..policy.tokens import Access
 from ..store import Store
 from ..targets import stream_key
-from . import leases, peer
+from . import leases
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 POLL = 0.5  # seconds between SQLite's reads of the streams this node plays
@@ -99,7 +103,7 @@ class Cluster:
             self._located.set()
         self._held: dict[int, tuple[int, trio.CancelScope]] = {}  # stream → (epoch, its attempt's fence)
         self._changed = trio.Event()
-        self._client = peer.client()
+        self._client: httpx.AsyncClient | None = None  # made when a stream is first read from a peer
         self.registry: Registry | None = None
 
     def locate(self, url: str) -> None:
@@ -123,6 +127,10 @@ class Cluster:
                 return
             placement = await self._place(source.stream)
             if placement.node != self.id:
+                from . import peer  # httpx (4 MiB) only in a node that reads from another
+
+                if self._client is None:
+                    self._client = peer.client()
                 token = self._access.node_token(self.id)
                 async with peer.read_from(self._client, placement.node, placement.url, source.stream, token) as read:
                     yield read
@@ -161,8 +169,9 @@ class Cluster:
                 nursery.start_soon(self._syncing)
                 task_status.started()
         finally:
-            with trio.CancelScope(shield=True):
-                await self._client.aclose()
+            if self._client is not None:
+                with trio.CancelScope(shield=True):
+                    await self._client.aclose()
 
     def changed(self) -> None:
         """Streams may have changed: look at the ones this node plays."""
