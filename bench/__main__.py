@@ -35,6 +35,7 @@ from tests.camera import bundled_ffmpeg
 from tests.helpers import BIN, Process, children, rss_kib, spawn, wait_for
 from tests.lean import LeanViewer
 
+from . import cluster
 from .load import LoadClient, Stats
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -442,6 +443,9 @@ async def main(argv: list[str]) -> None:
     parser.add_argument("--fmp4", action="store_true",
                         help="fan-out also with fMP4 viewers (format=fmp4), alternating with MPEG-TS ones")
     parser.add_argument("--idle-connections", type=int, default=5000, help="idle: how many connections")
+    parser.add_argument("--cluster-viewers", type=int, default=300, help="cluster: viewers on each of 3 nodes")
+    parser.add_argument("--worker-viewers", default="1600,2400,3200,4000,4800", help="workers: the N to try")
+    parser.add_argument("--failover-rounds", type=int, default=5)
     parser.add_argument("--client", choices=["c", "python"], default="c",
                         help="fan-out's load client: wsload.c (one C process) or lean viewers in this process")
     args = parser.parse_args(argv)
@@ -450,6 +454,9 @@ async def main(argv: list[str]) -> None:
     env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LINGER": "0", "LOG_LEVEL": "WARNING",
            "MAX_STREAMS_PER_CLIENT": "1000", "MAX_CONCURRENT_STREAMS": "100", "RATE_LIMIT": "off",
            "MAX_CONNECTIONS_PER_CLIENT": "100000", "START_WITHIN": "300"}
+    if scale_out := [what for what in args.what if what in ("cluster", "workers", "failover")]:
+        await bench_scale_out(scale_out, args, env)
+        return
     tls = None
     if args.tls:
         env, tls = with_tls(env)
@@ -478,6 +485,23 @@ async def main(argv: list[str]) -> None:
             await bench_teardown(rig, args.rounds, 100)
         if "slow" in args.what:
             await bench_slow(rig, args.slow_seconds, server)
+
+
+async def bench_scale_out(what: list[str], args: argparse.Namespace, env: dict[str, str]) -> None:
+    """The scale-out benchmarks (bench/cluster.py), on the bench's camera."""
+    process, url = await start_camera()
+    try:
+        print(f"camera {url}; {os.cpu_count()} cores")
+        if "cluster" in what:
+            await cluster.bench_cluster(env, url, args.cluster_viewers, args.seconds)
+        if "workers" in what:
+            await cluster.bench_workers(env, url, [int(n) for n in args.worker_viewers.split(",")], args.seconds)
+        if "failover" in what:
+            await cluster.bench_failover(env, url, args.failover_rounds)
+    finally:
+        process.terminate()
+        with trio.CancelScope(shield=True):
+            await process.wait()
 
 
 if __name__ == "__main__":
