@@ -105,14 +105,16 @@ def test_a_peer_stream_loses_nothing_when_reads_are_cancelled(windows: list[floa
         client = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: httpx.Response(
             200, stream=Trickle(chunks))))
         got = b""
-        async with client, peer.read_from(client, "b", "http://b", 1, "token") as run:
-            cuts = iter(windows)
-            while True:
-                with trio.move_on_after(next(cuts, 1.0)):
-                    part = await run.stdout.receive_some(64)
-                    if not part:
-                        break
-                    got += part
+        async with client:
+            response = await peer.connect(client, "b", "http://b", 1, "token")
+            async with peer.reading(response, "b") as run:
+                cuts = iter(windows)
+                while True:
+                    with trio.move_on_after(next(cuts, 1.0)):
+                        part = await run.stdout.receive_some(64)
+                        if not part:
+                            break
+                        got += part
         return got
 
     assert trio.run(read) == b"".join(chunks)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 POLL = 0.5  # seconds between SQLite's reads of the streams this node plays
 LOCATE_WAIT = 2.0  # seconds an attempt waits for the server to know its own address
+REACH_AGAIN = 0.5  # seconds between tries of a camera's holder that does not answer
 
 
 @attrs.frozen
@@ -125,14 +126,11 @@ class Cluster:
                 async with camera(source) as played:
                     yield played
                 return
-            placement = await self._place(source.stream)
-            if placement.node != self.id:
-                from . import peer  # httpx (4 MiB) only in a node that reads from another
+            placement, response = await self._reach(source.stream)
+            if response is not None:
+                from . import peer
 
-                if self._client is None:
-                    self._client = peer.client()
-                token = self._access.node_token(self.id)
-                async with peer.read_from(self._client, placement.node, placement.url, source.stream, token) as read:
+                async with peer.reading(response, placement.node) as read:
                     yield read
                 return
             with trio.CancelScope() as fence:
@@ -145,6 +143,30 @@ class Cluster:
                         del self._held[source.stream]
 
         return run
+
+    async def _reach(self, stream_id: int) -> tuple[leases.Placement, httpx.Response | None]:
+        """Where the stream's camera is: here (no response), or another node, whose stream
+        answered. A holder that does not answer (just killed) is asked again every
+        REACH_AGAIN seconds, placing again each time, until its lease has run out and the
+        camera went to a live node: the attempt stays `connecting` meanwhile, without the
+        backoff of failed attempts. Raises Failure when that takes over a lease, or when
+        the holder refuses."""
+        from . import peer  # httpx (4 MiB) only in a node that reads from another
+
+        deadline = trio.current_time() + self.lease_seconds + LOCATE_WAIT
+        while True:
+            placement = await self._place(stream_id)
+            if placement.node == self.id:
+                return placement, None
+            if self._client is None:
+                self._client = peer.client()
+            token = self._access.node_token(self.id)
+            try:
+                return placement, await peer.connect(self._client, placement.node, placement.url, stream_id, token)
+            except peer.Unreachable as unreachable:
+                if trio.current_time() >= deadline:
+                    raise Failure(ErrorCode.STREAM_ERROR, str(unreachable)) from None
+            await trio.sleep(REACH_AGAIN)
 
     async def _place(self, stream_id: int) -> leases.Placement:
         with trio.move_on_after(LOCATE_WAIT):

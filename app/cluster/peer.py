@@ -92,27 +92,40 @@ def _failure(status: int, body: bytes, owner: str) -> Failure:
         return Failure(ErrorCode.STREAM_ERROR, f"node {owner} answered {status}")
 
 
-@asynccontextmanager
-async def read_from(client: httpx.AsyncClient, owner: str, url: str, stream_id: int,
-                    token: str) -> AsyncIterator[PeerRun]:
-    """Read stream `stream_id` from the node `owner` at `url`. Raises Failure when the node
-    cannot be reached or refuses (its own error code). Cancellation: the request ends."""
-    run = PeerRun(owner)
+class Unreachable(Exception):
+    """The node named as the camera's holder does not answer (it may have just died)."""
+
+
+async def connect(client: httpx.AsyncClient, owner: str, url: str, stream_id: int, token: str) -> httpx.Response:
+    """Ask node `owner` at `url` for stream `stream_id`: its streaming response. Raises
+    Unreachable when the node cannot be reached, Failure when it refuses (its own error
+    code)."""
     request = client.build_request("GET", f"{url}/api/streams/{stream_id}/stream.ts",
                                    headers={"Authorization": f"Bearer {token}"})
     try:
         response = await client.send(request, stream=True)
     except httpx.HTTPError as error:
-        raise Failure(ErrorCode.STREAM_ERROR, f"node {owner}, which holds the camera, cannot be reached: "
-                                              f"{type(error).__name__}") from None
+        raise Unreachable(f"node {owner}, which holds the camera, cannot be reached: {type(error).__name__}") from None
+    if response.status_code == 200:
+        return response
     try:
-        if response.status_code != 200:
-            refusal = b""
-            async for chunk in response.aiter_raw():
-                refusal += chunk
-                if len(refusal) > ERROR_BODY_MAX:
-                    break
-            raise _failure(response.status_code, refusal, owner)
+        refusal = b""
+        async for chunk in response.aiter_raw():
+            refusal += chunk
+            if len(refusal) > ERROR_BODY_MAX:
+                break
+    finally:
+        with trio.CancelScope(shield=True):
+            await response.aclose()
+    raise _failure(response.status_code, refusal, owner)
+
+
+@asynccontextmanager
+async def reading(response: httpx.Response, owner: str) -> AsyncIterator[PeerRun]:
+    """The stream of a `connect`ed response as an attempt's Run. Cancellation: the request
+    ends."""
+    run = PeerRun(owner)
+    try:
         into, chunks = trio.open_memory_channel[bytes](CHUNKS_AHEAD)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump, response, into, run)
