@@ -127,13 +127,23 @@ async def serve_until_signal(settings: Settings) -> int:
     s.shutdown.stop_server = stopped.set
 
     worker = os.environ.get(workers.LISTEN_FD)
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, settings, app=app, shutdown_trigger=stopped.wait,
-                                            listen_fd=int(worker) if worker else None,
-                                            node_host=os.environ.get(workers.NODE_HOST) if worker else None))
-        log.info("serving on %s", " ".join(binds), extra={"event": "server.serving"})
-        if settings.log_format != "json":  # there, every line is a JSON object
-            print(f"rtsp-viewer: serving on {' '.join(binds)}", file=sys.stderr, flush=True)
+    watch = trio.CancelScope()  # a worker's watch on its parent, while it serves
+
+    async def watching() -> None:
+        with watch:
+            await workers.exit_with_parent(os.getppid())
+
+    async with trio.open_nursery() as outer:
+        if worker:
+            outer.start_soon(watching)
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(partial(serve, settings, app=app, shutdown_trigger=stopped.wait,
+                                                listen_fd=int(worker) if worker else None,
+                                                node_host=os.environ.get(workers.NODE_HOST) if worker else None))
+            log.info("serving on %s", " ".join(binds), extra={"event": "server.serving"})
+            if settings.log_format != "json":  # there, every line is a JSON object
+                print(f"rtsp-viewer: serving on {' '.join(binds)}", file=sys.stderr, flush=True)
+        watch.cancel()
     return 0
 
 

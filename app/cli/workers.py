@@ -7,7 +7,8 @@ HOST, with that port). They are one cluster like any other: the same database (a
 file, or PostgreSQL), the same SECRET_KEY (or the key kept beside the SQLite file, made
 here before they start), one camera session per stream among them. The parent restarts a
 worker that dies, and on SIGTERM or SIGINT passes SIGTERM on and waits for them (each
-exits within 5 s); it serves nothing itself.
+exits within 5 s); it serves nothing itself. A worker whose parent was killed shuts
+itself down (`exit_with_parent`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from collections.abc import Mapping
 from types import FrameType
 from urllib.parse import urlsplit
 
+import trio
+
 from ..policy.tokens import server_key
 from ..settings import Settings
 
@@ -31,6 +34,18 @@ LISTEN_FD = "RTSP_VIEWER_LISTEN_FD"  # the shared socket a worker accepts on
 NODE_HOST = "RTSP_VIEWER_NODE_HOST"  # the host in a worker's own node URL
 RESTART_AFTER = 1.0
 STOP_WITHIN = 5.0
+
+
+PARENT_CHECK = 1.0  # seconds between a worker's looks at whether its parent still runs
+
+
+async def exit_with_parent(parent: int) -> None:
+    """A worker whose parent is gone (killed: it could pass no signal on) shuts itself
+    down as on SIGTERM, so no worker outlives the `serve --workers` it belongs to."""
+    while os.getppid() == parent:  # noqa: ASYNC110 (nothing signals a parent's death but the OS's reparenting)
+        await trio.sleep(PARENT_CHECK)
+    log.warning("the workers' parent %d is gone: shutting down", parent, extra={"event": "server.orphaned"})
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def worker_count(text: str) -> int:
