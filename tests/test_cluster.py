@@ -223,15 +223,21 @@ async def test_serve_workers_2_on_sqlite_is_one_port_two_nodes_and_one_camera_se
     assert not camera.paths["live"].players
 
 
-async def test_the_workers_of_a_killed_parent_shut_down(nursery: trio.Nursery, tmp_path: Path) -> None:
+@pytest.mark.parametrize("when", ["serving", "starting"])
+async def test_the_workers_of_a_killed_parent_shut_down(nursery: trio.Nursery, tmp_path: Path, when: str) -> None:
     """kill -9 of `serve --workers 2` passes no signal on: its workers see their parent
-    gone and shut down as on SIGTERM, within the parent check and the 5 s exit."""
+    gone and shut down as on SIGTERM, within the parent check and the 5 s exit; also when
+    the parent dies while they start (they compare with the pid it gave them)."""
     server = await spawn(nursery, [sys.executable, "-m", "app.cli.main", "serve", "--workers", "2", "--port", "0"],
                          env(tmp_path))
-    await server.url()
-    await wait_for(lambda: server.stderr.count("serving on") >= 3, within=15)  # the parent's line and each worker's
+    await server.url()  # the parent's line: its workers are started
+    if when == "serving":  # and each worker's
+        await wait_for(lambda: server.stderr.count("rtsp-viewer: serving on") >= 3, within=15)
     workers = children(server.process.pid)
     assert len(workers) == 2
     server.process.kill()
     await server.process.wait()
-    await wait_for(lambda: all(process_gone(pid) for pid in workers), within=8)
+    try:
+        await wait_for(lambda: all(process_gone(pid) for pid in workers), within=8)
+    except trio.TooSlowError:
+        raise AssertionError(f"workers left: {[p for p in workers if not process_gone(p)]}\n{server.stderr}") from None

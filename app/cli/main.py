@@ -131,7 +131,7 @@ async def serve_until_signal(settings: Settings) -> int:
 
     async def watching() -> None:
         with watch:
-            await workers.exit_with_parent(os.getppid())
+            await workers.exit_with_parent(int(os.environ[workers.PARENT]))
 
     async with trio.open_nursery() as outer:
         if worker:

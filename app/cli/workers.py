@@ -32,6 +32,7 @@ from ..settings import Settings
 log = logging.getLogger(__name__)
 LISTEN_FD = "RTSP_VIEWER_LISTEN_FD"  # the shared socket a worker accepts on
 NODE_HOST = "RTSP_VIEWER_NODE_HOST"  # the host in a worker's own node URL
+PARENT = "RTSP_VIEWER_PARENT"  # the parent's pid: a worker whose parent it no longer is shuts down
 RESTART_AFTER = 1.0
 STOP_WITHIN = 5.0
 
@@ -40,8 +41,9 @@ PARENT_CHECK = 1.0  # seconds between a worker's looks at whether its parent sti
 
 
 async def exit_with_parent(parent: int) -> None:
-    """A worker whose parent is gone (killed: it could pass no signal on) shuts itself
-    down as on SIGTERM, so no worker outlives the `serve --workers` it belongs to."""
+    """A worker whose parent is gone (killed: it could pass no signal on), even before the
+    worker began to look, shuts itself down as on SIGTERM, so no worker outlives the
+    `serve --workers` it belongs to. `parent`: the pid its parent gave it (PARENT)."""
     while os.getppid() == parent:  # noqa: ASYNC110 (nothing signals a parent's death but the OS's reparenting)
         await trio.sleep(PARENT_CHECK)
     log.warning("the workers' parent %d is gone: shutting down", parent, extra={"event": "server.orphaned"})
@@ -80,7 +82,8 @@ def run_workers(count: int, settings: Settings, environ: Mapping[str, str]) -> i
         server_key("", settings.database_path)  # made once, here, for every worker to read
     port = listener.getsockname()[1]
     env = {key: value for key, value in environ.items() if key != "NODE_URL"}
-    env |= {LISTEN_FD: str(listener.fileno()), NODE_HOST: node_host(settings), "HOST": settings.host, "PORT": "0"}
+    env |= {LISTEN_FD: str(listener.fileno()), NODE_HOST: node_host(settings), PARENT: str(os.getpid()),
+            "HOST": settings.host, "PORT": "0"}
     stopping = False
 
     def stop(signum: int, _: FrameType | None) -> None:
