@@ -128,7 +128,10 @@ def _accepted(port: int) -> dict[int, tuple[int, int]]:
     """{peer port: (SO_SNDBUF, TCP_USER_TIMEOUT)} of this process's sockets accepted on `port`."""
     found = {}
     for name in os.listdir("/proc/self/fd"):
-        copy = os.dup(int(name))
+        try:
+            copy = os.dup(int(name))
+        except OSError:  # gone meanwhile (the listing's own fd)
+            continue
         try:
             sock = socket.socket(fileno=copy)
         except OSError:  # not a socket: the copy is ours to close
