@@ -8,7 +8,8 @@
 - workers: `rtsp-viewer serve` against `serve --workers 2` on a SQLite file, one
   registered stream, N viewers through the one port; a viewer is served live while it gets
   a message per publish (12.5 or more a second, as at 400 viewers) and every byte.
-- failover: a viewer on each node that does not hold the camera; the owner is killed
+- failover: first, a PATCH on a node that does not hold the camera, until every node's
+  viewers hear `connecting`; then a viewer on each node that does not hold the camera; the owner is killed
   (SIGKILL) or frozen (SIGSTOP) and the time until every viewer hears `playing` again is
   taken, five times each; LEASE_SECONDS 2 and FFMPEG_TIMEOUT 4, as in the tests.
 """
@@ -73,6 +74,33 @@ async def nodes_on_postgres(env: dict[str, str], count: int = 3) -> AsyncIterato
             nursery.cancel_scope.cancel()
     finally:
         await trio.to_thread.run_sync(postgres.close)
+
+
+async def change_reaches_every_node(urls: list[str], stream: int, rounds: int) -> None:
+    """Seconds from a PATCH answered by a node that does not hold the camera until the
+    viewers on every node hear `connecting` (the restart reached the owner, and each node
+    restarted its own upstream)."""
+    spans = []
+    async with AsyncExitStack() as stack:
+        viewers = []
+        for url in urls:
+            viewers.append(await stack.enter_async_context(open_viewer(url.replace("http", "ws", 1)
+                                                                       + f"/ws/stream?id={stream}")))
+            await viewers[-1].play(within=30)
+        owner = await owner_of(urls[0], stream)
+        edge = next(url for url in urls if url != owner)
+        async with httpx.AsyncClient(base_url=edge, timeout=10) as http:
+            for round_ in range(rounds):
+                started = trio.current_time()
+                answer = await http.patch(f"/api/streams/{stream}/", json={"transport": ["udp", "tcp"][round_ % 2]})
+                assert answer.status_code == 200, answer.text
+                for viewer in viewers:
+                    await viewer.status("connecting", within=10)
+                spans.append(trio.current_time() - started)
+                for viewer in viewers:
+                    await viewer.status("playing", within=30)
+    print(f"- a PATCH on a node that does not hold the camera, until every node's viewers hear `connecting`: "
+          f"median {statistics.median(spans):.2f} s (max {max(spans):.2f}; each {', '.join(f'{s:.2f}' for s in spans)})")
 
 
 def dropped(pid: int) -> bool:
@@ -200,6 +228,7 @@ async def bench_failover(env: dict[str, str], camera_url: str, rounds: int) -> N
         live = {await node.url(): node for node in nodes}
         async with httpx.AsyncClient(base_url=next(iter(live)), timeout=10) as http:
             stream = (await http.post("/api/streams/", json={"name": "cam", "url": camera_url})).json()["id"]
+        await change_reaches_every_node(list(live), stream, rounds)
         times: dict[str, list[float]] = {"kill -9": [], "SIGSTOP": []}
         for kind in times:
             for _ in range(rounds):

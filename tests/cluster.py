@@ -19,6 +19,7 @@ from tests.helpers import ROOT, Process, env, spawn
 from tests.postgres import Postgres
 
 SECRET = "cluster-secret-key-0123456789"
+TOKEN = "cluster-api-token-0123456789"  # every node guards its routes: the nodes' own reads show they pass
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
 
@@ -42,8 +43,8 @@ class Node:
     def pid(self) -> int:
         return int(self.process.process.pid)
 
-    def ws(self, query: str) -> str:
-        return self.url.replace("http", "ws", 1) + f"/ws/stream?{query}"
+    def ws(self, query: str, token: str = TOKEN) -> str:
+        return self.url.replace("http", "ws", 1) + f"/ws/stream?{query}&token={token}"
 
 
 @attrs.define
@@ -53,7 +54,7 @@ class Cluster:
     front: str = ""  # HAProxy
 
     def http(self, url: str | None = None) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=url or self.front, timeout=10)
+        return httpx.AsyncClient(base_url=url or self.front, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"})
 
     async def create(self, camera_url: str, name: str = "cam") -> int:
         async with self.http() as http:
@@ -75,8 +76,8 @@ class Cluster:
 
 
 def node_env(tmp_path: Path, database_url: str, **extra: str) -> dict[str, str]:
-    return env(tmp_path, DATABASE_URL=database_url, SECRET_KEY=SECRET, LEASE_SECONDS="2", FFMPEG_TIMEOUT="4",
-               LINGER="1", RATE_LIMIT="off", LOG_LEVEL="INFO", **extra)
+    return env(tmp_path, DATABASE_URL=database_url, SECRET_KEY=SECRET, API_TOKEN=TOKEN, LEASE_SECONDS="2",
+               FFMPEG_TIMEOUT="4", LINGER="1", RATE_LIMIT="off", LOG_LEVEL="INFO", **extra)
 
 
 async def start_node(nursery: trio.Nursery, tmp_path: Path, database_url: str, host: str) -> Node:

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from tests.camera import Camera, bundled_ffmpeg
-from tests.cluster import Cluster, Node, cluster, haproxy_available
+from tests.cluster import SECRET, TOKEN, Cluster, Node, cluster, haproxy_available
 from tests.helpers import (
     ROOT,
     Viewer,
@@ -45,6 +45,10 @@ async def watch(stack: AsyncExitStack, nodes: list[Node], query: str) -> list[Vi
     return viewers
 
 
+def other_node(c: Cluster, *not_these: Node) -> Node:
+    return next(node for node in c.nodes if node not in not_these)
+
+
 async def owner_and_edges(c: Cluster, stack: AsyncExitStack,
                           camera: Camera) -> tuple[int, Node, list[Node], list[Viewer]]:
     """A stream played on the first node; its owner, and a playing viewer on each other node."""
@@ -67,7 +71,8 @@ async def test_one_camera_session_serves_every_node_and_changes_reach_the_owner(
         stream = await c.create(camera.url())
         viewers = await watch(stack, c.nodes, f"id={stream}")
         fmp4 = await stack.enter_async_context(open_viewer(c.nodes[1].ws(f"id={stream}&format=fmp4")))
-        front = await stack.enter_async_context(open_viewer(c.front.replace("http", "ws") + f"/ws/stream?id={stream}"))
+        front = await stack.enter_async_context(open_viewer(c.front.replace("http", "ws")
+                                                            + f"/ws/stream?id={stream}&token={TOKEN}"))
         port = free_port()  # and behind deploy/nginx-cluster.conf
         site = (ROOT / "deploy" / "nginx-cluster.conf").read_text().replace("listen 8080;", f"listen 127.0.0.1:{port};")
         site = re.sub(r"(?m)^    server 10\.0\.0\.\d:8000 ", "", site)
@@ -75,7 +80,7 @@ async def test_one_camera_session_serves_every_node_and_changes_reach_the_owner(
             f"    server {node.url.removeprefix('http://')} max_fails=1 fail_timeout=5s;\n" for node in c.nodes))
         site = re.sub(r"(?m)^max_fails=1 fail_timeout=5s;\n", "", site)
         await stack.enter_async_context(run_nginx(tmp_path / "nginx", site, port))
-        behind = await stack.enter_async_context(open_viewer(f"ws://127.0.0.1:{port}/ws/stream?id={stream}"))
+        behind = await stack.enter_async_context(open_viewer(f"ws://127.0.0.1:{port}/ws/stream?id={stream}&token={TOKEN}"))
         for viewer in (fmp4, front, behind):
             await viewer.send("start")
             await viewer.status("playing", within=20)
@@ -83,9 +88,15 @@ async def test_one_camera_session_serves_every_node_and_changes_reach_the_owner(
             await media_flows(viewer)
         owner = await c.owner(stream)
         edge = next(node for node in c.nodes if node is not owner)
-        async with c.http(edge.url) as http:  # stream.ts and a snapshot from a node that does not hold the camera
-            done = await trio.run_process(  # a stock player
-                [bundled_ffmpeg(), "-hide_banner", "-v", "error", "-i", f"{edge.url}/api/streams/{stream}/stream.ts",
+        async with c.http(edge.url) as http:
+            # a play token made on one node watches on another (one SECRET_KEY), here in a stock player
+            made = await http.post(f"/api/streams/{stream}/play-token", json={})
+            assert made.status_code == 201, made.text
+            play = made.json()["token"]
+        async with c.http(other_node(c, owner, edge).url) as http:  # stream.ts and a snapshot from a non-owner
+            done = await trio.run_process(
+                [bundled_ffmpeg(), "-hide_banner", "-v", "error", "-i",
+                 f"{other_node(c, owner, edge).url}/api/streams/{stream}/stream.ts?token={play}",
                  "-t", "1", "-f", "framemd5", "-"], capture_stdout=True, capture_stderr=True, check=False)
             assert done.returncode == 0 and len([ln for ln in done.stdout.decode().splitlines()
                                                  if ln and not ln.startswith("#")]) >= 20, done.stderr
@@ -98,6 +109,12 @@ async def test_one_camera_session_serves_every_node_and_changes_reach_the_owner(
         assert all(row["alive"] for row in nodes)
         assert [row["streams"] for row in nodes if row["streams"]] == [[stream]]
 
+        # a camera's own error reaches the viewers of a node that does not hold it
+        missing = await c.create(camera.url("nope"), name="missing")
+        async with open_viewer(edge.ws(f"id={missing}")) as lost:
+            await lost.send("start")
+            await lost.error("NOT_FOUND", within=20)
+
         # a change on a node that does not hold the camera restarts it on the owner
         async with c.http(edge.url) as http:
             assert (await http.patch(f"/api/streams/{stream}/", json={"transport": "udp"})).status_code == 200
@@ -107,8 +124,7 @@ async def test_one_camera_session_serves_every_node_and_changes_reach_the_owner(
         assert camera.paths["live"].most_players == 1
 
         # a delete on another node stops every viewer, everywhere
-        other = next(node for node in c.nodes if node not in (owner, edge))
-        async with c.http(other.url) as http:
+        async with c.http(other_node(c, owner, edge).url) as http:
             assert (await http.delete(f"/api/streams/{stream}/")).status_code == 204
         for viewer in [*viewers, fmp4, front, behind]:
             await viewer.error("NOT_FOUND", within=5)
@@ -175,20 +191,28 @@ async def test_viewers_play_through_a_database_restart_and_writes_come_back(
                 while not await written():  # noqa: ASYNC110 (the database comes back: try again)
                     await trio.sleep(0.2)
             names = [row["name"] for row in (await http.get("/api/streams/")).json()]
-        assert names[0] == "cam" and "b" in names  # nothing lost
+            assert names[0] == "cam" and "b" in names  # nothing lost
+            # every node listens again (or read what it missed): a change reaches every viewer
+            assert (await http.patch(f"/api/streams/{stream}/", json={"transport": "udp"})).status_code == 200
         for viewer in viewers:
             assert viewer.close_code is None
+            await viewer.status("connecting", within=10)
+            await viewer.status("playing", within=20)
             await media_flows(viewer)
         assert camera.paths["live"].most_players == 1
 
 
-async def test_serve_workers_2_on_sqlite_is_one_port_two_nodes_and_one_camera_session(
-        nursery: trio.Nursery, tmp_path: Path, camera: Camera) -> None:
-    """`rtsp-viewer serve --workers 2` on a SQLite file: two nodes behind one port, one
-    camera session for viewers on both, a change through the port reaches both (SQLite's
-    nodes poll), and SIGTERM ends everything within 5 s."""
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_serve_workers_2_is_one_port_two_nodes_and_one_camera_session(
+        nursery: trio.Nursery, tmp_path: Path, camera: Camera, database: str, request: pytest.FixtureRequest) -> None:
+    """`rtsp-viewer serve --workers 2` on a SQLite file and on PostgreSQL: two nodes behind
+    one port, one camera session for viewers on both, a change through the port reaches
+    both (SQLite's nodes poll, PostgreSQL notifies), and SIGTERM ends everything within 5 s."""
+    extra = {}
+    if database == "postgresql":
+        extra = {"DATABASE_URL": request.getfixturevalue("postgres_server").new_database(), "SECRET_KEY": SECRET}
     server = await spawn(nursery, [sys.executable, "-m", "app.cli.main", "serve", "--workers", "2", "--port", "0"],
-                         env(tmp_path, LINGER="1", RATE_LIMIT="off"))
+                         env(tmp_path, LINGER="1", RATE_LIMIT="off", **extra))
     base = (await server.url()).split()[0]
     async with httpx.AsyncClient(base_url=base, timeout=10) as http, AsyncExitStack() as stack:
         async def two_alive() -> list[dict[str, object]]:

@@ -5,15 +5,18 @@ stream a node reads from the owner, under random cancellations."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 
 import attrs
 import httpx
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.cli import workers
 from app.cluster import leases, peer
 from app.db import Tx
 from app.db.base import SQLITE
@@ -118,3 +121,23 @@ def test_a_peer_stream_loses_nothing_when_reads_are_cancelled(windows: list[floa
         return got
 
     assert trio.run(read) == b"".join(chunks)
+
+
+def test_placement_spreads_streams_over_live_nodes_and_moves_only_a_dead_nodes_share() -> None:
+    """Rendezvous hashing: 300 streams over three live nodes land on each (none gets
+    under a fifth); when one is gone only its streams move, the others stay."""
+    def owner(stream_id: int, nodes: tuple[str, ...]) -> str:
+        return max(nodes, key=lambda node: leases.weight(stream_id, node))
+
+    three = {stream_id: owner(stream_id, NODES) for stream_id in range(1, 301)}
+    assert all(list(three.values()).count(node) > 60 for node in NODES)
+    two = {stream_id: owner(stream_id, ("a", "b")) for stream_id in three}
+    assert all(two[s] == three[s] for s in three if three[s] != "c")
+
+
+def test_workers_auto_is_one_per_core_and_a_bad_count_is_refused() -> None:
+    assert workers.worker_count("auto") == (os.cpu_count() or 1)
+    assert workers.worker_count("3") == 3
+    for bad in ("0", "-1", "257", "many"):
+        with pytest.raises(ValueError):
+            workers.worker_count(bad)
