@@ -44,11 +44,15 @@ def leave(tx: Tx, node: str) -> None:
     tx.execute("UPDATE leases SET expires_at = 0 WHERE node_id = ?", (node,))
 
 
-def place(tx: Tx, stream_id: int, me: str, url: str, ttl: float) -> Placement:
+def place(tx: Tx, stream_id: int, me: str, url: str, ttl: float, *, steal: bool = True) -> Placement:
     """Who holds the stream's camera: its lease holder while the lease runs (this node's
-    own lease is extended); else the live node of highest `weight`, which gets the lease
-    with the next epoch (this node counts as live). One write transaction: two nodes that
-    place the same stream at once get the same answer."""
+    own lease is extended, run out or not: nobody took it); else the live node of highest
+    `weight`, which gets the lease with the next epoch (this node counts as live). One
+    write transaction: two nodes that place the same stream at once get the same answer.
+
+    `steal`: a lease that ran out may go to another node. Not within a lease of the
+    database coming back: every lease ran out while nobody could renew, and their holders,
+    playing on, renew them first (else a camera would get a second session)."""
     beat(tx, me, url)  # the placer is alive: a lease it gets has a node
     tx.execute("INSERT INTO leases (stream_id, node_id, epoch, expires_at) VALUES (?, '', 0, 0) "
                "ON CONFLICT (stream_id) DO NOTHING", (stream_id,))
@@ -56,10 +60,10 @@ def place(tx: Tx, stream_id: int, me: str, url: str, ttl: float) -> Placement:
                  + tx.dialect.for_update, (stream_id,))
     assert row is not None, "inserted above"
     holder, epoch, valid = str(row[0]), int(row[1]), bool(row[2])
-    if valid and holder == me:
+    if holder == me:
         tx.execute("UPDATE leases SET expires_at = {now} + ? WHERE stream_id = ?", (ttl, stream_id))
         return Placement(me, url, epoch)
-    if valid and holder:  # never taken from a holder while its lease runs, whatever else is known
+    if holder and (valid or not steal):  # never taken from a holder while its lease runs, whatever else is known
         found = tx.one("SELECT url FROM nodes WHERE id = ?", (holder,))
         return Placement(holder, str(found[0]) if found else "", epoch)
     live = dict(tx.all("SELECT id, url FROM nodes WHERE seen_at > {now} - ?", (ttl,)))

@@ -6,7 +6,9 @@ its own and nothing else changes. `run` keeps, for the app's lifetime:
 - the heartbeat and the lease renewals, every LEASE_SECONDS / 3: a lease the database
   says went elsewhere fences the attempt that held it at once (its camera session ends;
   the upstream's next attempt reads the stream from the new owner). A database that
-  cannot be reached fences nothing: what plays goes on playing;
+  cannot be reached fences nothing: what plays goes on playing, and for a lease after it
+  failed this node takes no lease that ran out from another (`leases.place`'s `steal`):
+  their holders renew them first;
 - the changes: PostgreSQL's notifications (and, as a net, a read every LEASE_SECONDS),
   SQLite's read every POLL seconds: an upstream of this node whose stream changed
   restarts with its new source, one whose stream was deleted stops its viewers.
@@ -15,6 +17,7 @@ its own and nothing else changes. `run` keeps, for the app's lifetime:
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -104,6 +107,7 @@ class Cluster:
             self._located.set()
         self._held: dict[int, tuple[int, trio.CancelScope]] = {}  # stream → (epoch, its attempt's fence)
         self._changed = trio.Event()
+        self._unavailable_at = -math.inf  # when the database last failed this node
         self._client: httpx.AsyncClient | None = None  # made when a stream is first read from a peer
         self.registry: Registry | None = None
 
@@ -173,10 +177,12 @@ class Cluster:
             await self._located.wait()
         if not self._located.is_set():
             raise Failure(ErrorCode.STREAM_ERROR, "this node does not know its own address yet (NODE_URL)")
+        steal = trio.current_time() - self._unavailable_at >= self.lease_seconds
         try:
-            return await self._db.run(lambda tx: leases.place(tx, stream_id, self.id, self.url, self.lease_seconds),
-                                      write=True)
+            return await self._db.run(lambda tx: leases.place(tx, stream_id, self.id, self.url, self.lease_seconds,
+                                                              steal=steal), write=True)
         except StorageError as error:
+            self._unavailable_at = trio.current_time()
             raise Failure(ErrorCode.STREAM_ERROR, f"the cluster's database is unavailable: {error}") from None
 
     # --- the loops ------------------------------------------------------------------------
@@ -208,6 +214,7 @@ class Cluster:
             try:
                 lost = await self._db.run(partial(self._beat, viewers=viewers, held=held), write=True)
             except StorageError as error:
+                self._unavailable_at = trio.current_time()
                 if not quiet:
                     log.warning("cannot renew this node's leases (%s): what plays goes on", error,
                                 extra={"event": "cluster.database_unavailable"})
