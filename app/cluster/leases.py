@@ -39,9 +39,10 @@ def beat(tx: Tx, node: str, url: str, viewers: int | None = None) -> None:
 
 
 def leave(tx: Tx, node: str) -> None:
-    """This node goes away: it is no longer alive and holds no lease."""
+    """This node goes away: it is no longer alive and holds no lease (its leases keep
+    their epochs: a later holder's is higher)."""
     tx.execute("UPDATE nodes SET seen_at = 0, viewers = 0 WHERE id = ?", (node,))
-    tx.execute("UPDATE leases SET expires_at = 0 WHERE node_id = ?", (node,))
+    tx.execute("UPDATE leases SET expires_at = 0, node_id = '' WHERE node_id = ?", (node,))
 
 
 def place(tx: Tx, stream_id: int, me: str, url: str, ttl: float, *, steal: bool = True) -> Placement:

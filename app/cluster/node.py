@@ -150,16 +150,19 @@ class Cluster:
 
     async def _reach(self, stream_id: int) -> tuple[leases.Placement, httpx.Response | None]:
         """Where the stream's camera is: here (no response), or another node, whose stream
-        answered. A holder that does not answer (just killed) is asked again every
-        REACH_AGAIN seconds, placing again each time, until its lease has run out and the
-        camera went to a live node: the attempt stays `connecting` meanwhile, without the
-        backoff of failed attempts. Raises Failure when that takes over a lease, or when
-        the holder refuses."""
+        answered. A run-out lease is taken from its holder only once the holder did not
+        answer (`peer.Unreachable`: dead or frozen, not merely cut off from the database),
+        and not within a lease of this node's database failing (`_may_steal`). A holder
+        that does not answer is asked again every REACH_AGAIN seconds, placing again each
+        time, until its lease has run out and the camera went to a live node: the attempt
+        stays `connecting` meanwhile, without the backoff of failed attempts. Raises
+        Failure when that takes over a lease, or when the holder refuses."""
         from . import peer  # httpx (4 MiB) only in a node that reads from another
 
-        deadline = trio.current_time() + self.lease_seconds + LOCATE_WAIT
+        deadline = trio.current_time() + self.lease_seconds + LOCATE_WAIT + peer.ANSWER_WITHIN
+        holder_silent = False
         while True:
-            placement = await self._place(stream_id)
+            placement = await self._place(stream_id, steal=holder_silent and self._may_steal())
             if placement.node == self.id:
                 return placement, None
             if self._client is None:
@@ -170,14 +173,19 @@ class Cluster:
             except peer.Unreachable as unreachable:
                 if trio.current_time() >= deadline:
                     raise Failure(ErrorCode.STREAM_ERROR, str(unreachable)) from None
+                holder_silent = True
             await trio.sleep(REACH_AGAIN)
 
-    async def _place(self, stream_id: int) -> leases.Placement:
+    def _may_steal(self) -> bool:
+        """Not within a lease of the database failing this node: every lease ran out while
+        nobody could renew it, and their holders renew them first."""
+        return trio.current_time() - self._unavailable_at >= self.lease_seconds
+
+    async def _place(self, stream_id: int, *, steal: bool) -> leases.Placement:
         with trio.move_on_after(LOCATE_WAIT):
             await self._located.wait()
         if not self._located.is_set():
             raise Failure(ErrorCode.STREAM_ERROR, "this node does not know its own address yet (NODE_URL)")
-        steal = trio.current_time() - self._unavailable_at >= self.lease_seconds
         try:
             return await self._db.run(lambda tx: leases.place(tx, stream_id, self.id, self.url, self.lease_seconds,
                                                               steal=steal), write=True)

@@ -19,6 +19,7 @@ import trio
 from supervisors import ErrorCode, Failure
 
 CONNECT_TIMEOUT = 3.0
+ANSWER_WITHIN = 3.0  # seconds for a node's answer's status line: one that gives none is not there
 ERROR_BODY_MAX = 16 * 1024
 CHUNKS_AHEAD = 16  # read ahead of the upstream at most this many chunks
 
@@ -93,7 +94,8 @@ def _failure(status: int, body: bytes, owner: str) -> Failure:
 
 
 class Unreachable(Exception):
-    """The node named as the camera's holder does not answer (it may have just died)."""
+    """The node named as the camera's holder does not answer (dead, or frozen). A node
+    that answers, even with an error, is alive: its camera is never taken from it."""
 
 
 async def connect(client: httpx.AsyncClient, owner: str, url: str, stream_id: int, token: str) -> httpx.Response:
@@ -102,10 +104,15 @@ async def connect(client: httpx.AsyncClient, owner: str, url: str, stream_id: in
     code)."""
     request = client.build_request("GET", f"{url}/api/streams/{stream_id}/stream.ts",
                                    headers={"Authorization": f"Bearer {token}"})
-    try:
-        response = await client.send(request, stream=True)
-    except httpx.HTTPError as error:
-        raise Unreachable(f"node {owner}, which holds the camera, cannot be reached: {type(error).__name__}") from None
+    response: httpx.Response | None = None
+    with trio.move_on_after(ANSWER_WITHIN):
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as error:
+            raise Unreachable(f"node {owner}, which holds the camera, cannot be reached: {type(error).__name__}") \
+                from None
+    if response is None:  # connected (a frozen process's kernel accepts) but no answer
+        raise Unreachable(f"node {owner}, which holds the camera, did not answer within {ANSWER_WITHIN:g} s")
     if response.status_code == 200:
         return response
     try:
