@@ -19,7 +19,9 @@ import trio
 from supervisors import ErrorCode, Failure
 
 CONNECT_TIMEOUT = 3.0
-ANSWER_WITHIN = 3.0  # seconds for a node's answer's status line: one that gives none is not there
+# seconds for a node's answer's status line: one that gives none is not there (frozen). Over
+# the database pool's 3 s: a node waiting for its database still answers in time (503)
+ANSWER_WITHIN = 5.0
 ERROR_BODY_MAX = 16 * 1024
 CHUNKS_AHEAD = 16  # read ahead of the upstream at most this many chunks
 

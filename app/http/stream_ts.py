@@ -83,16 +83,22 @@ async def _body(first: bytes, media: AsyncGenerator[bytes | Failure, None], held
 async def _media(s: Services, stream_id: int, client: str, media_format: MediaFormat, *,
                  peer: bool = False) -> AsyncGenerator[bytes | Failure, None]:
     """A viewer's media; a failure (then nothing more) ends it. The stream's record is read
-    and the viewer attached while the record is held still (`Services.edits`)."""
+    and the viewer attached while the record is held still (`Services.edits`); another
+    node of the cluster (`peer`) joins the upstream running here, if one does, without
+    reading the record."""
     with s.registry.open_viewer(client) as viewer:
         viewer.format = media_format
         async with s.editing(stream_id):
-            record = await s.store.get(stream_id)
-            failure = Failure(ErrorCode.NOT_FOUND, f"no stream {stream_id}") if record is None else \
-                format_refused(media_format, record.source)
-            if failure is None and record is not None:
+            # another node joins what plays here without the database (it may be restarting)
+            source = s.registry.source(stream_key(stream_id)) if peer else None
+            if source is None:
+                record = await s.store.get(stream_id)
+                source = None if record is None else record.source
+            failure = Failure(ErrorCode.NOT_FOUND, f"no stream {stream_id}") if source is None else \
+                format_refused(media_format, source)
+            if failure is None and source is not None:
                 try:
-                    s.registry.attach(viewer, stream_key(stream_id), record.source, peer=peer)
+                    s.registry.attach(viewer, stream_key(stream_id), source, peer=peer)
                 except Failure as refused:
                     failure = refused
         if failure is not None:
