@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import time
 
 import trio
 from quart_trio import QuartTrio
@@ -22,9 +23,22 @@ from supervisors.registry import camera_runner
 from supervisors.snapshot import Snapshots
 
 from . import errors, logs
+from .accounts import Accounts, Sessions, Users
 from .cluster import Cluster
 from .http import cluster as cluster_view
-from .http import doors, health, metrics, openapi, page, play_tokens, snapshot, stream_ts, streams
+from .http import (
+    doors,
+    health,
+    login,
+    metrics,
+    openapi,
+    page,
+    play_tokens,
+    snapshot,
+    stream_ts,
+    streams,
+    users,
+)
 from .policy import limits
 from .policy.origins import Policy
 from .policy.tokens import Access, server_key
@@ -62,7 +76,9 @@ def create_app(settings: Settings, *, runner: Runner | None = None, own_process:
                       node_id=settings.node_id, edits=edits.hold)
     registry = Registry(config, cluster.runner(runner or camera_runner(config)), group=stream_label)
     cluster.registry = registry
-    s = Services(settings=settings, access=access, store=store, registry=registry, cluster=cluster, edits=edits,
+    accounts = Accounts(Users(store.db), Sessions(store.db, settings.session_idle_timeout, settings.session_max_age,
+                                                  time.time))
+    s = Services(settings=settings, access=access, store=store, accounts=accounts, registry=registry, cluster=cluster, edits=edits,
                  snapshots=Snapshots(registry, ffmpeg, settings.ffmpeg_timeout), ffmpeg=FFmpegCheck(ffmpeg), rates=rates,
                  connections=connections, origins=policy, trusted=trusted,
                  shutdown=Shutdown(registry, own_process=own_process, leave=cluster.leave))
@@ -110,7 +126,8 @@ def create_app(settings: Settings, *, runner: Runner | None = None, own_process:
     doors.install(app, s)
     doors.install_cors(app, policy)
     metrics.install(app, s.metrics)
-    for module in (health, page, streams, stream_ts, snapshot, session, play_tokens, openapi, metrics, cluster_view):
+    for module in (health, page, login, streams, users, stream_ts, snapshot, session, play_tokens, openapi, metrics,
+                   cluster_view):
         app.register_blueprint(module.blueprint)
     doors.check_doors(app)
     return app

@@ -10,6 +10,11 @@ when it has it: `stream` (an id, or `url` for a socket playing its own URL), `cl
 `request` (an HTTP request's id: X-Request-ID from the proxy, else made here) or
 `connection` (a WebSocket's id), `code`, and an access line's `method`, `path` (never the
 query string: it may hold tokens), `status` and `duration_ms`.
+
+Every change of a stream or a user writes one audit line (`audit`, event `audit`): who
+(`actor`: a user's name, `api-token`, `anyone` with no access control, or `cli:<login>`),
+`action` (`stream.create`, `user.password`, …), `target`, the changed `fields` (names
+only: never a password or a URL), `client` and `time`.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from quart import Quart, Response, g, request
 
 from supervisors import mask_text
 
-FIELDS = ("stream", "client", "request", "connection", "code", "method", "path", "status", "duration_ms")
+FIELDS = ("stream", "client", "request", "connection", "code", "method", "path", "status", "duration_ms",
+          "actor", "action", "target", "fields")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # what a proxy's X-Request-ID may be to be kept
 access_log = logging.getLogger("app.access")
+audit_log = logging.getLogger("app.audit")
 _ids = itertools.count(1)
 
 
@@ -87,3 +94,18 @@ def install(app: Quart) -> None:
             "method": request.method, "path": request.path, "status": response.status_code,
             "duration_ms": None if started is None else round((time.monotonic() - started) * 1000, 1)})
         return response
+
+
+def audit(action: str, target: str, *, actor: str, client: str | None, fields: list[str] | None = None) -> None:
+    """One audit line: `actor` did `action` to `target` from `client` (see module docstring)."""
+    audit_log.info("%s %s %s", actor, action, target, extra={
+        "event": "audit", "actor": actor, "action": action, "target": target, "client": client,
+        "fields": fields, "request": _request_id()})
+
+
+def _request_id() -> str | None:
+    try:
+        found: str | None = g.get("request_id")
+    except RuntimeError:  # not in a request (the command line)
+        return None
+    return found

@@ -20,6 +20,7 @@ from supervisors.events import describe_os_error
 from supervisors.locks import KeyedLocks
 from supervisors.snapshot import Snapshots
 
+from .accounts import Accounts
 from .cluster import Cluster
 from .counts import EdgeTally, SendPathRecord
 from .policy.limits import Connections, RateLimiter
@@ -77,6 +78,7 @@ class Services:
     connections: Connections
     origins: Policy
     shutdown: Shutdown
+    accounts: Accounts
     trusted: tuple[Network, ...] = ()
     # one change of a stream at a time, record and upstream together; a start or a
     # snapshot reads the record and attaches under it too, so it never plays what an

@@ -107,11 +107,16 @@ class Store:
 
     # --- queries --------------------------------------------------------------------------
 
-    async def all(self, *, limit: int | None = None, offset: int = 0) -> list[StreamRecord]:
-        """The streams ordered by id: all of them, or `limit` of them after the first `offset`."""
+    async def all(self, *, limit: int | None = None, offset: int = 0,
+                  only: frozenset[int] | None = None) -> list[StreamRecord]:
+        """The streams ordered by id (`only` those, when given): all of them, or `limit`
+        of them after the first `offset`."""
+        ids = sorted(only or ())
+        where = "" if only is None else f"WHERE id IN ({', '.join('?' for _ in ids) or 'NULL'}) "
+
         def read(tx: Tx) -> list[StreamRecord]:
-            rows = tx.all(f"SELECT {COLUMNS} FROM streams ORDER BY id LIMIT ? OFFSET ?",  # noqa: S608
-                          (MAX_ID if limit is None else limit, offset))
+            rows = tx.all(f"SELECT {COLUMNS} FROM streams {where}ORDER BY id LIMIT ? OFFSET ?",  # noqa: S608
+                          (*ids, MAX_ID if limit is None else limit, offset))
             return [_record(row) for row in rows]
 
         return await self.db.run(read)
@@ -192,6 +197,7 @@ class Store:
             if not expect(stored):
                 raise PreconditionFailed(f"stream {stream_id} is at {stored.etag}")
             tx.execute("DELETE FROM streams WHERE id = ?", (stream_id,))
+            tx.execute("DELETE FROM grants WHERE stream_id = ?", (stream_id,))  # its viewers' grants go with it
             tx.changed(stream_id)
             return True
 

@@ -62,6 +62,7 @@ class RestCode(StrEnum):
     VALIDATION = "VALIDATION"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     PRECONDITION_FAILED = "PRECONDITION_FAILED"  # If-Match names another version
+    CONFLICT = "CONFLICT"  # a user that exists, or a change that would leave no admin
     TOO_LARGE = "TOO_LARGE"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"

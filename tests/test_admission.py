@@ -1,9 +1,11 @@
 """One admission path for every route: the table of who may enter, walked over every route
 the app registers (read from the app, not a hand list) and both media sockets, under each
-condition a stranger can bring, through the real server and a real camera."""
+condition a stranger can bring and as each role of user (by `Authorization: Basic`),
+through the real server and a real camera."""
 
 from __future__ import annotations
 
+import base64
 import json
 from contextlib import AsyncExitStack
 
@@ -24,6 +26,8 @@ from tests.camera import Camera
 from tests.helpers import Server, start_server
 
 TOKEN = "admin-token-0123456789abcdef"
+PASSWORD = "correct horse battery"
+ADMIN_USER, VIEWER, OTHER_VIEWER = "ada", "vera", "otto"  # otto watches only the other stream
 BURST = 60.0
 UNSAFE = {"POST", "PATCH", "DELETE"}
 
@@ -43,6 +47,14 @@ class Route:
 # every route the app registers, by (rule, method); a new route without a line here fails
 ROUTES: dict[tuple[str, str], Route] = {
     ("/api/health/", "GET"): Route(Need.PUBLIC, 200, rate=False),
+    ("/api/login/", "POST"): Route(Need.PUBLIC, 200),
+    ("/api/logout/", "POST"): Route(Need.PUBLIC, 204),
+    ("/api/me/", "GET"): Route(Need.USER, 200),
+    ("/api/users/", "GET"): Route(Need.ADMIN, 200),
+    ("/api/users/", "POST"): Route(Need.ADMIN, 201),
+    ("/api/users/<name>/", "GET"): Route(Need.ADMIN, 200),
+    ("/api/users/<name>/", "PATCH"): Route(Need.ADMIN, 200),
+    ("/api/users/<name>/", "DELETE"): Route(Need.ADMIN, 204),
     ("/", "GET"): Route(Need.PUBLIC, 200),
     ("/static/<path:name>", "GET"): Route(Need.PUBLIC, 200, rate=False),
     ("/api/openapi.json", "GET"): Route(Need.PUBLIC, 200),
@@ -51,24 +63,28 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/ws/stream", "GET"): Route(Need.PUBLIC, 400, ok_code="BAD_REQUEST"),
     ("/ws/stream.ts", "GET"): Route(Need.PUBLIC, 400, ok_code="BAD_REQUEST"),
     ("/api/cluster/", "GET"): Route(Need.ADMIN, 200),
-    ("/api/streams/", "GET"): Route(Need.ADMIN, 200),
+    ("/api/streams/", "GET"): Route(Need.USER, 200),
     ("/api/streams/", "POST"): Route(Need.ADMIN, 201),
-    ("/api/streams/<stream_id:stream_id>/", "GET"): Route(Need.ADMIN, 200),
+    ("/api/streams/<stream_id:stream_id>/", "GET"): Route(Need.USER, 200),
     ("/api/streams/<stream_id:stream_id>/", "PATCH"): Route(Need.ADMIN, 200),
     ("/api/streams/<stream_id:stream_id>/", "DELETE"): Route(Need.ADMIN, 204),
-    ("/api/streams/<stream_id:stream_id>/play-token", "POST"): Route(Need.ADMIN, 201),
+    ("/api/streams/<stream_id:stream_id>/play-token", "POST"): Route(Need.USER, 201),
     ("/api/streams/<stream_id:stream_id>/snapshot.jpg", "GET"): Route(Need.WATCH, 200),
     ("/api/streams/<stream_id:stream_id>/stream.ts", "GET"): Route(Need.WATCH, 200, holds=True),
     ("/api/streams/<stream_id:stream_id>/stream.mp4", "GET"): Route(Need.WATCH, 200, holds=True),
 }
 SOCKETS = {path: Route(Need.WATCH, 0, holds=True) for path in ("/ws/stream", "/ws/stream.ts")}
 CONDITIONS = ("baseline", "no token", "wrong token", "play token for another stream", "foreign Origin",
-              "foreign Host", "over the rate", "over the connection cap")
+              "foreign Host", "over the rate", "over the connection cap", "admin user", "viewer of the stream",
+              "viewer of another stream")
+USERS = {"admin user": ADMIN_USER, "viewer of the stream": VIEWER, "viewer of another stream": OTHER_VIEWER}
 
 
-def expected(route: Route, method: str, condition: str, *, socket: bool = False) -> tuple[int, str | None]:
+def expected(route: Route, method: str, condition: str, *, socket: bool = False,
+             names_stream: bool = True) -> tuple[int, str | None]:
     """The one answer for a route under a condition: (HTTP status, error code); its own
-    success when it is let in."""
+    success when it is let in. A viewer may not change anything (403), and a stream not
+    granted to it does not exist for it (404, the answer for a stream that is not there)."""
     if condition == "foreign Host":
         return 400, "BAD_REQUEST"
     if condition == "over the rate" and route.rate:
@@ -77,6 +93,10 @@ def expected(route: Route, method: str, condition: str, *, socket: bool = False)
         return 403, "FORBIDDEN"
     if condition in ("no token", "wrong token", "play token for another stream") and route.need is not Need.PUBLIC:
         return 401, "UNAUTHORIZED"
+    if condition.startswith("viewer") and route.need in (Need.ADMIN, Need.METRICS):
+        return 403, "FORBIDDEN"
+    if condition == "viewer of another stream" and route.need in (Need.USER, Need.WATCH) and names_stream:
+        return 404, "NOT_FOUND"
     if condition == "over the connection cap" and route.holds:
         return 429, "LIMIT"
     return route.ok, route.ok_code
@@ -128,18 +148,26 @@ class Rig:
 
 
 def credentials(rig: Rig, condition: str) -> str | None:
-    return {"no token": None, "wrong token": "wrong-token-0123456789abcdef",
-            "play token for another stream": rig.play_other}.get(condition, TOKEN)
+    """The `Authorization` header of the condition."""
+    if condition in USERS:
+        return "Basic " + base64.b64encode(f"{USERS[condition]}:{PASSWORD}".encode()).decode()
+    token = {"no token": None, "wrong token": "wrong-token-0123456789abcdef",
+             "play token for another stream": rig.play_other}.get(condition, TOKEN)
+    return None if token is None else f"Bearer {token}"
 
 
 def sample(rig: Rig, rule: str, method: str, condition: str, scratch: int) -> tuple[str, dict[str, object] | None]:
     """A request to `rule` that succeeds when it is let in: (path, JSON body)."""
     stream = scratch if method == "DELETE" else rig.camera_stream
     path = rule.replace("<stream_id:stream_id>", str(stream)).replace("<path:name>", "viewer.js")
+    path = path.replace("<name>", f"scratch-{scratch}")
     bodies: dict[tuple[str, str], dict[str, object]] = {
         ("/api/streams/", "POST"): {"name": f"new {condition}", "url": "rtsp://127.0.0.1:9/x"},
         ("/api/streams/<stream_id:stream_id>/", "PATCH"): {"name": f"renamed {condition}"},
         ("/api/streams/<stream_id:stream_id>/play-token", "POST"): {"ttl": 60},
+        ("/api/login/", "POST"): {"username": VIEWER, "password": PASSWORD},
+        ("/api/users/", "POST"): {"username": f"new-{scratch}", "password": PASSWORD, "role": "viewer"},
+        ("/api/users/<name>/", "PATCH"): {"streams": [rig.camera_stream]},
     }
     return path, bodies.get((rule, method))
 
@@ -148,8 +176,8 @@ async def http_answer(rig: Rig, client: str, condition: str, method: str, path: 
                       body: dict[str, object] | None) -> tuple[int, str | None]:
     """(status, the error body's code or None)."""
     headers = {"X-Forwarded-For": client}
-    if (token := credentials(rig, condition)) is not None:
-        headers["Authorization"] = f"Bearer {token}"
+    if (authorization := credentials(rig, condition)) is not None:
+        headers["Authorization"] = authorization
     if condition == "foreign Origin":
         headers["Origin"] = "https://evil.example"
     if condition == "foreign Host":
@@ -167,11 +195,13 @@ async def socket_answer(rig: Rig, client: str, condition: str, path: str) -> tup
     (403/401/429, code) for one refused after the handshake, its error, close code and
     reason checked; (400, code) for a refused handshake."""
     query = f"id={rig.camera_stream}"
-    if (token := credentials(rig, condition)) is not None:
-        query += f"&token={token}"
+    headers = [("X-Forwarded-For", client)]
+    if (authorization := credentials(rig, condition)) is not None and condition in USERS:
+        headers.append(("Authorization", authorization))
+    elif authorization is not None:
+        query += f"&token={authorization.removeprefix('Bearer ')}"
     if condition == "foreign Host":
         return await raw_handshake(rig, f"{path}?{query}", client)
-    headers = [("X-Forwarded-For", client)]
     if condition == "foreign Origin":
         headers.append(("Origin", "https://evil.example"))
     texts: list[str] = []
@@ -241,6 +271,12 @@ async def test_one_door_answers_every_route_under_every_condition(nursery: trio.
         rig.play_other = (await http.post(f"/api/streams/{rig.other_stream}/play-token", json={})).json()["token"]
         scratch = [(await http.post("/api/streams/", json={"name": f"s{n}", "url": "rtsp://127.0.0.1:9/"})).json()["id"]
                    for n in CONDITIONS]
+        for name, role, streams in ((ADMIN_USER, "admin", []), (VIEWER, "viewer", [rig.camera_stream]),
+                                    (OTHER_VIEWER, "viewer", [rig.other_stream]),
+                                    *((f"scratch-{n}", "viewer", []) for n in scratch)):
+            created = await http.post("/api/users/", json={"username": name, "password": PASSWORD, "role": role,
+                                                            "streams": streams})
+            assert created.status_code == 201, created.text
     answers: dict[tuple[str, str, str], tuple[int, str | None]] = {}
     wanted: dict[tuple[str, str, str], tuple[int, str | None]] = {}
     for condition, doomed in zip(CONDITIONS, scratch, strict=True):
@@ -249,7 +285,7 @@ async def test_one_door_answers_every_route_under_every_condition(nursery: trio.
             for (rule, method), route in ROUTES.items():
                 path, body = sample(rig, rule, method, condition, doomed)
                 answers[rule, method, condition] = await http_answer(rig, client, condition, method, path, body)
-                wanted[rule, method, condition] = expected(route, method, condition)
+                wanted[rule, method, condition] = expected(route, method, condition, names_stream="<stream_id" in rule)
             for path, route in SOCKETS.items():
                 answers[path, "socket", condition] = await socket_answer(rig, client, condition, path)
                 wanted[path, "socket", condition] = expected(route, "GET", condition, socket=True)

@@ -15,13 +15,14 @@ PARTS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("engine", ("supervisors",), ("supervisors",)),
     ("policy", ("app.policy",), ("supervisors",)),
     ("db", ("app.db",), ("supervisors",)),
-    ("top", TOP, (*TOP, "app.db", "app.policy", "supervisors")),
-    ("http", ("app.http",), (*TOP, "app.policy", "supervisors")),
-    ("sockets", ("app.sockets",), (*TOP, "app.policy", "supervisors")),
-    ("cli", ("app.cli",), ("app.factory", "app.asgi", "app.http", "app.sockets", "app.policy", "app.db", "supervisors",
-                           *TOP)),
-    ("factory", ("app.factory", "app.asgi", "app"), ("app.http", "app.sockets", "app.policy", "app.db", "supervisors",
-                                                     *TOP)),
+    ("accounts", ("app.accounts",), ("app.db", "app.policy", "supervisors")),
+    ("top", TOP, (*TOP, "app.db", "app.policy", "app.accounts", "supervisors")),
+    ("http", ("app.http",), (*TOP, "app.policy", "app.accounts", "supervisors")),
+    ("sockets", ("app.sockets",), (*TOP, "app.policy", "app.accounts", "supervisors")),
+    ("cli", ("app.cli",), ("app.factory", "app.asgi", "app.http", "app.sockets", "app.policy", "app.db", "app.accounts",
+                           "supervisors", *TOP)),
+    ("factory", ("app.factory", "app.asgi", "app"), ("app.http", "app.sockets", "app.policy", "app.db", "app.accounts",
+                                                     "supervisors", *TOP)),
 ]
 
 

@@ -30,7 +30,7 @@ from ..logs import configure
 from ..services import Services
 from ..settings import Settings, load_or_exit
 from ..sockets.wire import DEAD_AFTER
-from . import operator, workers
+from . import operator, users, workers
 
 log = logging.getLogger(__name__)
 PING_INTERVAL = 15.0  # WebSocket pings; a live client answers each with a pong (each costs
@@ -185,7 +185,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     look.add_argument("url")
     look.add_argument("--transport", choices=list(Transport), default=Transport.TCP)
     look.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    users.add_parsers(commands)
     args = parser.parse_args(argv)
+    if args.command in ("users", "createsuperuser"):
+        sys.exit(users.run(args))
     if args.command != "serve":
         sys.exit(trio.run(_operate, args))
     given = {"HOST": args.host, "PORT": args.port}  # checked as the variables are

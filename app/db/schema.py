@@ -20,6 +20,27 @@ CLUSTER = [  # issue 23: the nodes of a cluster and who holds each camera
         expires_at DOUBLE PRECISION NOT NULL)""",
 ]
 
+ACCOUNTS = [  # issue 24: users, the streams a viewer may watch, and sign-in sessions
+    """CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        all_streams INTEGER NOT NULL DEFAULT 0,
+        password_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL)""",
+    """CREATE TABLE grants (
+        user_name TEXT NOT NULL,
+        stream_id BIGINT NOT NULL,
+        PRIMARY KEY (user_name, stream_id))""",
+    "CREATE INDEX grants_stream ON grants (stream_id)",
+    """CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        seen_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX sessions_user ON sessions (user_name)",
+]
+
 SQLITE = [
     """CREATE TABLE streams (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -34,6 +55,7 @@ SQLITE = [
     "ALTER TABLE streams ADD COLUMN max_height INTEGER",
     "ALTER TABLE streams ADD COLUMN version INTEGER NOT NULL DEFAULT 1",  # issue 21: ETag, If-Match
     *CLUSTER,
+    *ACCOUNTS,
 ]
 
 POSTGRES = [
@@ -49,4 +71,5 @@ POSTGRES = [
         max_height INTEGER,
         version INTEGER NOT NULL DEFAULT 1)""",
     *CLUSTER,
+    *ACCOUNTS,
 ]

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from quart import Quart, Response, g, request
 
+from ..accounts.sessions import COOKIE
 from ..errors import ApiError
-from ..policy.admission import NO_ROUTE, PREFLIGHT, Admitted, Knock, Refused, admit, door_of
+from ..logs import audit as audit_line
+from ..policy.admission import NO_ROUTE, OPEN, PREFLIGHT, Admitted, Knock, Refused, admit, door_of
 from ..policy.origins import ALLOW_HEADERS, ALLOW_METHODS, ANY, PREFLIGHT_MAX_AGE, Policy
-from ..policy.tokens import bearer
+from ..policy.tokens import Grant, basic, bearer
 from ..services import Services
 
 
@@ -29,14 +31,16 @@ def install(app: Quart, s: Services) -> None:
     async def _admit() -> None:
         view = app.view_functions.get(request.endpoint) if request.endpoint else None
         chosen = PREFLIGHT if request.method == "OPTIONS" else door_of(view) or NO_ROUTE
-        token = bearer(request.headers.get("Authorization"))
+        authorization = request.headers.get("Authorization")
+        token = bearer(authorization)
         if token is None and chosen.query_token:
             token = request.args.get("token")
         knock = Knock(socket=False, method=request.method, host=request.headers.get("Host"),
                       origin=request.headers.get("Origin"), peer=request.remote_addr,
                       forwarded_for=tuple(request.headers.getlist("X-Forwarded-For")), token=token,
+                      basic=basic(authorization), session=request.cookies.get(COOKIE) or None,
                       stream_id=(request.view_args or {}).get("stream_id"))
-        decision = admit(chosen, knock, s)
+        decision = await admit(chosen, knock, s)
         g.client, g.client_key = decision.client, decision.key
         if isinstance(decision, Refused):
             raise refusal(decision)
@@ -58,9 +62,29 @@ def check_doors(app: Quart) -> None:
 
 
 def is_admin() -> bool:
-    """The request came with API_TOKEN (or none is needed)."""
+    """The request came with API_TOKEN, as an admin (or none is needed)."""
+    found = grant()
+    return found is not None and found.admin
+
+
+def grant() -> Grant | None:
+    """What the request's credentials allow (None: nothing, or a public door)."""
     admitted: Admitted | None = g.get("admitted")
-    return admitted is not None and admitted.grant is not None and admitted.grant.admin
+    return None if admitted is None else admitted.grant
+
+
+def actor() -> str:
+    """Who the request's credentials say asks, for the audit log."""
+    found = grant()
+    if found is None or found is OPEN:
+        return "anyone"
+    return found.user or ("api-token" if found.admin else "play-token")
+
+
+def audit(action: str, target: str, fields: list[str] | None = None, *, by: str | None = None) -> None:
+    """The audit line of a change this request made (`app.logs.audit`), by whom its
+    credentials say (or `by`)."""
+    audit_line(action, target, actor=by or actor(), client=g.get("client"), fields=fields)
 
 
 def install_cors(app: Quart, policy: Policy) -> None:

@@ -20,7 +20,7 @@ DEFAULT_TTL = 300
 
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/play-token", strict_slashes=False, methods=["POST"])
-@door(Need.ADMIN)
+@door(Need.USER)  # a viewer: for its own streams only (admission)
 async def play_token(stream_id: int) -> ResponseReturnValue:
     """`{"ttl": seconds}` (1 … a week, default 300) → `{"token", "stream_id", "expires_at"}`:
     a token that watches this stream, and nothing else, until it expires."""

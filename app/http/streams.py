@@ -17,6 +17,7 @@ from ..policy.admission import Need, door
 from ..services import services
 from ..store import MAX_ID, PreconditionFailed, StreamRecord
 from ..targets import stream_key
+from .doors import audit, grant
 from .models import StreamInput, ValidationFailed, read_input, stream_json
 
 blueprint = Blueprint("streams", __name__)
@@ -97,11 +98,14 @@ def _page_arg(name: str, low: int, high: int) -> int | None:
 
 
 @blueprint.route("/api/streams/", strict_slashes=False, methods=["GET"])
-@door(Need.ADMIN)
+@door(Need.USER)
 async def list_streams() -> ResponseReturnValue:
-    """All streams by id, or a page of them: `?limit=` (1-MAX_PAGE) and `?offset=`."""
+    """All streams by id (a viewer's: those granted to it), or a page of them: `?limit=`
+    (1-MAX_PAGE) and `?offset=`."""
     limit, offset = _page_arg("limit", 1, MAX_PAGE), _page_arg("offset", 0, MAX_ID)
-    records = await services().store.all(limit=limit, offset=offset or 0)
+    found = grant()
+    only = None if found is None or found.admin else found.streams
+    records = await services().store.all(limit=limit, offset=offset or 0, only=only)
     return jsonify([stream_view(r) for r in records])
 
 
@@ -110,11 +114,12 @@ async def list_streams() -> ResponseReturnValue:
 async def create_stream() -> ResponseReturnValue:
     data = _validated(await read_json())
     record = await services().store.create(data.name, data.url, data.transport, data.profile)
+    audit("stream.create", str(record.id), ["name", "url", "transport", "profile"])
     return jsonify(stream_view(record)), 201, {"Location": f"/api/streams/{record.id}/", "ETag": record.etag}
 
 
 @blueprint.route("/api/streams/<stream_id:stream_id>/", strict_slashes=False, methods=["GET"])
-@door(Need.ADMIN)
+@door(Need.USER)  # a viewer's other streams are NOT_FOUND (admission)
 async def get_stream(stream_id: int) -> ResponseReturnValue:
     record = await stream_record(stream_id)
     return jsonify(stream_view(record)), 200, {"ETag": record.etag}
@@ -138,6 +143,7 @@ async def patch_stream(stream_id: int) -> ResponseReturnValue:
         before, record = changed
         if record.source != before.source:
             s.registry.restart(stream_key(stream_id), record.source)
+    audit("stream.update", str(stream_id), sorted(body) if isinstance(body, dict) else None)
     return jsonify(stream_view(record)), 200, {"ETag": record.etag}
 
 
@@ -153,4 +159,5 @@ async def delete_stream(stream_id: int) -> ResponseReturnValue:
         if not deleted:
             raise ApiError(404, ErrorCode.NOT_FOUND, f"no stream {stream_id}")
         s.registry.remove(stream_key(stream_id), Failure(ErrorCode.NOT_FOUND, "stream deleted"))
+    audit("stream.delete", str(stream_id))
     return "", 204

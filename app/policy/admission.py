@@ -12,13 +12,20 @@ first refusal winning:
    a wrong token costs a token on a socket as on REST (health and static files are exempt);
 3. a foreign `Origin` (neither this server's own nor in CORS_ORIGINS) on a socket or on a
    write (POST, PATCH, DELETE): 403 FORBIDDEN; reads are left to CORS;
-4. the token: 401 UNAUTHORIZED (`WWW-Authenticate: Bearer`) without one that opens the
-   route: API_TOKEN for ADMIN; API_TOKEN, a play token for that stream or a node token
-   (another node of the cluster: it spends neither RATE_LIMIT nor a connection share)
-   for WATCH;
-   METRICS_TOKEN or API_TOKEN for METRICS; nothing for PUBLIC;
-5. a socket playing `?url=` while ALLOW_URL_STREAMS is off: 403 FORBIDDEN;
-6. over MAX_CONNECTIONS_PER_CLIENT, or the server's socket cap: 429 LIMIT.
+4. who asks: API_TOKEN (the root credential), a play token, a node token (another node
+   of the cluster: it spends neither RATE_LIMIT nor a connection share), a user by
+   `Authorization: Basic` or by the session cookie (`app/accounts/`; too many wrong
+   passwords: 429 RATE_LIMITED; the database down: 503 STORAGE_UNAVAILABLE); with no
+   API_TOKEN and no user at all, anyone is the admin;
+5. a write by the session cookie without an allowed `Origin`: 403 FORBIDDEN (CSRF);
+6. whether that opens the door: 401 UNAUTHORIZED (`WWW-Authenticate: Bearer`) for no
+   one, or for a play token outside its stream; 403 FORBIDDEN for a viewer at an ADMIN
+   door (or playing `?url=`); 404 NOT_FOUND for a viewer naming a stream not granted to it
+   (whether or not it exists: the same answer as for none). USER doors open to any user;
+   WATCH also to a play token for that stream and to a node; METRICS to METRICS_TOKEN,
+   API_TOKEN or an admin;
+7. a socket playing `?url=` while ALLOW_URL_STREAMS is off: 403 FORBIDDEN;
+8. over MAX_CONNECTIONS_PER_CLIENT, or the server's socket cap: 429 LIMIT.
 
 Each edge runs it with what it knows: HTTP before each request (`app/http/doors.py`), the
 sockets at the handshake, before anything starts (`app/sockets/session.py`). It reads
@@ -33,7 +40,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
-from supervisors import ErrorCode
+from supervisors import ErrorCode, RestCode
 from supervisors.camera.addresses import Network
 
 from .limits import Connections, Held, Limited, RateLimiter, client_address, limit_key
@@ -54,6 +61,23 @@ class Switches(Protocol):
     def metrics_token(self) -> str | None: ...
 
 
+class Unknown(Exception):
+    """Who asks cannot be told now (the database is down)."""
+
+
+class Identities(Protocol):
+    """The users (`app.accounts.Accounts` is one)."""
+
+    async def open(self) -> bool:
+        """No user exists. Raises Unknown."""
+
+    async def basic(self, name: str, password: str, client: str) -> Grant | None:
+        """A user by name and password. Raises Limited, Unknown."""
+
+    async def session(self, token: str) -> Grant | None:
+        """A user by session token. Raises Unknown."""
+
+
 class Gate(Protocol):
     """What `admit` decides with (`app.services.Services` is one)."""
 
@@ -69,13 +93,16 @@ class Gate(Protocol):
     def access(self) -> Access: ...
     @property
     def connections(self) -> Connections: ...
+    @property
+    def accounts(self) -> Identities: ...
 
 
 class Need(enum.Enum):
     PUBLIC = "public"  # anyone (a token, if given, still tells the route who asks)
-    WATCH = "watch"  # a viewer of the stream the request names: API_TOKEN or its play token
-    ADMIN = "admin"  # API_TOKEN
-    METRICS = "metrics"  # METRICS_TOKEN or API_TOKEN (open when neither is set)
+    USER = "user"  # any user (or API_TOKEN); a stream it names must be one the user sees
+    WATCH = "watch"  # a viewer of the stream the request names: a user who sees it, its play token
+    ADMIN = "admin"  # API_TOKEN or an admin user
+    METRICS = "metrics"  # METRICS_TOKEN, API_TOKEN or an admin (open when none is set and no user exists)
 
 
 @attrs.frozen
@@ -118,6 +145,8 @@ class Knock:
     peer: str | None
     forwarded_for: tuple[str, ...] = ()
     token: str | None = None  # the one presented, from wherever the door reads it
+    basic: tuple[str, str] | None = None  # `Authorization: Basic` (name, password)
+    session: str | None = None  # the session cookie's token
     stream_id: int | None = None  # the stream the request names (route or `?id=`)
     by_url: bool = False  # a socket that plays `?url=`
 
@@ -155,18 +184,19 @@ class Refused:
     client: str
     key: str
     status: int
-    code: ErrorCode
+    code: ErrorCode | RestCode
     message: str
     headers: dict[str, str] = attrs.Factory(dict)
     handshake: bool = False  # a socket gets it as an HTTP answer instead of an upgrade
 
 
-def admit(door: Door, knock: Knock, s: Gate) -> Admitted | Refused:
-    """Let the request in through its door, or say why not (see module docstring)."""
+async def admit(door: Door, knock: Knock, s: Gate) -> Admitted | Refused:
+    """Let the request in through its door, or say why not (see module docstring).
+    Cancellation: a password check under way in its thread finishes first."""
     client = client_address(knock.peer, knock.forwarded_for, s.trusted)
     key = limit_key(client)
 
-    def refuse(status: int, code: ErrorCode, message: str, **headers: str) -> Refused:
+    def refuse(status: int, code: ErrorCode | RestCode, message: str, **headers: str) -> Refused:
         return Refused(client, key, status, code, message, {k.replace("_", "-"): v for k, v in headers.items()})
 
     if not s.origins.host_allowed(knock.host):  # not even a socket: a page rebound to us reads nothing
@@ -178,12 +208,26 @@ def admit(door: Door, knock: Knock, s: Gate) -> Admitted | Refused:
             s.rates.take(key)
         except Limited as limited:
             return refuse(429, ErrorCode.RATE_LIMITED, str(limited), Retry_After=limited.retry_after_header)
-    if (knock.socket or knock.method in UNSAFE) and knock.origin is not None \
-            and not s.origins.origin_allowed(knock.origin, knock.host):
+    unsafe = not knock.socket and knock.method in UNSAFE
+    if (knock.socket or unsafe) and knock.origin is not None and not s.origins.origin_allowed(knock.origin, knock.host):
         return refuse(403, ErrorCode.FORBIDDEN, f"origin {knock.origin} is not allowed (CORS_ORIGINS)")
-    grant = peer or s.access.check(knock.token)
-    if (why := _unauthorized(door, knock, grant, s)) is not None:
-        return refuse(401, ErrorCode.UNAUTHORIZED, why, WWW_Authenticate="Bearer")
+    if door.need is Need.PUBLIC:  # a token still tells the route who asks; a password costs too much here
+        try:
+            grant = await _identify(attrs.evolve(knock, basic=None, session=None), key, s)
+        except Unknown:  # users unknown: a public route shows what it shows an open server (health's reason)
+            grant = None if s.access.required else OPEN
+    else:
+        try:
+            grant = peer or await _identify(knock, key, s)
+        except Limited as limited:
+            return refuse(429, ErrorCode.RATE_LIMITED, str(limited), Retry_After=limited.retry_after_header)
+        except Unknown as unknown:
+            return refuse(503, RestCode.STORAGE_UNAVAILABLE, str(unknown))
+        if grant is not None and grant.session and unsafe and knock.origin is None:
+            return refuse(403, ErrorCode.FORBIDDEN, "a write with the session cookie must come from the page (Origin)")
+        if (why := _refusal(door, knock, grant, s)) is not None:
+            status, code, message = why
+            return refuse(status, code, message, **({"WWW_Authenticate": "Bearer"} if status == 401 else {}))
     if knock.by_url and not s.settings.url_streams:
         return refuse(403, ErrorCode.FORBIDDEN, "playing by URL is off (ALLOW_URL_STREAMS): play a registered id")
     admitted = Admitted(client, key, grant)
@@ -197,18 +241,45 @@ def admit(door: Door, knock: Knock, s: Gate) -> Admitted | Refused:
     return admitted
 
 
-def _unauthorized(door: Door, knock: Knock, grant: Grant | None, s: Gate) -> str | None:
-    """Why the presented token does not open this door, or None."""
-    if door.need is Need.PUBLIC:
-        return None
+OPEN = Grant(admin=True)  # no API_TOKEN and no user: anyone is the admin
+
+
+async def _identify(knock: Knock, key: str, s: Gate) -> Grant | None:
+    """Who the credentials say asks, or None. Raises Limited, Unknown."""
+    if not s.access.required and await s.accounts.open():
+        return OPEN
+    if (grant := s.access.check(knock.token)) is not None:
+        return grant
+    if knock.basic is not None:
+        return await s.accounts.basic(*knock.basic, key)
+    if knock.session is not None and knock.token is None:
+        return await s.accounts.session(knock.session)
+    return None
+
+
+def _refusal(door: Door, knock: Knock, grant: Grant | None, s: Gate) -> tuple[int, ErrorCode, str] | None:
+    """Why these credentials do not open this door (status, code, message), or None."""
     if door.need is Need.METRICS:
         tokens = {"METRICS_TOKEN": s.settings.metrics_token, "API_TOKEN": s.settings.api_token}
-        if not any(tokens.values()) or any(same_secret(knock.token, t) for t in tokens.values() if t):
+        if any(same_secret(knock.token, t) for t in tokens.values() if t):
             return None
-        return f"a valid token is required (Authorization: Bearer <{' or '.join(n for n, t in tokens.items() if t)}>)"
+        if grant is not None and grant.admin and not (grant is OPEN and any(tokens.values())):
+            return None
+        if grant is not None and grant.user is not None:
+            return 403, ErrorCode.FORBIDDEN, "metrics are for admins"
+        names = [n for n, t in tokens.items() if t] or ["an admin's credentials"]
+        return 401, ErrorCode.UNAUTHORIZED, f"a valid token is required (Authorization: Bearer <{' or '.join(names)}>)"
     if grant is None:
         where = "?token=, or a bearer.<token> subprotocol" if knock.socket else "Authorization: Bearer <API_TOKEN>"
-        return f"a valid token is required ({where})"
-    if grant.admin or (door.need is Need.WATCH and not knock.by_url and grant.may_watch(knock.stream_id)):
+        return 401, ErrorCode.UNAUTHORIZED, f"sign in, or a valid token is required ({where})"
+    if grant.admin:
         return None
-    return f"this play token only watches stream {grant.stream_id}"
+    if grant.user is None:  # a play token or a node
+        if door.need is Need.WATCH and not knock.by_url and grant.may_watch(knock.stream_id):
+            return None
+        return 401, ErrorCode.UNAUTHORIZED, f"this play token only watches stream {grant.stream_id}"
+    if door.need is Need.ADMIN or knock.by_url:
+        return 403, ErrorCode.FORBIDDEN, f"user {grant.user} is a viewer: only an admin may do this"
+    if knock.stream_id is not None and not grant.sees(knock.stream_id):
+        return 404, ErrorCode.NOT_FOUND, f"no stream {knock.stream_id}"
+    return None

@@ -62,6 +62,17 @@ def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: tupl
     return str(address)
 
 
+def over_https(scheme: str, peer: str | None, forwarded_proto: str | None, trusted: tuple[Network, ...]) -> bool:
+    """Whether the client's request came over HTTPS: to this server, or to a proxy in
+    TRUSTED_PROXIES that says so (`X-Forwarded-Proto: https`)."""
+    if scheme in ("https", "wss"):
+        return True
+    address = parse_address(peer or "")
+    if address is None or not in_networks(address, trusted):
+        return False
+    return (forwarded_proto or "").split(",")[0].strip().lower() == "https"
+
+
 def limit_key(client: str) -> str:
     """What RATE_LIMIT and the connection caps count a client (`client_address`) by."""
     return client_key(parse_address(client))
@@ -86,8 +97,17 @@ class RateLimiter:
     clock: Callable[[], float] = trio.current_time  # seconds; tests move it instead of waiting for a refill
     _buckets: OrderedDict[str, tuple[float, float]] = attrs.Factory(OrderedDict)  # client -> (tokens, at)
 
+    what: str = "RATE_LIMIT"  # how its refusals name it
+
     def take(self, client: str) -> None:
         """Spend one of the client's tokens; raises Limited if it has none."""
+        self._spend(client, 1)
+
+    def check(self, client: str) -> None:
+        """Raise Limited if the client has no token now; spend none."""
+        self._spend(client, 0)
+
+    def _spend(self, client: str, cost: int) -> None:
         if not self.rate:
             return
         now = self.clock()
@@ -95,8 +115,8 @@ class RateLimiter:
         tokens = min(self.burst, tokens + (now - at) * self.rate)
         if tokens < 1:
             self._buckets[client] = (tokens, now)
-            raise Limited(f"over RATE_LIMIT ({self.rate:g}/s, burst {self.burst:g})", (1 - tokens) / self.rate)
-        self._buckets[client] = (tokens - 1, now)
+            raise Limited(f"over {self.what} ({self.rate:g}/s, burst {self.burst:g})", (1 - tokens) / self.rate)
+        self._buckets[client] = (tokens - cost, now)
         while len(self._buckets) > MAX_TRACKED:
             self._buckets.popitem(last=False)
 

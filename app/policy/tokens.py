@@ -33,17 +33,32 @@ MAX_TTL = 7 * 24 * 3600
 
 @attrs.frozen
 class Grant:
-    """What a presented token allows: everything (the admin token, or no API_TOKEN), or
-    watching one stream."""
+    """What presented credentials allow: everything (API_TOKEN, an admin user, or no
+    access control at all), the streams of a viewer user, watching one stream (a play
+    token), or watching any stream by id (another node of the cluster)."""
 
     admin: bool
-    stream_id: int | None = None
+    stream_id: int | None = None  # a play token's stream
     peer: bool = False  # another node of the cluster: watches any stream by id
+    user: str | None = None  # a user's name (app/accounts/)
+    streams: frozenset[int] | None = None  # a viewer user's streams; None: all of them
+    session: bool = False  # by the session cookie: its writes must come from an allowed Origin
+
+    @property
+    def viewer(self) -> bool:
+        """A user who may watch, not change."""
+        return self.user is not None and not self.admin
+
+    def sees(self, stream_id: int | None) -> bool:
+        """Whether this user (or admin) may know stream `stream_id` exists."""
+        return self.admin or (self.user is not None and (self.streams is None or stream_id in self.streams))
 
     def may_watch(self, stream_id: int | None) -> bool:
-        """A play token watches its own stream by id, a node any stream by id; never a
-        `?url=` source."""
-        return self.admin or (stream_id is not None and (self.peer or stream_id == self.stream_id))
+        """An admin watches anything; a viewer user its streams, a play token its own
+        stream, a node any stream, by id; only an admin a `?url=` source (None)."""
+        if self.admin:
+            return True
+        return stream_id is not None and (self.peer or stream_id == self.stream_id or self.sees(stream_id))
 
 
 ADMIN = Grant(admin=True)
@@ -60,13 +75,10 @@ class Access:
         return bool(self.api_token)
 
     def check(self, presented: str | None) -> Grant | None:
-        """The grant of a presented token, or None if it grants nothing. With no
-        API_TOKEN, anything (even nothing) is the admin."""
-        if not self.required:
-            return ADMIN
+        """The grant of a presented token (API_TOKEN, or a play token), or None."""
         if not presented:
             return None
-        if same_secret(presented, self.api_token):
+        if self.required and same_secret(presented, self.api_token):
             return ADMIN
         return self._play(presented, self.clock())
 
@@ -144,6 +156,19 @@ def bearer(header: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header."""
     scheme, _, token = (header or "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def basic(header: str | None) -> tuple[str, str] | None:
+    """(name, password) of an `Authorization: Basic <base64 of name:password>` header
+    (RFC 7617, UTF-8); ("", "") for a malformed one (a wrong credential, not none)."""
+    scheme, _, encoded = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        name, colon, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return "", ""
+    return (name, password) if colon else ("", "")
 
 
 def from_protocols(header: str | None) -> tuple[str | None, str | None]:

@@ -38,12 +38,13 @@ from supervisors import (
 )
 from supervisors.classify import GENERIC
 
+from ..accounts.sessions import from_cookies
 from ..counts import SendPath
 from ..errors import ApiError, error_body
 from ..logs import next_id
 from ..policy.admission import Door, Knock, Need, Refused, admit, door
 from ..policy.limits import Limited
-from ..policy.tokens import bearer, from_protocols
+from ..policy.tokens import basic, bearer, from_protocols
 from ..services import Services
 from ..store import StorageError
 from ..targets import format_refused, stream_label
@@ -84,17 +85,21 @@ async def _accept(s: Services, held: ExitStack, socket: Socket) -> Accepted | No
     knock = Knock(socket=True, method="GET", host=socket.header("Host"), origin=socket.header("Origin"),
                   peer=socket.remote_addr, forwarded_for=tuple(socket.headers("X-Forwarded-For")),
                   token=args.get("token") or bearer(socket.header("Authorization")) or token,
+                  basic=basic(socket.header("Authorization")), session=from_cookies(socket.header("Cookie")),
                   stream_id=target.stream_id if isinstance(target, Target) else None,
                   by_url=isinstance(target, Target) and target.source is not None)
-    decision = admit(DOOR, knock, s)
+    decision = await admit(DOOR, knock, s)
+    close_code = CloseCode.POLICY
     if isinstance(decision, Refused):
         if decision.handshake:
             await socket.reject(decision.status, error_body(decision.code, decision.message))
             return None
-        target = Failure(decision.code, decision.message)
+        target = Failure(decision.code, decision.message) if isinstance(decision.code, ErrorCode) else \
+            Failure(ErrorCode.STREAM_ERROR, decision.message)  # storage: who asks cannot be checked
+        if decision.status >= 500:
+            close_code = CloseCode.INTERNAL
     else:
         held.callback(decision.release)
-    close_code = CloseCode.POLICY
     try:
         if isinstance(target, Target) and target.stream_id is not None and await target.resolve(s.store) is None:
             target = Failure(ErrorCode.NOT_FOUND, f"no stream {target.stream_id}")

@@ -15,12 +15,16 @@ const LOW_LATENCY = {enableStashBuffer: false, liveBufferLatencyChasing: true, l
 const tiles = new Map();  // stream id -> Tile
 window.tiles = tiles;
 
-// With API_TOKEN set, the page asks for the token once (on the first 401) and keeps it
-// for this tab in sessionStorage: REST sends it as a bearer, sockets as a subprotocol.
+// When the server needs credentials (a 401), the page shows its sign-in form: a user's
+// name and password (POST /api/login/ sets an HttpOnly session cookie, which REST and the
+// sockets then carry), or API_TOKEN, kept for this tab in sessionStorage: REST sends it
+// as a bearer, sockets as a subprotocol. `GET /api/me/` says who is signed in; a viewer
+// sees no add / edit / delete.
 const token = () => sessionStorage.getItem("token");
+let me = null;  // {username, role, streams} once known
 
 async function api(method, path, body) {
-  const init = {method, headers: {}};
+  const init = {method, headers: {}, credentials: "same-origin"};
   if (token()) {
     init.headers.Authorization = `Bearer ${token()}`;
   }
@@ -31,25 +35,64 @@ async function api(method, path, body) {
   const response = await fetch(path, init);
   const text = await response.text();
   if (response.status === 401) {
-    askForToken(token() ? "that token was refused" : "");
+    signedOut(token() ? "that token was refused" : "");
   }
-  return {ok: response.ok, status: response.status, body: text ? JSON.parse(text) : null};
+  return {ok: response.ok, status: response.status, headers: response.headers, body: text ? JSON.parse(text) : null};
 }
 
 const login = document.getElementById("login");
+const account = document.getElementById("account");
 
-function askForToken(why) {
+function signedOut(why) {
+  me = null;
+  account.hidden = true;
   login.hidden = false;
   document.getElementById("login-error").textContent = why;
+  for (const tile of tiles.values()) {
+    tile.remove();
+  }
+  tiles.clear();
+  document.getElementById("rows").replaceChildren();
+}
+
+// who is signed in, and the controls that role has
+async function whoAmI() {
+  const answer = await api("GET", "/api/me/");
+  if (!answer.ok) {
+    return false;
+  }
+  me = answer.body;
+  login.hidden = true;
+  account.hidden = !me.username;
+  document.getElementById("username").textContent = me.username || "";
+  document.getElementById("role").textContent = me.role;
+  document.body.dataset.role = me.role;
+  document.getElementById("edit").hidden = me.role !== "admin";
+  return true;
 }
 
 login.onsubmit = async (event) => {
   event.preventDefault();
-  sessionStorage.setItem("token", login.elements.token.value.trim());
-  login.hidden = true;
+  const fields = login.elements;
+  if (fields.token.value.trim()) {
+    sessionStorage.setItem("token", fields.token.value.trim());
+  } else {
+    sessionStorage.removeItem("token");
+    const answer = await api("POST", "/api/login/", {username: fields.username.value, password: fields.password.value});
+    if (!answer.ok) {
+      const error = (answer.body && answer.body.error) || {message: `HTTP ${answer.status}`};
+      const wait = answer.headers.get("Retry-After");
+      login.hidden = false;
+      document.getElementById("login-error").textContent = error.message + (wait ? ` (try again in ${wait} s)` : "");
+      return;
+    }
+  }
   login.reset();
+  if (!await whoAmI()) {
+    return;
+  }
   for (const tile of tiles.values()) {
-    tile.stopped = false;  // an UNAUTHORIZED stop: try again with the token
+    tile.stopped = false;  // an UNAUTHORIZED stop: try again with the credentials
   }
   await refresh();
   for (const tile of tiles.values()) {
@@ -57,6 +100,12 @@ login.onsubmit = async (event) => {
       tile.connect();
     }
   }
+};
+
+document.getElementById("logout").onclick = async () => {
+  sessionStorage.removeItem("token");
+  await api("POST", "/api/logout/");
+  signedOut("");
 };
 
 // mpegts.js, loaded the first time a tile plays MPEG-TS (once for every tile)
@@ -213,7 +262,7 @@ class Tile {
         this.stopped = true;
       }
       if (message.code === "UNAUTHORIZED") {
-        askForToken(token() ? "that token was refused" : "");
+        signedOut(token() ? "that token was refused" : "");
       }
     }
   }
@@ -282,6 +331,10 @@ function row(stream) {
     tr.append(td);
   }
   const actions = document.createElement("td");
+  if (me && me.role !== "admin") {  // a viewer changes nothing
+    tr.append(actions);
+    return tr;
+  }
   const edit = document.createElement("button");
   edit.textContent = "edit";
   edit.onclick = () => fill(stream);
@@ -300,6 +353,9 @@ function row(stream) {
 }
 
 async function refresh() {
+  if (!me) {
+    return;  // not signed in (or not known yet): nothing to list
+  }
   const listed = await api("GET", "/api/streams/");
   if (listed.ok) {
     render(listed.body);
@@ -400,7 +456,6 @@ window.addEventListener("pageshow", (event) => {
 const embedded = JSON.parse(document.getElementById("stream-list").textContent);
 if (embedded) {
   render(embedded);
-} else {
-  refresh();
 }
+whoAmI().then((known) => known && !embedded && refresh());
 setInterval(refresh, 2000);
