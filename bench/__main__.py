@@ -10,7 +10,8 @@ C client `wsload.c` for fan-out and idle, lean Python viewers for the rest), and
   viewer's share of the stream's rate, server RSS (`--fmp4`: fMP4 viewers too, whose
   FFmpeg CPU includes the remuxer's);
 - slow: server RSS with 5 viewers that never read (and 1 that does), over 120 s;
-- idle (on request): RSS and CPU of 5000 connections that never start (`--idle-connections`).
+- idle (on request): RSS and CPU of 5000 connections that never start (`--idle-connections`);
+- login (on request): what signing in costs, a wrong name against a wrong password (bench/login.py).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from tests.camera import bundled_ffmpeg
 from tests.helpers import BIN, Process, children, rss_kib, spawn, wait_for
 from tests.lean import LeanViewer
 
-from . import cluster
+from . import cluster, login
 from .load import LoadClient, Stats
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -446,6 +447,7 @@ async def main(argv: list[str]) -> None:
     parser.add_argument("--cluster-viewers", type=int, default=300, help="cluster: viewers on each of 3 nodes")
     parser.add_argument("--worker-viewers", default="1600,2400,3200,4000,4800", help="workers: the N to try")
     parser.add_argument("--failover-rounds", type=int, default=5)
+    parser.add_argument("--login-rounds", type=int, default=40, help="login: tries of each kind")
     parser.add_argument("--client", choices=["c", "python"], default="c",
                         help="fan-out's load client: wsload.c (one C process) or lean viewers in this process")
     args = parser.parse_args(argv)
@@ -454,6 +456,9 @@ async def main(argv: list[str]) -> None:
     env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LINGER": "0", "LOG_LEVEL": "WARNING",
            "MAX_STREAMS_PER_CLIENT": "1000", "MAX_CONCURRENT_STREAMS": "100", "RATE_LIMIT": "off",
            "MAX_CONNECTIONS_PER_CLIENT": "100000", "START_WITHIN": "300"}
+    if "login" in args.what:
+        await login.bench_login(env, args.login_rounds)
+        return
     if scale_out := [what for what in args.what if what in ("cluster", "workers", "failover")]:
         await bench_scale_out(scale_out, args, env)
         return

@@ -407,3 +407,65 @@ def test_the_page_carries_its_scripts_and_style_inline_but_never_one_that_could_
               "b.js": Asset.of(b'let b = "</SCRIPT><script>alert(1)";', "text/javascript")}
     assert _inline(page, assets) == (b'<style>p{}</style><script>let a = 1;</script>'
                                      b'<script src="/static/b.js"></script>')
+
+
+async def test_users_sign_in_on_the_page_a_viewer_sees_its_camera_an_admin_adds_one(
+        camera_640: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """With users, the page shows its sign-in form. The viewer vera sees only the stream
+    granted to her, whose tile plays, and no add / edit / delete; her session cookie is
+    out of the page's reach (HttpOnly). She signs out; the admin ada signs in and adds a
+    camera through the form. A page of another origin (same site: another port) posting
+    with ada's cookie is refused, and nothing is added."""
+    server = await start_server(nursery)
+    other = await start_server(nursery)  # another origin's page
+    password = "correct horse battery"
+    async with server.http() as http:
+        yard = (await http.post("/api/streams/", json={"name": "yard", "url": camera_640.url()})).json()["id"]
+        await http.post("/api/streams/", json={"name": "garage", "url": camera_640.url()})
+        for name, role, streams in (("ada", "admin", []), ("vera", "viewer", [yard])):
+            answer = await http.post("/api/users/", json={"username": name, "password": password, "role": role,
+                                                          "streams": streams}, auth=("ada", password))
+            assert answer.status_code == 201, answer.text
+
+    def sign_in(page: Any, name: str) -> None:
+        until(page, "!document.getElementById('login').hidden")
+        page.fill("#login input[name=username]", name)
+        page.fill("#login input[name=password]", password)
+        page.click("#login button")
+        until(page, f"document.getElementById('username').textContent === {name!r}")
+
+    def script(page: Any) -> dict[str, object]:
+        seen: dict[str, object] = {}
+        until(page, "!document.getElementById('login').hidden")
+        seen["tiles before"] = page.evaluate("document.querySelectorAll('.tile').length")
+        sign_in(page, "vera")
+        until(page, "document.querySelector('.tile video') && document.querySelector('.tile video').videoWidth > 0",
+              within=20)
+        seen["vera"] = page.evaluate("""() => ({
+            tiles: document.querySelectorAll('.tile').length, rows: document.querySelectorAll('#rows tr').length,
+            buttons: document.querySelectorAll('#rows button').length, form: document.getElementById('edit').hidden,
+            cookie: document.cookie, width: document.querySelector('.tile video').videoWidth})""")
+        page.click("#logout")
+        until(page, "!document.getElementById('login').hidden && document.querySelectorAll('.tile').length === 0")
+        sign_in(page, "ada")
+        until(page, "document.querySelectorAll('#rows tr').length === 2")
+        page.fill("input[name=name]", "porch")
+        page.fill("input[name=url]", camera_640.url())
+        page.click("#save")
+        until(page, "document.querySelectorAll('#rows tr').length === 3")
+        page.goto(f"{other.base}/static/minimal.html")
+        seen["cross-site"] = page.evaluate("""async (target) => {
+            const sent = await fetch(target + '/api/streams/', {method: 'POST', credentials: 'include',
+                mode: 'no-cors', headers: {'Content-Type': 'text/plain'},
+                body: JSON.stringify({name: 'evil', url: 'rtsp://127.0.0.1:9/'})});
+            return sent.type;
+        }""", server.base)
+        return seen
+
+    seen = await drive(f"{server.base}/", script, tmp_path / "users.png")
+    assert seen["tiles before"] == 0
+    assert seen["vera"] == {"tiles": 1, "rows": 1, "buttons": 0, "form": True, "cookie": "", "width": 640}, seen
+    assert seen["cross-site"] == "opaque"
+    async with server.http() as http:
+        names = [s["name"] for s in (await http.get("/api/streams/", auth=("ada", password))).json()]
+    assert names == ["yard", "garage", "porch"]

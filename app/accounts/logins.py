@@ -102,8 +102,10 @@ class Accounts:
         return user
 
     async def basic(self, name: str, password: str, client: str) -> Grant | None:
-        """The grant of `Authorization: Basic` credentials, or None. Raises Limited,
-        Unknown."""
+        """The grant of `Authorization: Basic` credentials, or None (a malformed header,
+        or one with no name, at once: no user has none). Raises Limited, Unknown."""
+        if not name:
+            return None
         try:
             return (await self.login(name, password, client)).grant()
         except WrongCredentials:

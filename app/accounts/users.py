@@ -87,9 +87,10 @@ def user_name(text: object) -> str:
 
 
 def role_of(text: object) -> Role:
-    if text not in set(Role):
+    """The role a JSON value or argument names; raises InvalidUser."""
+    if not isinstance(text, str) or text not in {r.value for r in Role}:
         raise InvalidUser("role", "admin or viewer")
-    return Role(str(text))
+    return Role(text)
 
 
 def stream_ids(value: object) -> frozenset[int] | None:

@@ -12,6 +12,7 @@ from quart.typing import ResponseReturnValue
 from supervisors import ErrorCode, Health, RestCode, StreamPhase, Transport, VideoMode
 from supervisors.profile import MAX_HEIGHT, MIN_HEIGHT
 
+from ..accounts import COOKIE
 from ..policy.admission import Need, door
 from .health import APP_VERSION
 
@@ -32,13 +33,16 @@ def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | No
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    why = {400: "invalid input (VALIDATION, with `fields`)", 401: "no valid token (UNAUTHORIZED), with API_TOKEN set",
-           404: "no such stream (NOT_FOUND)", 413: "body over 64 KiB (TOO_LARGE)",
+    why = {400: "invalid input (VALIDATION, with `fields`)",
+           401: "no valid credentials (UNAUTHORIZED), with API_TOKEN set or users made; a failed login (AUTH)",
+           404: "no such stream or user (NOT_FOUND); a viewer's other streams are NOT_FOUND too",
+           409: "a user of that name exists, or no admin would be left (CONFLICT)", 413: "body over 64 KiB (TOO_LARGE)",
            415: "body not application/json (UNSUPPORTED_MEDIA_TYPE)",
-           429: "over RATE_LIMIT (RATE_LIMITED), or a stream limit (LIMIT)",
+           429: "over RATE_LIMIT or the failed-login limits (RATE_LIMITED), or a stream limit (LIMIT)",
            503: "storage unavailable (STORAGE_UNAVAILABLE), or the camera (UNREACHABLE)",
-           403: "the camera refused the credentials (AUTH), the source policy (FORBIDDEN), or a write "
-                "from an Origin that is neither this server's nor in CORS_ORIGINS (FORBIDDEN)",
+           403: "the camera refused the credentials (AUTH), the source policy (FORBIDDEN), a write "
+                "from an Origin that is neither this server's nor in CORS_ORIGINS, or by the session cookie "
+                "without one, or a viewer user's write (FORBIDDEN)",
            412: "If-Match names another version of the stream (PRECONDITION_FAILED): nothing changed",
            502: "the camera's stream failed (STREAM_ERROR)", 504: "no media within FFMPEG_TIMEOUT (TIMEOUT)"}
     out = {}
@@ -119,7 +123,70 @@ SCHEMAS: dict[str, Any] = {
         "token": {"type": "string"}, "stream_id": {"type": "integer"},
         "expires_at": {"type": "string", "format": "date-time"}}},
 }
-SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {}]  # {}: when API_TOKEN is not set
+SCHEMAS |= {
+    "Login": {"type": "object", "required": ["username", "password"], "additionalProperties": False,
+              "properties": {"username": {"type": "string"}, "password": {"type": "string"}}},
+    "Me": {"type": "object", "required": ["username", "role", "streams"], "properties": {
+        "username": {"type": ["string", "null"], "description": "null: API_TOKEN, or no access control"},
+        "role": {"type": "string", "enum": ["admin", "viewer"]},
+        "streams": {"oneOf": [{"type": "array", "items": {"type": "integer"}}, {"const": "all"}]}}},
+    "User": {"type": "object", "required": ["username", "role", "streams", "created_at", "updated_at"],
+             "properties": {"username": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "viewer"]},
+                            "streams": {"oneOf": [{"type": "array", "items": {"type": "integer"}}, {"const": "all"}]},
+                            "created_at": {"type": "string", "format": "date-time"},
+                            "updated_at": {"type": "string", "format": "date-time"}}},
+    "UserInput": {"type": "object", "required": ["username", "password", "role"], "additionalProperties": False,
+                  "properties": {
+                      "username": {"type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$",
+                                   "description": "kept in lower case: Ada and ada are one user"},
+                      "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+                      "role": {"type": "string", "enum": ["admin", "viewer"]},
+                      "streams": {"oneOf": [{"type": "array", "items": {"type": "integer", "minimum": 1,
+                                                                          "maximum": 2**63 - 1}},
+                                            {"const": "all"}], "description": "what a viewer watches"}}},
+    "UserPatch": {"type": "object", "additionalProperties": False, "properties": {
+        "password": {"type": "string", "minLength": 8, "maxLength": 1024,
+                     "description": "ends the user's sessions on every node"},
+        "role": {"type": "string", "enum": ["admin", "viewer"]},
+        "streams": {"oneOf": [{"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
+                              {"const": "all"}]}}},
+}
+# {}: no API_TOKEN and no user
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}, {"session": []}, {}]
+USER_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _users() -> dict[str, Any]:
+    one = [USER_NAME]
+    user_body = {"required": True, "content": {"application/json": {"schema": _ref("UserInput")}}}
+    patch_body = {"required": True, "content": {"application/json": {"schema": _ref("UserPatch")}}}
+    return {
+        "/api/login/": {"post": {
+            "operationId": "login", "security": [{}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Login")}}},
+            "summary": "sign in: an HttpOnly, SameSite=Strict session cookie (Secure over HTTPS)",
+            "responses": {"200": _json(_ref("Me"), "signed in", {"Set-Cookie": {"schema": {"type": "string"}}}),
+                          **_errors(400, 401, 403, 413, 415, 429, 503)}}},
+        "/api/logout/": {"post": {"operationId": "logout", "security": [{}], "summary": "end the cookie's session",
+                                  "responses": {"204": {"description": "signed out"}, **_errors(403, 429, 503)}}},
+        "/api/me/": {"get": {"operationId": "me", "responses": {"200": _json(_ref("Me"), "who asks"),
+                                                               **_errors(401, 429, 503)}}},
+        "/api/users/": {
+            "get": {"operationId": "listUsers", "responses": {
+                "200": _json({"type": "array", "items": _ref("User")}, "users by name"),
+                **_errors(401, 403, 429, 503)}},
+            "post": {"operationId": "createUser", "requestBody": user_body, "responses": {
+                "201": _json(_ref("User"), "created", {"Location": {"schema": {"type": "string"}}}),
+                **_errors(400, 401, 403, 409, 413, 415, 429, 503)}}},
+        "/api/users/{name}/": {
+            "get": {"operationId": "getUser", "parameters": one, "responses": {
+                "200": _json(_ref("User"), "the user"), **_errors(401, 403, 404, 429, 503)}},
+            "patch": {"operationId": "patchUser", "parameters": one, "requestBody": patch_body, "responses": {
+                "200": _json(_ref("User"), "changed"), **_errors(400, 401, 403, 404, 409, 413, 415, 429, 503)}},
+            "delete": {"operationId": "deleteUser", "parameters": one, "responses": {
+                "204": {"description": "removed; its sessions end on every node"},
+                **_errors(401, 403, 404, 409, 429, 503)}}},
+    }
 
 
 def document() -> dict[str, Any]:
@@ -131,9 +198,12 @@ def document() -> dict[str, Any]:
         "info": {"title": "RTSP Stream Viewer", "version": APP_VERSION,
                  "description": "REST API of the RTSP stream viewer backend. Media and status go over the "
                                 "WebSocket /ws/stream (see the README)."},
-        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {
-            "type": "http", "scheme": "bearer",
-            "description": "API_TOKEN (everything), or a play token (GET .../stream.ts of its stream only)"}}},
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "API_TOKEN (everything), or a play token (GET .../stream.ts of its stream only)"},
+            "basic": {"type": "http", "scheme": "basic", "description": "a user's name and password"},
+            "session": {"type": "apiKey", "in": "cookie", "name": COOKIE,
+                        "description": "POST /api/login/; its writes need the page's Origin"}}},
         "security": SECURED,
         "paths": {
             "/api/health/": {"get": {"operationId": "health", "security": [{}],
@@ -198,10 +268,11 @@ def document() -> dict[str, Any]:
                     "responses": {"200": {"description": "a JPEG", "content": {"image/jpeg": {
                         "schema": {"type": "string", "format": "binary"}}}},
                                   **_errors(400, 401, 403, 404, 429, 502, 503, 504)}}},
+            **_users(),
             "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics (text format 0.0.4); "
                                  "behind METRICS_TOKEN or API_TOKEN when one is set",
                                  "responses": {"200": {"description": "the metrics", "content": {"text/plain": {
-                                     "schema": {"type": "string"}}}}, **_errors(401, 429)}}},
+                                     "schema": {"type": "string"}}}}, **_errors(401, 403, 429)}}},
         },
     }
 
