@@ -13,10 +13,12 @@ import subprocess
 import uuid
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import trio
+import trio_websocket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +28,7 @@ from app.accounts import (
     LastAdmin,
     Role,
     Users,
+    logins,
     passwords,
     role_of,
     stream_ids,
@@ -34,8 +37,10 @@ from app.accounts import (
 from app.accounts.logins import ACCOUNT_BURST, CLIENT_BURST, LoginGuard
 from app.accounts.sessions import COOKIE, from_cookies
 from app.db import open_database
+from app.policy import admission
 from app.policy.tokens import basic
 from app.store import now_iso
+from tests.camera import Camera
 from tests.helpers import BIN, ROOT, Server, start_server
 
 PASSWORD = "correct horse battery"
@@ -381,9 +386,9 @@ def test_a_name_has_one_spelling_whatever_its_case(name: str) -> None:
     assert user_name(name) == user_name(name.upper()) == user_name(name.lower()) == name.lower()
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                    max_leaves=8)
+SCALAR = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+JSON = SCALAR | st.lists(SCALAR, max_size=4) | st.dictionaries(st.text(max_size=5), SCALAR, max_size=3) \
+    | st.lists(st.lists(SCALAR, max_size=3) | st.dictionaries(st.text(max_size=3), SCALAR, max_size=2), max_size=3)
 
 
 @settings(max_examples=300, deadline=None)
@@ -480,3 +485,62 @@ async def test_two_admins_demoted_at_once_leave_one(database: str, tmp_path: Pat
         for name in ("one", "two"):
             await users.change(name, Change(role=Role.ADMIN), now_iso())
     await db.close()
+
+
+async def test_a_users_socket_ends_when_its_session_ends_or_its_stream_is_taken_away(
+        camera: Camera, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket let in by a user plays while the user may watch it: revoking its stream
+    ends it with NOT_FOUND, a new password (its session ends) with UNAUTHORIZED, a logout
+    the stock players' socket with 4401, the user's removal its HTTP stream.ts (by Basic).
+    The credentials are looked at again every RECHECK seconds, made short here."""
+    monkeypatch.setattr(admission, "RECHECK", 0.05)
+    monkeypatch.setattr(logins, "RECENT", 0.0)
+    server = await start_server(nursery)
+    async with server.http() as http:
+        stream = (await http.post("/api/streams/", json={"name": "cam", "url": camera.url()})).json()["id"]
+        await make_user(http, "ada", "admin")
+        await make_user(http, "vera", "viewer", [stream], **basic_auth("ada"))
+    admin = basic_auth("ada")
+
+    async def watching(token: str) -> Any:
+        return server.viewer(f"id={stream}", extra_headers=[("Cookie", f"{COOKIE}={token}")])
+
+    token = cookie_of(await login(server, "vera"))
+    async with await watching(token) as viewer:
+        await viewer.play()
+        async with server.http() as http:
+            assert (await http.patch("/api/users/vera/", json={"streams": []}, headers=admin)).status_code == 200
+        assert (await viewer.error("NOT_FOUND"))["message"] == "no longer granted to this user"
+        assert await viewer.closed() == 1008
+    async with server.http() as http:
+        assert (await http.patch("/api/users/vera/", json={"streams": [stream]}, headers=admin)).status_code == 200
+    async with await watching(token) as viewer:
+        await viewer.play()
+        async with server.http() as http:
+            changed = await http.patch("/api/users/vera/", json={"password": "a new password"}, headers=admin)
+            assert changed.status_code == 200
+        assert (await viewer.error("UNAUTHORIZED"))["message"] == "the session ended"
+        assert await viewer.closed() == 1008
+    token = cookie_of(await login(server, "vera", "a new password"))
+    async with trio_websocket.open_websocket_url(f"{server.ws_base}/ws/stream.ts?id={stream}",
+                                                 extra_headers=[("Cookie", f"{COOKIE}={token}")]) as ws:
+        assert isinstance(await ws.get_message(), bytes)
+        async with with_cookie(server, token) as page:
+            assert (await page.post("/api/logout/")).status_code == 204
+        with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+            with trio.fail_after(15):
+                while True:
+                    await ws.get_message()
+        with trio.CancelScope(shield=True):
+            await ws._stream.aclose()
+    assert (closed.value.reason.code, closed.value.reason.reason) == (4401, "UNAUTHORIZED")
+    async with server.http() as http, http.stream("GET", f"/api/streams/{stream}/stream.ts",
+                                                  headers=basic_auth("vera", "a new password")) as response:
+        assert response.status_code == 200
+        chunks = response.aiter_bytes()
+        assert await anext(chunks)
+        async with server.http() as other:
+            assert (await other.delete("/api/users/vera/", headers=admin)).status_code == 204
+        with trio.fail_after(15):  # the HTTP stream of a removed user ends
+            async for _ in chunks:
+                pass

@@ -29,7 +29,8 @@ from .users import InvalidUser, User, Users, user_name
 
 ACCOUNT_BURST, ACCOUNT_RATE = 5.0, 1 / 30  # wrong passwords per account: 5, then one every 30 s
 CLIENT_BURST, CLIENT_RATE = 20.0, 1 / 6  # per client address: 20, then one every 6 s
-REMEMBERED = 1000  # Basic credentials remembered as checked
+REMEMBERED = 1000  # Basic credentials remembered as checked; sessions remembered as read
+RECENT = 5.0  # seconds a session's answer serves the sockets that check it again
 
 
 class WrongCredentials(Exception):
@@ -69,6 +70,7 @@ class Accounts:
     _no_users: bool | None = None  # the last answer of the database: no user exists
     _key: bytes = attrs.Factory(lambda: secrets.token_bytes(32))
     _remembered: OrderedDict[bytes, str] = attrs.Factory(OrderedDict)
+    _recent: OrderedDict[str, tuple[float, Grant | None]] = attrs.Factory(OrderedDict)
 
     async def open(self) -> bool:
         """Whether no user exists (then, without API_TOKEN, anyone is the admin). With
@@ -113,13 +115,22 @@ class Accounts:
         except StorageError:
             raise Unknown("storage is unavailable") from None
 
-    async def session(self, token: str) -> Grant | None:
-        """The grant of a session cookie, or None. Raises Unknown."""
+    async def session(self, token: str, *, recent: bool = False) -> Grant | None:
+        """The grant of a session cookie, or None; `recent`: one read from the database
+        in the last RECENT seconds will do (the sockets of one page share it). Raises
+        Unknown."""
+        now = trio.current_time()
+        if recent and (known := self._recent.get(token)) is not None and now - known[0] < RECENT:
+            return known[1]
         try:
             user = await self.sessions.user(token)
         except StorageError:
             raise Unknown("storage is unavailable") from None
-        return None if user is None else user.grant(session=True)
+        grant = None if user is None else user.grant(session=True)
+        self._recent[token] = (now, grant)
+        while len(self._recent) > REMEMBERED:
+            self._recent.popitem(last=False)
+        return grant
 
     async def _matches(self, name: str, password: str, stored: str | None) -> bool:
         digest = hmac.new(self._key, f"{name}\0{password}\0{stored}".encode(), hashlib.sha256).digest()

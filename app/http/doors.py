@@ -23,7 +23,8 @@ def refusal(refused: Refused) -> ApiError:
 
 def install(app: Quart, s: Services) -> None:
     """Every HTTP request passes `admit` through its route's door before its view runs:
-    `g.client` and `g.client_key` say who asks, `g.admitted` what it was let in with; a
+    `g.client` and `g.client_key` say who asks, `g.admitted` what it was let in with (and
+    `g.knock` with which credentials, for a response that outlives the request); a
     refusal is the error body. The connection share of a door that holds one is given
     back when the request ends, unless the view took it (`Admitted.handover`)."""
 
@@ -44,7 +45,7 @@ def install(app: Quart, s: Services) -> None:
         g.client, g.client_key = decision.client, decision.key
         if isinstance(decision, Refused):
             raise refusal(decision)
-        g.admitted = decision
+        g.admitted, g.knock = decision, knock
 
     @app.teardown_request
     async def _release(_: BaseException | None) -> None:

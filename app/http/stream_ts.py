@@ -15,8 +15,9 @@ generator leaves the upstream at once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack, aclosing
+from functools import partial
 
 import trio
 from quart import Blueprint, Response, g
@@ -25,7 +26,8 @@ from quart.typing import ResponseReturnValue
 from supervisors import HTTP_STATUS, Close, ErrorCode, Failure, MediaFormat
 
 from ..errors import ApiError
-from ..policy.admission import Need, door
+from ..policy import admission
+from ..policy.admission import Need, door, still_watches
 from ..services import Services, services
 from ..targets import format_refused, stream_key
 
@@ -50,7 +52,10 @@ async def _stream(stream_id: int, media_format: MediaFormat) -> ResponseReturnVa
     held = ExitStack()  # this client's share of MAX_CONNECTIONS_PER_CLIENT, for the response's life
     if (share := g.admitted.handover()) is not None:  # (taken by the door, app/policy/admission.py)
         held.push(share)
-    media = _media(s, stream_id, g.client_key, media_format, peer=g.admitted.peer)
+    still = None  # a user's stream plays while the user may watch it
+    if g.admitted.grant is not None and g.admitted.grant.user is not None:
+        still = partial(still_watches, g.knock, g.admitted, s)
+    media = _media(s, stream_id, g.client_key, media_format, peer=g.admitted.peer, still=still)
     # the first item decides the status: media (200, streaming) or a failure (its error body)
     try:
         with trio.move_on_after(s.settings.ffmpeg_timeout + 1) as waited:
@@ -81,11 +86,13 @@ async def _body(first: bytes, media: AsyncGenerator[bytes | Failure, None], held
 
 
 async def _media(s: Services, stream_id: int, client: str, media_format: MediaFormat, *,
-                 peer: bool = False) -> AsyncGenerator[bytes | Failure, None]:
+                 peer: bool = False, still: Callable[[], Awaitable[ErrorCode | None]] | None = None,
+                 ) -> AsyncGenerator[bytes | Failure, None]:
     """A viewer's media; a failure (then nothing more) ends it. The stream's record is read
     and the viewer attached while the record is held still (`Services.edits`); another
     node of the cluster (`peer`) joins the upstream running here, if one does, without
-    reading the record."""
+    reading the record. `still`: asked every `admission.RECHECK` seconds whether a user
+    may still watch (`still_watches`); when not, the media ends."""
     with s.registry.open_viewer(client) as viewer:
         viewer.format = media_format
         async with s.editing(stream_id):
@@ -104,8 +111,13 @@ async def _media(s: Services, stream_id: int, client: str, media_format: MediaFo
         if failure is not None:
             yield failure
             return
+        check_at = trio.current_time() + admission.RECHECK
         while True:
             item = await viewer.next()
+            if still is not None and trio.current_time() >= check_at:
+                if await still() is not None:
+                    return
+                check_at = trio.current_time() + admission.RECHECK
             if isinstance(item, bytes):
                 yield item
             elif isinstance(item, Failure):

@@ -48,6 +48,7 @@ from .origins import Policy
 from .tokens import Access, Grant, same_secret
 
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+RECHECK = 10.0  # seconds between looks at a user's credentials while its stream plays (`still_watches`)
 
 
 class Switches(Protocol):
@@ -74,8 +75,9 @@ class Identities(Protocol):
     async def basic(self, name: str, password: str, client: str) -> Grant | None:
         """A user by name and password. Raises Limited, Unknown."""
 
-    async def session(self, token: str) -> Grant | None:
-        """A user by session token. Raises Unknown."""
+    async def session(self, token: str, *, recent: bool = False) -> Grant | None:
+        """A user by session token (`recent`: an answer of the last few seconds will do).
+        Raises Unknown."""
 
 
 class Gate(Protocol):
@@ -244,7 +246,7 @@ async def admit(door: Door, knock: Knock, s: Gate) -> Admitted | Refused:
 OPEN = Grant(admin=True)  # no API_TOKEN and no user: anyone is the admin
 
 
-async def _identify(knock: Knock, key: str, s: Gate) -> Grant | None:
+async def _identify(knock: Knock, key: str, s: Gate, *, recent: bool = False) -> Grant | None:
     """Who the credentials say asks, or None. Raises Limited, Unknown."""
     if not s.access.required and await s.accounts.open():
         return OPEN
@@ -253,8 +255,23 @@ async def _identify(knock: Knock, key: str, s: Gate) -> Grant | None:
     if knock.basic is not None:
         return await s.accounts.basic(*knock.basic, key)
     if knock.session is not None and knock.token is None:
-        return await s.accounts.session(knock.session)
+        return await s.accounts.session(knock.session, recent=recent)
     return None
+
+
+async def still_watches(knock: Knock, admitted: Admitted, s: Gate) -> ErrorCode | None:
+    """For a stream that outlives its request (a socket), let in as a user: None while
+    its credentials still let it watch what the knock named; else why not: UNAUTHORIZED
+    (its session ended: logout, a new password, the user removed, expiry) or NOT_FOUND
+    (the stream is no longer granted to it). The database down, or the account's
+    failed-login limit, leave it playing. Cancellation: safe (nothing is held)."""
+    try:
+        grant = await _identify(knock, admitted.key, s, recent=True)
+    except (Limited, Unknown):
+        return None
+    if grant is None:
+        return ErrorCode.UNAUTHORIZED
+    return None if grant.may_watch(knock.stream_id) else ErrorCode.NOT_FOUND
 
 
 def _refusal(door: Door, knock: Knock, grant: Grant | None, s: Gate) -> tuple[int, ErrorCode, str] | None:

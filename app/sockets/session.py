@@ -42,7 +42,8 @@ from ..accounts.sessions import from_cookies
 from ..counts import SendPath
 from ..errors import ApiError, error_body
 from ..logs import next_id
-from ..policy.admission import Door, Knock, Need, Refused, admit, door
+from ..policy import admission
+from ..policy.admission import Door, Knock, Need, Refused, admit, door, still_watches
 from ..policy.limits import Limited
 from ..policy.tokens import basic, bearer, from_protocols
 from ..services import Services
@@ -73,6 +74,7 @@ class Accepted:
     client: str  # its address, for the logs
     key: str  # what the limits count it by (`limits.limit_key`)
     socket: Socket
+    recheck: Callable[[], Awaitable[ErrorCode | None]] | None = None  # a user's: may it still watch?
 
 
 async def _accept(s: Services, held: ExitStack, socket: Socket) -> Accepted | None:
@@ -114,8 +116,11 @@ async def _accept(s: Services, held: ExitStack, socket: Socket) -> Accepted | No
         s.send_path.fell_back(str(why))
     else:
         s.send_path.attached()
+    recheck = None
+    if not isinstance(decision, Refused) and decision.grant is not None and decision.grant.user is not None:
+        recheck = partial(still_watches, knock, decision, s)
     return Accepted(target, close_code, wire, socket.send if wire is None else wire.send, decision.client,
-                    decision.key, socket)
+                    decision.key, socket, recheck)
 
 
 async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions: bool) -> None:
@@ -132,6 +137,8 @@ async def _serve(s: Services, accepted: Accepted, on_event: OnEvent, *, actions:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_write, viewer, nursery.cancel_scope, accepted, on_event)
+                if accepted.recheck is not None:
+                    nursery.start_soon(_keep_checking, viewer, accepted.recheck)
                 await _read(viewer, target, s, accepted.socket, nursery.cancel_scope, actions=actions)
         finally:
             if wire is not None:
@@ -197,6 +204,20 @@ def _logged(endpoint: str, accepted: Accepted) -> Iterator[None]:
     finally:
         log.info("%s closed", endpoint, extra={"event": "ws.closed", **fields,
                                                 "duration_ms": round((trio.current_time() - started) * 1000)})
+
+
+async def _keep_checking(viewer: Viewer, still: Callable[[], Awaitable[ErrorCode | None]]) -> None:
+    """A user's socket plays while the user may watch it: every `admission.RECHECK` seconds its
+    credentials are looked at again, and a session that ended (logout, a new password,
+    the user removed, expiry) or a stream no longer granted ends the socket with its
+    error (UNAUTHORIZED, NOT_FOUND), as a refusal at the handshake would have."""
+    while True:
+        await trio.sleep(admission.RECHECK)
+        if (code := await still()) is not None:
+            why = "the session ended" if code is ErrorCode.UNAUTHORIZED else "no longer granted to this user"
+            viewer.notify(Failure(code, why))
+            viewer.notify(Close(CloseCode.POLICY, code))
+            return
 
 
 def _generic(on_event: OnEvent) -> OnEvent:
