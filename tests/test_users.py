@@ -544,3 +544,68 @@ async def test_a_users_socket_ends_when_its_session_ends_or_its_stream_is_taken_
         with trio.fail_after(15):  # the HTTP stream of a removed user ends
             async for _ in chunks:
                 pass
+
+
+async def test_health_and_the_page_tell_an_admins_cookie_from_a_viewers(nursery: trio.Nursery) -> None:
+    """Public routes read the session cookie only when they need to know: health shows
+    its details, and the page comes with the stream list, to an admin's session only."""
+    server = await start_server(nursery)
+    await setup_people(server)
+    for name, details in (("ada", True), ("vera", False)):
+        async with with_cookie(server, cookie_of(await login(server, name))) as http:
+            health = (await http.get("/api/health/")).json()
+            page = (await http.get("/")).content
+        assert ("viewers" in health) is details, (name, health)
+        assert (b'type="application/json">null</script>' not in page) is details
+    async with server.http() as http:
+        assert (await http.get("/api/health/")).json() == {"status": "ok"}
+
+
+def _on_a_terminal(argv: list[str], answers: list[str], database: Path) -> tuple[int, str]:
+    """Run `argv` with a terminal of its own (its controlling tty: where getpass asks),
+    answering each prompt that ends in ": " in turn; (exit status, what it showed)."""
+    import fcntl
+    import pty
+    import select
+    import termios
+
+    main, child = pty.openpty()
+
+    def own_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    environment = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(argv, stdin=child, stdout=child, stderr=child, env=environment,
+                               preexec_fn=own_terminal, close_fds=True)
+    os.close(child)
+    shown, pending = b"", list(answers)
+    try:
+        while True:
+            ready, _, _ = select.select([main], [], [], 30)
+            assert ready, shown
+            try:
+                chunk = os.read(main, 1024)
+            except OSError:  # the terminal's other side closed: the command ended
+                break
+            if not chunk:
+                break
+            shown += chunk
+            if pending and shown.endswith(b": "):  # a prompt waits (not a line that ended after one)
+                os.write(main, pending.pop(0).encode() + b"\n")
+    finally:
+        os.close(main)
+        if process.poll() is None:  # an assertion above: end it by its own handle
+            process.kill()
+    return process.wait(timeout=30), shown.decode(errors="replace")
+
+
+def test_on_a_terminal_the_password_is_asked_twice_and_never_shown(tmp_path: Path) -> None:
+    database = tmp_path / "users.db"
+    status, shown = _on_a_terminal([str(BIN / "rtsp-viewer"), "createsuperuser", "ada"],
+                                   [PASSWORD, PASSWORD], database)
+    assert status == 0 and "Password (again):" in shown and PASSWORD not in shown, shown
+    status, shown = _on_a_terminal([str(BIN / "rtsp-viewer"), "users", "passwd", "ada"],
+                                   ["one password", "another one"], database)
+    assert status == 1 and "the passwords differ" in shown, shown
+    assert run_cli("users", "list", database=database).stdout == "ada\tadmin\tall\n"

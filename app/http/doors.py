@@ -10,10 +10,10 @@ from quart import Quart, Response, g, request
 from ..accounts.sessions import COOKIE
 from ..errors import ApiError
 from ..logs import audit as audit_line
-from ..policy.admission import NO_ROUTE, OPEN, PREFLIGHT, Admitted, Knock, Refused, admit, door_of
+from ..policy.admission import NO_ROUTE, OPEN, PREFLIGHT, Admitted, Knock, Refused, Unknown, admit, door_of
 from ..policy.origins import ALLOW_HEADERS, ALLOW_METHODS, ANY, PREFLIGHT_MAX_AGE, Policy
 from ..policy.tokens import Grant, basic, bearer
-from ..services import Services
+from ..services import Services, services
 
 
 def refusal(refused: Refused) -> ApiError:
@@ -62,9 +62,15 @@ def check_doors(app: Quart) -> None:
             raise RuntimeError(f"route {rule.rule} ({rule.endpoint}) declares no door (app/policy/admission.py)")
 
 
-def is_admin() -> bool:
-    """The request came with API_TOKEN, as an admin (or none is needed)."""
+async def is_admin() -> bool:
+    """The request came with API_TOKEN, an admin's session cookie (read only now, on a
+    public route that asks: not for every static file), or none is needed."""
     found = grant()
+    if found is None and (knock := g.get("knock")) is not None and knock.session is not None:
+        try:
+            found = await services().accounts.session(knock.session)
+        except Unknown:
+            return False
     return found is not None and found.admin
 
 

@@ -43,7 +43,7 @@ async def health() -> ResponseReturnValue:
         problems.append(f"storage unavailable: {error}")
     stats = s.registry.statistics()
     body: dict[str, object] = {"status": Health.DEGRADED if problems else Health.OK}
-    if is_admin():  # paths, versions and reasons are for the operator, not for anyone
+    if await is_admin():  # paths, versions and reasons are for the operator, not for anyone
         body.update({
             "version": APP_VERSION,
             "ffmpeg": {"path": ffmpeg.path if s.access.required else PurePath(ffmpeg.path).name,

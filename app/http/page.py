@@ -88,7 +88,7 @@ def _script_json(value: object) -> bytes:
 async def index() -> ResponseReturnValue:
     s = services()
     streams: object = None  # the page asks REST itself (with the token it asks for)
-    if is_admin():
+    if await is_admin():
         try:
             streams = [stream_view(record) for record in await s.store.all()]
         except StorageError:  # the page shows REST's 503
