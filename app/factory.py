@@ -24,6 +24,7 @@ from supervisors.snapshot import Snapshots
 
 from . import errors, logs
 from .accounts import Accounts, Sessions, Users
+from .accounts.passwords import Passwords
 from .cluster import Cluster
 from .http import cluster as cluster_view
 from .http import (
@@ -77,7 +78,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, own_process:
     registry = Registry(config, cluster.runner(runner or camera_runner(config)), group=stream_label)
     cluster.registry = registry
     accounts = Accounts(Users(store.db), Sessions(store.db, settings.session_idle_timeout, settings.session_max_age,
-                                                  time.time))
+                                                  time.time), Passwords(settings.password_hash))
     s = Services(settings=settings, access=access, store=store, accounts=accounts, registry=registry, cluster=cluster, edits=edits,
                  snapshots=Snapshots(registry, ffmpeg, settings.ffmpeg_timeout), ffmpeg=FFmpegCheck(ffmpeg), rates=rates,
                  connections=connections, origins=policy, trusted=trusted,

@@ -19,6 +19,7 @@ import cattrs
 from supervisors import mask_text
 from supervisors.camera.sources import InvalidSource, SourcePolicy
 
+from .accounts.passwords import DEFAULT_PROFILE, PROFILES
 from .policy.limits import parse_networks
 from .policy.origins import LOOPBACK_BINDS, origin_of
 from .policy.validation import FieldError, field_errors
@@ -40,6 +41,7 @@ Networks = NewType("Networks", tuple[str, ...])  # TRUSTED_PROXIES: CIDRs, comma
 NodeUrl = NewType("NodeUrl", str)  # NODE_URL: http(s)://host:port
 NodeId = NewType("NodeId", str)  # NODE_ID: 1-64 of A-Z a-z 0-9 . _ -
 Lease = NewType("Lease", float)  # LEASE_SECONDS: 1 … 300
+PasswordHash = NewType("PasswordHash", str)  # PASSWORD_HASH: a profile of app/accounts/passwords.py
 SessionTime = NewType("SessionTime", float)  # SESSION_IDLE_TIMEOUT, SESSION_MAX_AGE: 60 s … a year
 Rate = NewType("Rate", tuple[float, float])  # RATE_LIMIT: "rate/burst" per second, or off  # 16+ URL-safe characters: it travels in URLs and subprotocols
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -85,6 +87,7 @@ class Settings:
     lease_seconds: Lease = Lease(10.0)  # a dead owner's camera is taken over this long after
     session_idle_timeout: SessionTime = SessionTime(12 * 3600.0)  # a sign-in unused this long ends
     session_max_age: SessionTime = SessionTime(7 * 24 * 3600.0)  # and this long after the login, however used
+    password_hash: PasswordHash = PasswordHash(DEFAULT_PROFILE)  # Argon2id's cost (app/accounts/passwords.py)
 
     @property
     def database_path(self) -> str:
@@ -253,6 +256,7 @@ converter.register_structure_hook(NodeUrl, _node_url)
 converter.register_structure_hook(NodeId, _node_id)
 converter.register_structure_hook(Lease, _number(float, 1, 300))
 converter.register_structure_hook(SessionTime, _number(float, 60, 366 * 24 * 3600))
+converter.register_structure_hook(PasswordHash, _choice(tuple(PROFILES), upper=False))
 converter.register_structure_hook(Secret, _secret)
 converter.register_structure_hook(Origins, _origins)
 converter.register_structure_hook(Hosts, _hosts)

@@ -82,9 +82,10 @@ async def open_viewer(url: str, **options: Any) -> AsyncIterator[Viewer]:
 async def start_server(nursery: trio.Nursery, *, ping_interval: float = PING_INTERVAL, dead_after: int = DEAD_AFTER,
                        **overrides: object) -> Server:
     """The app under Hypercorn's trio worker in this process, on 127.0.0.1 port 0."""
-    # RATE_LIMIT off: every test's clients share 127.0.0.1 (tests/test_security.py turns it on)
+    # RATE_LIMIT off: every test's clients share 127.0.0.1 (tests/test_security.py turns it on);
+    # Argon2 at OWASP's minimum cost (0.03 s a hash, not 0.1 s): the default's tests say so
     values: dict[str, object] = {"port": 0, "database_url": "sqlite:///:memory:", "linger": 0.5, "rate_limit": (0.0, 0.0),
-                                 "ffmpeg_timeout": 5.0, **overrides}
+                                 "ffmpeg_timeout": 5.0, "password_hash": "owasp-minimum", **overrides}
     settings = Settings(**values)  # type: ignore[arg-type]
     app = create_app(settings)
     binds = await nursery.start(partial(serve, settings, app=app, ping_interval=ping_interval,

@@ -14,8 +14,9 @@ from tests.helpers import BIN, Server, start_server
 TOKEN = "operator-token-0123456789"
 
 
-async def cli(*args: str, token: str | None = None) -> tuple[int, str, str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("API_TOKEN", "RTSP_VIEWER_URL")}
+async def cli(*args: str, token: str | None = None, **extra: str) -> tuple[int, str, str]:
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("API_TOKEN", "RTSP_VIEWER_URL", "RTSP_VIEWER_USER", "RTSP_VIEWER_PASSWORD")} | extra
     if token:
         environ["API_TOKEN"] = token
     with trio.fail_after(60):
@@ -88,3 +89,26 @@ async def test_probe_prints_what_the_camera_sends_or_its_error(nursery: trio.Nur
         assert status == 1 and f": {code}: " in err and "wrong-pass-2" not in err, err
     status, _, err = await cli("probe", "http://camera/")
     assert status == 2 and "scheme must be rtsp" in err
+
+
+async def test_check_and_streams_sign_in_as_a_user(camera: Camera, nursery: trio.Nursery) -> None:
+    """With users and no API_TOKEN, RTSP_VIEWER_USER and RTSP_VIEWER_PASSWORD sign the
+    commands in (Basic, on REST and the socket); a viewer may list but not add."""
+    server = await start_server(nursery)
+    password = "correct horse battery"
+    async with server.http() as http:
+        for name, role in (("ada", "admin"), ("vera", "viewer")):
+            made = await http.post("/api/users/", json={"username": name, "password": password, "role": role},
+                                   auth=("ada", password))
+            assert made.status_code == 201, made.text
+    status, out, err = await cli("check", "--server", server.base, camera.url(),
+                                 RTSP_VIEWER_USER="ada", RTSP_VIEWER_PASSWORD=password)
+    assert status == 0, out + err
+    status, out, _ = await cli("streams", "list", "--server", server.base,
+                               RTSP_VIEWER_USER="vera", RTSP_VIEWER_PASSWORD=password)
+    assert status == 0 and json.loads(out) == []
+    status, _, err = await cli("streams", "add", "door", camera.url(), "--server", server.base,
+                               RTSP_VIEWER_USER="vera", RTSP_VIEWER_PASSWORD=password)
+    assert status == 1 and "HTTP 403: FORBIDDEN" in err
+    status, _, err = await cli("streams", "list", "--server", server.base)
+    assert status == 1 and "HTTP 401" in err

@@ -29,12 +29,12 @@ from app.accounts import (
     Role,
     Users,
     logins,
-    passwords,
     role_of,
     stream_ids,
     user_name,
 )
 from app.accounts.logins import ACCOUNT_BURST, CLIENT_BURST, LoginGuard
+from app.accounts.passwords import DEFAULT_PROFILE
 from app.accounts.sessions import COOKIE, from_cookies
 from app.db import open_database
 from app.policy import admission
@@ -117,17 +117,19 @@ async def test_wrong_name_and_wrong_password_get_one_answer_after_one_check(
         nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
     """401 AUTH, the same body, whether the user exists or not; both run an Argon2 check
     (the time it takes is measured by `python -m bench login`, not here)."""
-    server = await start_server(nursery)
+    server = await start_server(nursery, password_hash=DEFAULT_PROFILE)
     await setup_people(server)
     checks: list[str] = []
-    real = passwords.HASHER
+    assert server.services is not None
+    hashing = server.services.accounts.passwords
+    real = hashing.hasher
 
     class Counting:
         def verify(self, stored: str, given: str) -> bool:
             checks.append(given)
             return real.verify(stored, given)
 
-    monkeypatch.setattr(passwords, "HASHER", Counting())
+    monkeypatch.setattr(hashing, "hasher", Counting())
     wrong_password = await login(server, "vera", "not the password")
     no_such_user = await login(server, "nobody", "not the password")
     bad_name = await login(server, "not a name!", "not the password")
@@ -224,6 +226,9 @@ async def test_a_viewer_lists_and_watches_only_its_streams_and_changes_nothing(n
             assert (answer.status_code, answer.json()["error"]["code"]) == (403, "FORBIDDEN"), (method, path)
     async with server.viewer(f"url={URL}", extra_headers=list(basic_auth("vera").items())) as viewer:
         assert (await viewer.error("FORBIDDEN"))["code"] == "FORBIDDEN"
+        # the server's close first: Hypercorn pings at once, and a client already closing
+        # cannot answer it (trio-websocket raises LocalProtocolError)
+        assert await viewer.closed() == 1008
     async with server.http() as http:  # nothing changed
         names = [s["name"] for s in (await http.get("/api/streams/", headers=basic_auth("ada"))).json()]
         assert names == ["a", "b"]
@@ -342,7 +347,9 @@ def run_cli(*args: str, stdin: str = "", database: Path) -> subprocess.Completed
 
 async def test_the_users_commands_manage_the_database_a_server_reads(nursery: trio.Nursery, tmp_path: Path) -> None:
     """`createsuperuser`, `users add/list/grant/revoke/passwd/remove`, with the password on
-    stdin; the server on that database knows them at once."""
+    stdin; the server on that database knows them at once. The commands hash with the
+    default cost (RFC 9106); a server with another PASSWORD_HASH makes the hash again at
+    the user's next login."""
     database = tmp_path / "users.db"
     cli = partial(run_cli, database=database)
     assert cli("createsuperuser", "Ada", stdin=PASSWORD + "\n").returncode == 0
@@ -357,11 +364,17 @@ async def test_the_users_commands_manage_the_database_a_server_reads(nursery: tr
     changed = cli("users", "passwd", "vera", stdin="a new password\n")
     assert changed.returncode == 0 and "a new password" not in changed.stdout + changed.stderr
     assert '"user.password"' in changed.stderr or "user.password" in changed.stderr
-    server = await start_server(nursery, database_url=f"sqlite:///{database}")
+    server = await start_server(nursery, database_url=f"sqlite:///{database}")  # PASSWORD_HASH=owasp-minimum
+    assert server.services is not None
+    users = server.services.accounts.users
+    assert (await users.get("vera")).password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")  # type: ignore[union-attr]
     async with server.http() as http:
         me = await http.get("/api/me/", headers=basic_auth("vera", "a new password"))
         assert me.json() == {"username": "vera", "role": "viewer", "streams": [2, 3]}
         assert (await http.get("/api/me/")).status_code == 401
+    # made again with the server's cost at the login, and the password still opens it
+    assert (await users.get("vera")).password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")  # type: ignore[union-attr]
+    assert (await login(server, "vera", "a new password")).status_code == 200
     assert cli("users", "remove", "vera").returncode == 0
     assert cli("users", "remove", "nobody").returncode == 1
 

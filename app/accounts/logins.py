@@ -23,7 +23,7 @@ from ..db import StorageError
 from ..policy.admission import Unknown
 from ..policy.limits import Limited, RateLimiter
 from ..policy.tokens import Grant
-from . import passwords
+from .passwords import Passwords
 from .sessions import Sessions
 from .users import InvalidUser, User, Users, user_name
 
@@ -66,6 +66,7 @@ class Accounts:
 
     users: Users
     sessions: Sessions
+    passwords: Passwords = attrs.Factory(Passwords)
     guard: LoginGuard = attrs.Factory(LoginGuard)
     _no_users: bool | None = None  # the last answer of the database: no user exists
     _key: bytes = attrs.Factory(lambda: secrets.token_bytes(32))
@@ -101,6 +102,8 @@ class Accounts:
             self.guard.failed(key, client)
             raise WrongCredentials("wrong username or password")
         assert user is not None
+        if self.passwords.needs_rehash(user.password_hash):  # made with another PASSWORD_HASH cost
+            await self.users.rehash(user.name, user.password_hash, await self.passwords.hash(password))
         return user
 
     async def basic(self, name: str, password: str, client: str) -> Grant | None:
@@ -137,7 +140,7 @@ class Accounts:
         if stored is not None and self._remembered.get(digest) == stored:
             self._remembered.move_to_end(digest)
             return True
-        if not await passwords.verify(stored, password):
+        if not await self.passwords.verify(stored, password):
             return False
         self._remembered[digest] = stored or ""
         while len(self._remembered) > REMEMBERED:

@@ -201,6 +201,12 @@ class Users:
 
         return await self.db.run(write, write=True, scrub=change.password_hash is not None)
 
+    async def rehash(self, name: str, old: str, new: str) -> None:
+        """Store the same password's hash made with the current cost, if the user's hash
+        is still `old` (a password changed meanwhile is kept); its sessions stay."""
+        await self.db.run(lambda tx: tx.execute("UPDATE users SET password_hash = ? WHERE name = ? AND password_hash = ?",
+                                                (new, name, old)), write=True, scrub=True)
+
     async def remove(self, name: str) -> bool:
         """Remove the user, its grants and its sessions; False if there was none. Raises
         LastAdmin (the last admin of other users), StorageError."""

@@ -157,7 +157,9 @@ async def _operate(args: argparse.Namespace) -> int:
             return 2
         ffmpeg = Settings(ffmpeg_bin=os.environ.get("FFMPEG_BIN", "")).ffmpeg()
         return await operator.probe_camera(ffmpeg, url, args.transport, args.timeout)
-    api = operator.Api(args.server, os.environ.get("API_TOKEN") or None)
+    user = os.environ.get("RTSP_VIEWER_USER"), os.environ.get("RTSP_VIEWER_PASSWORD")
+    api = operator.Api(args.server, os.environ.get("API_TOKEN") or None,
+                       (user[0], user[1] or "") if user[0] else None)
     if args.command == "check":
         return await operator.check(api, args.camera, args.transport)
     return await operator.streams(api, args.action, args.args, args.transport)
@@ -171,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.add_argument("--port", help="port (default: PORT or 8000; 0 picks one)")
     run.add_argument("--dev", action="store_true", help="development: CORS for all origins, DEBUG logs")
     run.add_argument("--workers", default="1", help="N node processes behind the one port, or auto: one per core")
-    server_help = "the server (default: RTSP_VIEWER_URL or http://127.0.0.1:8000); API_TOKEN from the environment"
+    server_help = ("the server (default: RTSP_VIEWER_URL or http://127.0.0.1:8000); API_TOKEN, or RTSP_VIEWER_USER "
+                   "and RTSP_VIEWER_PASSWORD, from the environment")
     check = commands.add_parser("check", help="check a running server end to end; exit 1 naming the failed step")
     check.add_argument("camera", nargs="?", help="an RTSP URL: create a temporary stream, play it, delete it")
     check.add_argument("--server", default=os.environ.get("RTSP_VIEWER_URL", DEFAULT_SERVER), help=server_help)

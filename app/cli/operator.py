@@ -2,13 +2,15 @@
 `streams`, `probe`); `app/cli/main.py` parses their arguments.
 
 They speak to the server as any client does (REST, and the WebSocket of SPEC §4), with
-API_TOKEN from the environment when it is set. Each prints what it found and returns the
+API_TOKEN from the environment when it is set, else a user's RTSP_VIEWER_USER and
+RTSP_VIEWER_PASSWORD (`Authorization: Basic`). Each prints what it found and returns the
 process's exit status: 0 when everything worked, 1 naming the step that failed, 2 for
 bad arguments.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import ssl
@@ -37,9 +39,19 @@ class StepFailed(Exception):
 class Api:
     """The server's REST API (urllib, in a worker thread)."""
 
-    def __init__(self, server: str, token: str | None) -> None:
+    def __init__(self, server: str, token: str | None, user: tuple[str, str] | None = None) -> None:
+        """`token`: API_TOKEN; else `user` (name, password): `Authorization: Basic`."""
         self.server = server.rstrip("/")
         self.token = token
+        self.user = user
+
+    @property
+    def authorization(self) -> str | None:
+        if self.token:
+            return f"Bearer {self.token}"
+        if self.user:
+            return "Basic " + base64.b64encode(":".join(self.user).encode()).decode()
+        return None
 
     async def call(self, method: str, path: str, body: object = None, expect: int = 200) -> Any:
         """The decoded JSON body (None when empty); raises StepFailed for any other status."""
@@ -47,8 +59,8 @@ class Api:
 
     def _call(self, method: str, path: str, body: object, expect: int) -> Any:
         headers = {"Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        if self.authorization:
+            headers["Authorization"] = self.authorization
         data = None
         if body is not None:
             data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
@@ -90,8 +102,9 @@ async def play_until_keyframe(api: Api, stream_id: int, within: float) -> tuple[
     aligner, index, received = Aligner(), Index(), 0
     try:
         with trio.fail_after(within):
+            basic = [(b"Authorization", (api.authorization or "").encode())] if api.user and not api.token else None
             async with trio_websocket.open_websocket_url(api.socket_url(stream_id), subprotocols=protocols,
-                                                         ssl_context=context) as ws:
+                                                         ssl_context=context, extra_headers=basic) as ws:
                 await ws.send_message(json.dumps({"action": Action.START}))
                 while True:
                     message = await ws.get_message()

@@ -17,7 +17,7 @@ import sys
 import trio
 
 from ..accounts import Change, InvalidUser, LastAdmin, Role, UserExists, Users, role_of, stream_ids, user_name
-from ..accounts.passwords import WeakPassword, check_strength, hash_password
+from ..accounts.passwords import Passwords, WeakPassword, check_strength
 from ..db import StorageError, open_database
 from ..logs import audit, configure
 from ..settings import load_or_exit
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         if args.name is None and sys.stdin.isatty():
             args.name = input("Username: ")
     try:
-        return trio.run(_run, args, settings.database_url)
+        return trio.run(_run, args, settings.database_url, Passwords(settings.password_hash))
     except (Refused, LastAdmin, InvalidUser, WeakPassword) as error:
         print(f"rtsp-viewer users: {error}", file=sys.stderr)
         return 2 if isinstance(error, InvalidUser | WeakPassword) or "usage" in str(error) else 1
@@ -59,16 +59,16 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-async def _run(args: argparse.Namespace, url: str) -> int:
+async def _run(args: argparse.Namespace, url: str, passwords: Passwords) -> int:
     db = open_database(url)
     await db.open()
     try:
-        return await _act(Users(db), args)
+        return await _act(Users(db), passwords, args)
     finally:
         await db.close()
 
 
-async def _act(users: Users, args: argparse.Namespace) -> int:
+async def _act(users: Users, passwords: Passwords, args: argparse.Namespace) -> int:
     if args.action == "list":
         for user in await users.all():
             streams = "all" if user.streams is None else ",".join(map(str, sorted(user.streams))) or "-"
@@ -83,7 +83,7 @@ async def _act(users: Users, args: argparse.Namespace) -> int:
         role = role_of(args.role)
         granted = None if role is Role.ADMIN else stream_ids(args.streams or "")
         try:
-            await users.add(name, role, granted, await hash_password(_password()), stamp)
+            await users.add(name, role, granted, await passwords.hash(_password()), stamp)
         except UserExists as exists:
             raise Refused(str(exists)) from None
         return _done("user.create", name, f"added {role} {name}", ["role", "streams"])
@@ -92,7 +92,7 @@ async def _act(users: Users, args: argparse.Namespace) -> int:
             raise Refused(f"no user {name}")
         return _done("user.delete", name, f"removed {name}")
     if args.action == "passwd":
-        change = Change(password_hash=await hash_password(_password()))
+        change = Change(password_hash=await passwords.hash(_password()))
     elif args.streams_arg is None:
         raise Refused(f"usage: rtsp-viewer users {args.action} NAME 1,2,3")
     else:

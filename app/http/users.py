@@ -11,7 +11,7 @@ from quart.typing import ResponseReturnValue
 from supervisors import ErrorCode, RestCode
 
 from ..accounts import Change, InvalidUser, LastAdmin, Role, User, UserExists, role_of, stream_ids, user_name
-from ..accounts.passwords import MAX_LENGTH, MIN_LENGTH, WeakPassword, hash_password
+from ..accounts.passwords import MAX_LENGTH, MIN_LENGTH, WeakPassword
 from ..errors import ApiError
 from ..policy.admission import Need, door
 from ..services import services
@@ -44,7 +44,7 @@ async def _password(value: object) -> str:
     if not isinstance(value, str):
         raise _invalid("password", "must be a string")
     try:
-        return await hash_password(value)
+        return await services().accounts.passwords.hash(value)
     except WeakPassword:
         raise _invalid("password", f"must be {MIN_LENGTH}-{MAX_LENGTH} characters") from None
 
