@@ -35,7 +35,7 @@ from app.accounts import (
 )
 from app.accounts.logins import ACCOUNT_BURST, CLIENT_BURST, LoginGuard
 from app.accounts.passwords import DEFAULT_PROFILE
-from app.accounts.sessions import COOKIE, from_cookies
+from app.accounts.sessions import COOKIE, from_cookies, token_hash
 from app.db import open_database
 from app.policy import admission
 from app.policy.tokens import basic
@@ -96,8 +96,13 @@ async def test_login_sets_a_strict_httponly_cookie_and_me_says_who(nursery: trio
     assert answer.json() == {"username": "vera", "role": "viewer", "streams": [a]}
     attributes = [p.strip().lower() for p in answer.headers["set-cookie"].split(";")]
     assert {"httponly", "samesite=strict", "path=/"} <= set(attributes) and "secure" not in attributes
-    async with with_cookie(server, cookie_of(answer)) as http:
+    token = cookie_of(answer)
+    async with with_cookie(server, token) as http:
         assert (await http.get("/api/me/")).json() == {"username": "vera", "role": "viewer", "streams": [a]}
+    assert server.services is not None  # the database keeps the token's SHA-256 only, and no password
+    stored = await server.services.store.db.run(lambda tx: tx.all("SELECT * FROM sessions") + tx.all("SELECT * FROM users"))
+    assert (token_hash(token), "vera") in [row[:2] for row in stored] and token not in str(stored)
+    assert PASSWORD not in str(stored) and all(row[3].startswith("$argon2id$") for row in stored if len(row) == 6)
     behind_https = await login(server, "vera", **{"X-Forwarded-Proto": "https"})
     assert "secure" in [p.strip().lower() for p in behind_https.headers["set-cookie"].split(";")]
     async with server.http() as http:
