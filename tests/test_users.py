@@ -319,8 +319,9 @@ async def test_every_change_writes_one_audit_line_without_secrets(
 
 
 async def test_users_over_rest_validate_and_keep_an_admin(nursery: trio.Nursery) -> None:
-    """Bad bodies are 400 VALIDATION at their field; a taken name 409; the last admin of
-    other users cannot be removed or made a viewer (409): someone must manage them."""
+    """Bad bodies are 400 VALIDATION at their field; a taken name 409; the last admin
+    cannot be removed or made a viewer (409): someone must manage the users, and with no
+    user left the server would be open again (only the command line may do that)."""
     server = await start_server(nursery)
     await setup_people(server)
     async with server.http() as http:
@@ -342,6 +343,10 @@ async def test_users_over_rest_validate_and_keep_an_admin(nursery: trio.Nursery)
         listed = (await http.get("/api/users/")).json()
         assert [u["username"] for u in listed] == ["ada", "vera"]
         assert all("password" not in json.dumps(u) for u in listed)
+        assert (await http.delete("/api/users/vera/")).status_code == 204
+        alone = await http.delete("/api/users/ada/")  # the last user of all
+        assert (alone.status_code, alone.json()["error"]["code"]) == (409, "CONFLICT")
+        assert (await http.get("/api/me/", headers={"Authorization": ""})).status_code == 401
 
 
 def run_cli(*args: str, stdin: str = "", database: Path) -> subprocess.CompletedProcess[str]:
@@ -382,6 +387,8 @@ async def test_the_users_commands_manage_the_database_a_server_reads(nursery: tr
     assert (await login(server, "vera", "a new password")).status_code == 200
     assert cli("users", "remove", "vera").returncode == 0
     assert cli("users", "remove", "nobody").returncode == 1
+    last = cli("users", "remove", "ada")  # on the server's machine it may, and is told what that means
+    assert last.returncode == 0 and "open to anyone" in last.stderr
 
 
 def test_a_basic_header_in_any_shape_is_a_credential_or_none_never_an_error() -> None:

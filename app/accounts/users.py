@@ -53,11 +53,13 @@ def _lock_admins(tx: Tx) -> bool:
                        (str(Role.ADMIN),)))
 
 
-def _check_admin_left(tx: Tx, had: bool) -> None:
-    """Raise LastAdmin if the transaction took the last admin of the users left."""
-    if had and tx.one("SELECT 1 FROM users LIMIT 1") \
+def _check_admin_left(tx: Tx, had: bool, *, last_user: bool = False) -> None:
+    """Raise LastAdmin if the transaction took the last admin of the users left (or, with
+    `last_user`, the last admin at all: no user left opens a server without API_TOKEN)."""
+    if had and (last_user or tx.one("SELECT 1 FROM users LIMIT 1")) \
             and not tx.one("SELECT 1 FROM users WHERE role = ?", (str(Role.ADMIN),)):
-        raise LastAdmin("users would be left with no admin: make another admin first")
+        raise LastAdmin("no admin would be left: make another admin first"
+                        + (" (or remove the last one with rtsp-viewer users remove)" if last_user else ""))
 
 
 @attrs.frozen
@@ -207,15 +209,18 @@ class Users:
         await self.db.run(lambda tx: tx.execute("UPDATE users SET password_hash = ? WHERE name = ? AND password_hash = ?",
                                                 (new, name, old)), write=True, scrub=True)
 
-    async def remove(self, name: str) -> bool:
+    async def remove(self, name: str, *, keep_an_admin: bool = True) -> bool:
         """Remove the user, its grants and its sessions; False if there was none. Raises
-        LastAdmin (the last admin of other users), StorageError."""
+        LastAdmin (nothing removed) for the last admin: of other users; with
+        `keep_an_admin`, even of none (then a server without API_TOKEN is open to anyone
+        again: only the command line on the server's machine may do that). Raises
+        StorageError."""
         def write(tx: Tx) -> bool:
             had = _lock_admins(tx)
             gone = bool(tx.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0)
             tx.execute("DELETE FROM grants WHERE user_name = ?", (name,))
             tx.execute("DELETE FROM sessions WHERE user_name = ?", (name,))
-            _check_admin_left(tx, had)
+            _check_admin_left(tx, had, last_user=keep_an_admin)
             return gone
 
         return await self.db.run(write, write=True, scrub=True)

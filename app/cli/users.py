@@ -88,8 +88,11 @@ async def _act(users: Users, passwords: Passwords, args: argparse.Namespace) -> 
             raise Refused(str(exists)) from None
         return _done("user.create", name, f"added {role} {name}", ["role", "streams"])
     if args.action == "remove":
-        if not await users.remove(name):
+        if not await users.remove(name, keep_an_admin=False):
             raise Refused(f"no user {name}")
+        if not await users.any():
+            print("rtsp-viewer users: no user is left: without API_TOKEN the server is open to anyone who reaches it",
+                  file=sys.stderr)
         return _done("user.delete", name, f"removed {name}")
     if args.action == "passwd":
         change = Change(password_hash=await passwords.hash(_password()))

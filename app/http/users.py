@@ -128,7 +128,9 @@ async def patch_user(name: str) -> ResponseReturnValue:
 @blueprint.route("/api/users/<name>/", strict_slashes=False, methods=["DELETE"])
 @door(Need.ADMIN)
 async def delete_user(name: str) -> ResponseReturnValue:
-    """204; its sessions end on every node. 409 CONFLICT for the last admin of other users."""
+    """204; its sessions end on every node. 409 CONFLICT for the last admin (removing it
+    would leave its users unmanaged, or, with no user left, the server open: only
+    `rtsp-viewer users remove` on the server's machine may)."""
     try:
         removed = await services().accounts.users.remove(_name(name))
     except LastAdmin as last:
