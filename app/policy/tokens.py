@@ -1,9 +1,11 @@
-"""Who may do what: the admin token (API_TOKEN) and signed play links.
+"""Who may do what: the root token (API_TOKEN), signed play links and node tokens, the
+`Grant` each credential (a user's too: app/accounts/) comes to, and how credentials are
+read from headers (Bearer, Basic, a `bearer.` subprotocol).
 
 With API_TOKEN set, every route but `GET /api/health/`, the viewer page and its static
-files needs it: `Authorization: Bearer <token>` on HTTP; on a WebSocket or the HTTP stream
-(browsers cannot set headers there) also `?token=<token>` or a `Sec-WebSocket-Protocol`
-entry `bearer.<token>`. A play token (`POST /api/streams/{id}/play-token`) is an HMAC,
+files needs it (or a user: app/policy/admission.py): `Authorization: Bearer <token>` on
+HTTP; on a WebSocket or the HTTP stream (browsers cannot set headers there) also
+`?token=<token>` or a `Sec-WebSocket-Protocol` entry `bearer.<token>`. A play token (`POST /api/streams/{id}/play-token`) is an HMAC,
 with the server's key, of one stream id and an expiry: it lets its holder watch that
 stream until then, and nothing else. Every comparison is constant-time.
 """
