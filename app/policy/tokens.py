@@ -46,11 +46,6 @@ class Grant:
     streams: frozenset[int] | None = None  # a viewer user's streams; None: all of them
     session: bool = False  # by the session cookie: its writes must come from an allowed Origin
 
-    @property
-    def viewer(self) -> bool:
-        """A user who may watch, not change."""
-        return self.user is not None and not self.admin
-
     def sees(self, stream_id: int | None) -> bool:
         """Whether this user (or admin) may know stream `stream_id` exists."""
         return self.admin or (self.user is not None and (self.streams is None or stream_id in self.streams))
