@@ -28,6 +28,7 @@ from .accounts.passwords import Passwords
 from .cluster import Cluster
 from .http import cluster as cluster_view
 from .http import (
+    discover,
     doors,
     health,
     login,
@@ -128,7 +129,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, own_process:
     doors.install_cors(app, policy)
     metrics.install(app, s.metrics)
     for module in (health, page, login, streams, users, stream_ts, snapshot, session, play_tokens, openapi, metrics,
-                   cluster_view):
+                   cluster_view, discover):
         app.register_blueprint(module.blueprint)
     doors.check_doors(app)
     return app

@@ -17,6 +17,7 @@ import attrs
 import cattrs
 
 from supervisors import mask_text
+from supervisors.camera.onvif import parse_address
 from supervisors.camera.sources import InvalidSource, SourcePolicy
 
 from .accounts.passwords import DEFAULT_PROFILE, PROFILES
@@ -41,6 +42,7 @@ Networks = NewType("Networks", tuple[str, ...])  # TRUSTED_PROXIES: CIDRs, comma
 NodeUrl = NewType("NodeUrl", str)  # NODE_URL: http(s)://host:port
 NodeId = NewType("NodeId", str)  # NODE_ID: 1-64 of A-Z a-z 0-9 . _ -
 Lease = NewType("Lease", float)  # LEASE_SECONDS: 1 … 300
+ProbeAddress = NewType("ProbeAddress", str)  # DISCOVERY_ADDRESS: host:port
 PasswordHash = NewType("PasswordHash", str)  # PASSWORD_HASH: a profile of app/accounts/passwords.py
 SessionTime = NewType("SessionTime", float)  # SESSION_IDLE_TIMEOUT, SESSION_MAX_AGE: 60 s … a year
 Rate = NewType("Rate", tuple[float, float])  # RATE_LIMIT: "rate/burst" per second, or off  # 16+ URL-safe characters: it travels in URLs and subprotocols
@@ -88,6 +90,7 @@ class Settings:
     session_idle_timeout: SessionTime = SessionTime(12 * 3600.0)  # a sign-in unused this long ends
     session_max_age: SessionTime = SessionTime(7 * 24 * 3600.0)  # and this long after the login, however used
     password_hash: PasswordHash = PasswordHash(DEFAULT_PROFILE)  # Argon2id's cost (app/accounts/passwords.py)
+    discovery_address: ProbeAddress = ProbeAddress("239.255.255.250:3702")  # where WS-Discovery probes go
 
     @property
     def database_path(self) -> str:
@@ -244,6 +247,14 @@ def _node_id(value: object, _: object) -> str:
     return text
 
 
+def _probe_address(value: object, _: object) -> str:
+    try:
+        host, port = parse_address(str(value))
+    except ValueError:
+        raise FieldError("must be host:port (239.255.255.250:3702: the LAN's WS-Discovery group)") from None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 converter = cattrs.Converter(forbid_extra_keys=False)
 converter.register_structure_hook(Timeout, _number(float, 1, 300))
 converter.register_structure_hook(Linger, _number(float, 0, 3600))
@@ -257,6 +268,7 @@ converter.register_structure_hook(NodeId, _node_id)
 converter.register_structure_hook(Lease, _number(float, 1, 300))
 converter.register_structure_hook(SessionTime, _number(float, 60, 366 * 24 * 3600))
 converter.register_structure_hook(PasswordHash, _choice(tuple(PROFILES), upper=False))
+converter.register_structure_hook(ProbeAddress, _probe_address)
 converter.register_structure_hook(Secret, _secret)
 converter.register_structure_hook(Origins, _origins)
 converter.register_structure_hook(Hosts, _hosts)

@@ -63,6 +63,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/ws/stream", "GET"): Route(Need.PUBLIC, 400, ok_code="BAD_REQUEST"),
     ("/ws/stream.ts", "GET"): Route(Need.PUBLIC, 400, ok_code="BAD_REQUEST"),
     ("/api/cluster/", "GET"): Route(Need.ADMIN, 200),
+    ("/api/discover/", "GET"): Route(Need.ADMIN, 200),
     ("/api/streams/", "GET"): Route(Need.USER, 200),
     ("/api/streams/", "POST"): Route(Need.ADMIN, 201),
     ("/api/streams/<stream_id:stream_id>/", "GET"): Route(Need.USER, 200),
@@ -161,6 +162,8 @@ def sample(rig: Rig, rule: str, method: str, condition: str, scratch: int) -> tu
     stream = scratch if method == "DELETE" else rig.camera_stream
     path = rule.replace("<stream_id:stream_id>", str(stream)).replace("<path:name>", "viewer.js")
     path = path.replace("<name>", f"scratch-{scratch}")
+    if rule == "/api/discover/":  # a probe to a loopback port nobody answers on: never the LAN
+        path += "?probe=127.0.0.1:9&timeout=0.1"
     bodies: dict[tuple[str, str], dict[str, object]] = {
         ("/api/streams/", "POST"): {"name": f"new {condition}", "url": "rtsp://127.0.0.1:9/x"},
         ("/api/streams/<stream_id:stream_id>/", "PATCH"): {"name": f"renamed {condition}"},

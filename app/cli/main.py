@@ -30,7 +30,7 @@ from ..logs import configure
 from ..services import Services
 from ..settings import Settings, load_or_exit
 from ..sockets.wire import DEAD_AFTER
-from . import operator, users, workers
+from . import discover, operator, users, workers
 
 log = logging.getLogger(__name__)
 PING_INTERVAL = 15.0  # WebSocket pings; a live client answers each with a pong (each costs
@@ -148,7 +148,7 @@ async def serve_until_signal(settings: Settings) -> int:
 
 
 async def _operate(args: argparse.Namespace) -> int:
-    """`check`, `streams` and `probe` (app/cli/operator.py)."""
+    """`check`, `streams`, `probe` (app/cli/operator.py) and `discover` (app/cli/discover.py)."""
     if args.command == "probe":
         try:
             url = validate_url(args.url)
@@ -160,6 +160,8 @@ async def _operate(args: argparse.Namespace) -> int:
     user = os.environ.get("RTSP_VIEWER_USER"), os.environ.get("RTSP_VIEWER_PASSWORD")
     api = operator.Api(args.server, os.environ.get("API_TOKEN") or None,
                        (user[0], user[1] or "") if user[0] else None)
+    if args.command == "discover":
+        return await discover.run(args, api)
     if args.command == "check":
         return await operator.check(api, args.camera, args.transport)
     return await operator.streams(api, args.action, args.args, args.transport)
@@ -189,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     look.add_argument("--transport", choices=list(Transport), default=Transport.TCP)
     look.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     users.add_parsers(commands)
+    discover.add_parser(commands, os.environ.get("RTSP_VIEWER_URL", DEFAULT_SERVER), server_help)
     args = parser.parse_args(argv)
     if args.command in ("users", "createsuperuser"):
         sys.exit(users.run(args))

@@ -151,6 +151,16 @@ SCHEMAS |= {
         "streams": {"oneOf": [{"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
                               {"const": "all"}]}}},
 }
+SCHEMAS |= {
+    "Device": {"type": "object", "required": ["name", "address", "xaddr", "profiles", "error"], "properties": {
+        "name": {"type": "string"}, "address": {"type": "string"}, "xaddr": {"type": "string"},
+        "error": {"type": ["string", "null"], "description": "why its profiles could not be read"},
+        "profiles": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "token": {"type": "string"},
+            "width": {"type": ["integer", "null"]}, "height": {"type": ["integer", "null"]},
+            "url": {"type": ["string", "null"], "description": "RTSP, masked, without credentials"},
+            "error": {"type": ["string", "null"]}}}}}},
+}
 # {}: no API_TOKEN and no user
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}, {"session": []}, {}]
 USER_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -269,6 +279,16 @@ def document() -> dict[str, Any]:
                         "schema": {"type": "string", "format": "binary"}}}},
                                   **_errors(400, 401, 403, 404, 429, 502, 503, 504)}}},
             **_users(),
+            "/api/discover/": {"get": {
+                "operationId": "discover", "summary": "ONVIF cameras on the LAN and their RTSP URLs (WS-Discovery)",
+                "parameters": [
+                    {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 0.1, "maximum": 10}},
+                    {"name": "user", "in": "query", "schema": {"type": "string"}},
+                    {"name": "password", "in": "query", "schema": {"type": "string"}},
+                    {"name": "probe", "in": "query", "schema": {"type": "string"},
+                     "description": "host:port to probe (default DISCOVERY_ADDRESS)"}],
+                "responses": {"200": _json({"type": "array", "items": _ref("Device")}, "the devices that answered"),
+                              **_errors(400, 401, 403, 429, 503)}}},
             "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics (text format 0.0.4); "
                                  "behind METRICS_TOKEN or API_TOKEN when one is set",
                                  "responses": {"200": {"description": "the metrics", "content": {"text/plain": {
