@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -18,6 +19,7 @@ from supervisors import ErrorCode, Failure
 from supervisors.camera import onvif
 from supervisors.camera.onvif import Credentials, discover, parse_address
 from supervisors.camera.sources import SourcePolicy
+from tests.browser import drive
 from tests.camera import Camera
 from tests.helpers import BIN, start_server
 from tests.onvif import FakeOnvif
@@ -131,3 +133,30 @@ async def test_the_api_lists_them_masked_and_the_cli_adds_one_that_plays(
     async with server.viewer(f"id={stream['id']}") as viewer:
         await viewer.play()  # the camera takes any credentials: the URL reached it
     assert json.loads(json.dumps(stream))  # a plain stream, like any other
+
+
+async def test_the_page_adds_a_camera_from_the_network_and_its_tile_plays(
+        camera: Camera, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """"Add from network" lists what the server found; "use" fills the add form with
+    the ONVIF credentials in the URL; "add" registers it, and its tile plays."""
+    device = await fake(nursery, camera)
+    server = await start_server(nursery, discovery_address=device.probe_address)
+
+    def script(page: Any) -> tuple[str, str]:
+        page.click("#discover summary")
+        page.fill("#discover-form input[name=user]", "admin")
+        page.fill("#discover-form input[name=password]", "onvif-secret")
+        page.click("#discover-form button")
+        page.wait_for_function("document.querySelector('#found button') !== null", timeout=15000)
+        page.click("#found button")
+        filled = page.input_value("#edit input[name=url]"), page.input_value("#edit input[name=name]")
+        page.click("#save")
+        page.wait_for_function("document.querySelector('.tile video') && "
+                               "document.querySelector('.tile video').videoWidth > 0", timeout=20000)
+        return filled
+
+    url, name = await drive(f"{server.base}/", script, tmp_path / "discover.png")
+    assert url == camera.url().replace("rtsp://", "rtsp://admin:onvif-secret@") and name == "Yard Camera MainStream"
+    async with server.http() as http:
+        (stream,) = (await http.get("/api/streams/")).json()
+    assert stream["url"] == camera.url().replace("rtsp://", "rtsp://admin:***@")

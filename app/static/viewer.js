@@ -68,6 +68,7 @@ async function whoAmI() {
   document.getElementById("role").textContent = me.role;
   document.body.dataset.role = me.role;
   document.getElementById("edit").hidden = me.role !== "admin";
+  document.getElementById("discover").hidden = me.role !== "admin";
   return true;
 }
 
@@ -435,6 +436,57 @@ form.onsubmit = async (event) => {
   }
   clearForm();
   await refresh();
+};
+
+// "Add from network": the ONVIF cameras the server finds on its LAN (GET /api/discover/);
+// "use" fills the add form, with the ONVIF credentials typed here in the URL (the server
+// answers every URL masked and without them)
+const discoverForm = document.getElementById("discover-form");
+
+discoverForm.onsubmit = async (event) => {
+  event.preventDefault();
+  const user = discoverForm.elements.user.value;
+  const password = discoverForm.elements.password.value;
+  const query = new URLSearchParams({timeout: "3"});
+  if (user) {
+    query.set("user", user);
+    query.set("password", password);
+  }
+  const list = document.getElementById("found");
+  document.getElementById("discover-error").textContent = "searching…";
+  const answer = await api("GET", `/api/discover/?${query}`);
+  document.getElementById("discover-error").textContent = answer.ok ? (answer.body.length ? "" : "no camera answered")
+    : ((answer.body && answer.body.error && answer.body.error.message) || `HTTP ${answer.status}`);
+  list.replaceChildren();
+  for (const device of answer.ok ? answer.body : []) {
+    if (device.error) {
+      const li = document.createElement("li");
+      li.textContent = `${device.name} (${device.address}): ${device.error}`;
+      list.append(li);
+    }
+    for (const profile of device.profiles) {
+      const li = document.createElement("li");
+      const size = profile.width ? ` ${profile.width}x${profile.height}` : "";
+      li.textContent = `${device.name} ${profile.name}${size} ${profile.url || profile.error} `;
+      if (profile.url) {
+        const use = document.createElement("button");
+        use.type = "button";
+        use.textContent = "use";
+        use.onclick = () => {
+          clearForm();
+          const url = new URL(profile.url);
+          if (user) {
+            url.username = encodeURIComponent(user);
+            url.password = encodeURIComponent(password);
+          }
+          form.elements.name.value = `${device.name} ${profile.name}`.slice(0, 200);
+          form.elements.url.value = url.href;
+        };
+        li.append(use);
+      }
+      list.append(li);
+    }
+  }
 };
 
 window.addEventListener("pagehide", () => {
