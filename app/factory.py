@@ -10,7 +10,6 @@ Every connection's socket gets its options from the app, whoever serves it.
 from __future__ import annotations
 
 import logging
-import resource
 import time
 
 import trio
@@ -44,7 +43,7 @@ from .http import (
 from .policy import limits
 from .policy.origins import Policy
 from .policy.tokens import Access, server_key
-from .process import Shutdown, raise_fd_limit
+from .process import Shutdown, open_file_limit, raise_fd_limit
 from .services import FFmpegCheck, Services
 from .settings import Settings
 from .sockets import asgi, session
@@ -70,7 +69,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, own_process:
     store = Store(settings.database_url)
     trusted = limits.parse_networks(settings.trusted_proxies)
     rates = limits.RateLimiter(*settings.rate_limit)
-    soft_fds = raise_fd_limit() if own_process else resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    soft_fds = raise_fd_limit() if own_process else open_file_limit()
     connections = limits.Connections(settings.max_connections_per_client, limits.socket_cap(soft_fds))
     policy = Policy.of(settings.cors_origins, settings.allowed_hosts, settings.host)
     edits: KeyedLocks[int] = KeyedLocks()

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,8 +48,22 @@ EXIT_FORCED = 1  # the exit status when it did
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+try:
+    import resource
+except ImportError:  # Windows: no open-file limit of this kind (sockets are not descriptors there)
+    resource = None  # type: ignore[assignment]
+NO_FD_LIMIT = 8192  # what the socket cap counts with where there is no such limit
+
+
+def open_file_limit() -> int:
+    """The soft limit on open files (NO_FD_LIMIT where the system has none)."""
+    return NO_FD_LIMIT if resource is None else resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def raise_fd_limit() -> int:
     """Raise the soft limit on open files to the hard one; the new soft limit."""
+    if resource is None:
+        return NO_FD_LIMIT
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         try:

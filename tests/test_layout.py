@@ -19,7 +19,7 @@ PARTS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("top", TOP, (*TOP, "app.db", "app.policy", "app.accounts", "supervisors")),
     ("http", ("app.http",), (*TOP, "app.policy", "app.accounts", "supervisors")),
     ("sockets", ("app.sockets",), (*TOP, "app.policy", "app.accounts", "supervisors")),
-    ("cli", ("app.cli",), ("app.factory", "app.asgi", "app.http", "app.sockets", "app.policy", "app.db", "app.accounts",
+    ("cli", ("app.cli", "app.__main__"), ("app.factory", "app.asgi", "app.http", "app.sockets", "app.policy", "app.db", "app.accounts",
                            "supervisors", *TOP)),
     ("factory", ("app.factory", "app.asgi", "app"), ("app.http", "app.sockets", "app.policy", "app.db", "app.accounts",
                                                      "supervisors", *TOP)),

@@ -55,6 +55,8 @@ def worker_count(text: str) -> int:
     count = (os.cpu_count() or 1) if text == "auto" else int(text)
     if not 1 <= count <= 256:
         raise ValueError("--workers must be auto or 1-256")
+    if count > 1 and os.name == "nt":  # the workers share the listening socket by its descriptor
+        raise ValueError("--workers needs a POSIX system: on Windows run one process per port behind a proxy")
     return count
 
 

@@ -90,7 +90,8 @@ def tune_socket(send: object) -> bool:
     timeout = getattr(getattr(server, "config", None), "read_timeout", None) or DEAD_AFTER
     try:
         sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_SNDBUF, SEND_BUFFER)
-        sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_USER_TIMEOUT, int(timeout * 1000))
+        if hasattr(stdsocket, "TCP_USER_TIMEOUT"):  # Linux only: elsewhere a stuck peer waits for TCP's own timeout
+            sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_USER_TIMEOUT, int(timeout * 1000))
     except OSError:  # closed meanwhile
         return False
     return True
@@ -150,6 +151,8 @@ class Wire:
         back to the ASGI send instead of failing mid-stream.
 
         Raises NoWire (saying why) when this connection cannot have one."""
+        if not hasattr(os, "writev"):
+            raise NoWire("sockets are not file descriptors here (Windows): frames go through Hypercorn")
         stream = getattr(send, "__self__", None)
         if not isinstance(stream, WSStream):
             raise NoWire("not served by Hypercorn (0.18) over HTTP/1.1")
