@@ -37,15 +37,15 @@ async def test_the_device_its_profile_and_stream_url_are_found_with_digest_crede
         camera: Camera, nursery: trio.Nursery) -> None:
     device = await fake(nursery, camera)
     probe = parse_address(device.probe_address)
-    found = await discover(wait=1, credentials=RIGHT, probe=probe)
+    found = await discover(wait=0.5, credentials=RIGHT, probe=probe)
     assert [(d.name, d.address, d.error) for d in found] == [("Yard Camera", "127.0.0.1", None)]
     profile = found[0].profiles[0]
     assert (profile.name, profile.token, profile.width, profile.height, profile.url) == \
         ("MainStream", "main", 640, 360, camera.url())
     assert device.asked == ["GetCapabilities", "GetProfiles", "GetStreamUri"]
-    without = await discover(wait=1, probe=probe)
+    without = await discover(wait=0.5, probe=probe)
     assert without[0].error == onvif.NEEDS_CREDENTIALS and not without[0].profiles
-    wrong = await discover(wait=1, credentials=Credentials("admin", "wrong"), probe=probe)
+    wrong = await discover(wait=0.5, credentials=Credentials("admin", "wrong"), probe=probe)
     assert wrong[0].error == onvif.REFUSED_CREDENTIALS
 
 
@@ -57,7 +57,7 @@ async def test_a_hostile_device_is_an_error_in_its_line_never_a_crash_or_a_hang(
     expanded), a device that never answers (the request's time limit)."""
     device = await fake(nursery, camera, mode=mode)
     with trio.fail_after(10):
-        found = await discover(wait=1, credentials=RIGHT, probe=parse_address(device.probe_address))
+        found = await discover(wait=0.5, credentials=RIGHT, probe=parse_address(device.probe_address))
     assert [(d.name, d.error) for d in found] == [("Yard Camera", error)]
 
 
@@ -67,9 +67,9 @@ async def test_addresses_allowed_sources_refuses_are_never_asked(camera: Camera,
     device = await fake(nursery, camera, media_host="169.254.169.254")
     probe = parse_address(device.probe_address)
     with pytest.raises(Failure) as refused:
-        await discover(wait=1, probe=probe, policy=SourcePolicy.parse(["10.0.0.0/8"]))
+        await discover(wait=0.5, probe=probe, policy=SourcePolicy.parse(["10.0.0.0/8"]))
     assert refused.value.code is ErrorCode.FORBIDDEN
-    found = await discover(wait=1, credentials=RIGHT, probe=probe)
+    found = await discover(wait=0.5, credentials=RIGHT, probe=probe)
     assert found[0].error is not None and found[0].error.startswith("address refused")
     assert device.asked == ["GetCapabilities"]
 
@@ -78,6 +78,13 @@ async def test_addresses_allowed_sources_refuses_are_never_asked(camera: Camera,
 @given(st.binary(max_size=2000) | st.text(max_size=500).map(str.encode))
 def test_any_datagram_is_a_probe_match_or_nothing(data: bytes) -> None:
     assert isinstance(onvif.probe_matches(data), list)
+
+
+def test_a_devices_name_cannot_reach_the_terminal_as_escapes() -> None:
+    match = (b'<e xmlns:d="http://schemas.xmlsoap.org/ws/2005/04/discovery"><d:ProbeMatch><d:Scopes>'
+             b"onvif://www.onvif.org/name/Cam%1B%5B2J%0Aroot%23</d:Scopes><d:XAddrs>http://10.0.0.5/x</d:XAddrs>"
+             b"</d:ProbeMatch></e>")
+    assert onvif.probe_matches(match) == [("http://10.0.0.5/x", "Cam[2Jroot#")]
 
 
 def test_a_probe_match_names_only_http_services() -> None:
@@ -110,7 +117,7 @@ async def test_the_api_lists_them_masked_and_the_cli_adds_one_that_plays(
     device = await fake(nursery, camera)
     server = await start_server(nursery, discovery_address=device.probe_address)
     async with server.http() as http:
-        listed = await http.get("/api/discover/", params={"timeout": "1", "user": "admin", "password": "onvif-secret"})
+        listed = await http.get("/api/discover/", params={"timeout": "0.5", "user": "admin", "password": "onvif-secret"})
         assert listed.status_code == 200, listed.text
         (found,) = listed.json()
         assert found["name"] == "Yard Camera" and found["profiles"][0]["url"] == camera.url()
@@ -120,7 +127,7 @@ async def test_the_api_lists_them_masked_and_the_cli_adds_one_that_plays(
     environ = {k: v for k, v in os.environ.items() if k not in ("API_TOKEN", "RTSP_VIEWER_USER")}
     with trio.fail_after(60):
         done = await trio.run_process(
-            [str(BIN / "rtsp-viewer"), "discover", "--timeout", "1", "--user", "admin", "--password", "onvif-secret",
+            [str(BIN / "rtsp-viewer"), "discover", "--timeout", "0.5", "--user", "admin", "--password", "onvif-secret",
              "--probe-address", device.probe_address, "--add", "1", "--server", server.base],
             capture_stdout=True, capture_stderr=True, check=False, env=environ)
     out = done.stdout.decode()

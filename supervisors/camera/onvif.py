@@ -96,6 +96,12 @@ class Unanswered(Exception):
     """A device did not give what was asked; str() is one of the fixed messages above."""
 
 
+def _clean(text: str, limit: int = 200) -> str:
+    """A device's name for a person to read: printable characters only (no terminal
+    escapes, no line breaks), at most `limit` of them."""
+    return "".join(c for c in text if c.isprintable())[:limit].strip()
+
+
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
@@ -147,10 +153,10 @@ def probe_matches(data: bytes) -> list[tuple[str, str]]:
         scopes = _text(match, "Scopes").split()
         named = {kind: unquote(s.rsplit("/", 1)[-1]) for s in scopes for kind in ("name", "hardware")
                  if s.startswith(f"onvif://www.onvif.org/{kind}/")}
-        name = named.get("name") or named.get("hardware") or ""
+        name = _clean(named.get("name") or named.get("hardware") or "")
         for xaddr in _text(match, "XAddrs").split():
             if urlsplit(xaddr).scheme in ("http", "https") and urlsplit(xaddr).hostname:
-                found.append((xaddr, name[:200]))
+                found.append((xaddr, name))
     return found
 
 
@@ -187,7 +193,13 @@ class Asker:
 
     async def checked(self, url: str) -> str:
         """`url`, if its host is one ALLOWED_SOURCES allows; raises Unanswered."""
-        parts = urlsplit(url)
+        if not url.isprintable() or any(c.isspace() for c in url) or len(url) > 2000:
+            raise Unanswered(UNREADABLE)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (a port that is no number raises here)
+        except ValueError:
+            raise Unanswered(UNREADABLE) from None
         if parts.scheme not in ("http", "https", "rtsp", "rtsps") or not parts.hostname:
             raise Unanswered(UNREADABLE)
         try:
@@ -259,8 +271,8 @@ async def _profile(asker: Asker, media: str, token: str, name: str, width: int |
         if urlsplit(url).scheme not in ("rtsp", "rtsps"):
             raise Unanswered(UNREADABLE)
     except Unanswered as unanswered:
-        return Profile(name[:200], token[:200], width, height, None, str(unanswered))
-    return Profile(name[:200], token[:200], width, height, url)
+        return Profile(_clean(name), _clean(token), width, height, None, str(unanswered))
+    return Profile(_clean(name), _clean(token), width, height, url)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -293,7 +305,7 @@ async def discover(*, wait: float = 3.0, credentials: Credentials | None = None,
         with trio.move_on_after(wait):
             while len(found) < MAX_DEVICES:
                 data, _ = await udp.recvfrom(65535)
-                for xaddr, name in probe_matches(data):
+                for xaddr, name in probe_matches(data)[:MAX_DEVICES - len(found)]:  # one datagram may list many
                     found.setdefault(xaddr, name)
     devices: list[Device | None] = [None] * len(found)
     async with httpx.AsyncClient(follow_redirects=False, verify=False, trust_env=False) as http:  # noqa: S501  (cameras' own certificates)
