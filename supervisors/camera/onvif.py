@@ -155,8 +155,12 @@ def probe_matches(data: bytes) -> list[tuple[str, str]]:
                  if s.startswith(f"onvif://www.onvif.org/{kind}/")}
         name = _clean(named.get("name") or named.get("hardware") or "")
         for xaddr in _text(match, "XAddrs").split():
-            if urlsplit(xaddr).scheme in ("http", "https") and urlsplit(xaddr).hostname:
-                found.append((xaddr, name))
+            try:
+                parts = urlsplit(xaddr)
+                if parts.scheme in ("http", "https") and parts.hostname and xaddr.isprintable():
+                    found.append((xaddr, name))
+            except ValueError:  # "http://[zz": not a URL
+                continue
     return found
 
 
@@ -253,13 +257,17 @@ async def describe(asker: Asker, xaddr: str, name: str) -> Device:
             resolution = _first(element, "Resolution")
             width, height = _text(resolution, "Width"), _text(resolution, "Height")
             profiles.append(await _profile(asker, media, token, _text(element, "Name") or token,
-                                           int(width) if width.isdigit() else None,
-                                           int(height) if height.isdigit() else None))
+                                           _pixels(width), _pixels(height)))
         if not profiles:
             raise Unanswered(NO_MEDIA)
         return Device(name or address, address, xaddr, tuple(profiles))
     except Unanswered as unanswered:
         return Device(name or address, address, xaddr, error=str(unanswered))
+
+
+def _pixels(text: str) -> int | None:
+    """A size a device states: ASCII digits only (`isdigit` takes '²'), at most 5 of them."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 5 else None
 
 
 async def _profile(asker: Asker, media: str, token: str, name: str, width: int | None, height: int | None) -> Profile:
