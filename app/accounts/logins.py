@@ -70,7 +70,7 @@ class Accounts:
     guard: LoginGuard = attrs.Factory(LoginGuard)
     _no_users: bool | None = None  # the last answer of the database: no user exists
     _key: bytes = attrs.Factory(lambda: secrets.token_bytes(32))
-    _remembered: OrderedDict[bytes, str] = attrs.Factory(OrderedDict)
+    _remembered: OrderedDict[bytes, None] = attrs.Factory(OrderedDict)  # digests of (name, password, hash)
     _recent: OrderedDict[str, tuple[float, Grant | None]] = attrs.Factory(OrderedDict)
 
     async def open(self) -> bool:
@@ -137,12 +137,12 @@ class Accounts:
 
     async def _matches(self, name: str, password: str, stored: str | None) -> bool:
         digest = hmac.new(self._key, f"{name}\0{password}\0{stored}".encode(), hashlib.sha256).digest()
-        if stored is not None and self._remembered.get(digest) == stored:
+        if stored is not None and digest in self._remembered:  # the digest holds the hash: a new one misses
             self._remembered.move_to_end(digest)
             return True
         if not await self.passwords.verify(stored, password):
             return False
-        self._remembered[digest] = stored or ""
+        self._remembered[digest] = None
         while len(self._remembered) > REMEMBERED:
             self._remembered.popitem(last=False)
         return True

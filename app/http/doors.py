@@ -10,7 +10,7 @@ from quart import Quart, Response, g, request
 from ..accounts.sessions import COOKIE
 from ..errors import ApiError
 from ..logs import audit as audit_line
-from ..policy.admission import NO_ROUTE, OPEN, PREFLIGHT, Admitted, Knock, Refused, Unknown, admit, door_of
+from ..policy.admission import NO_ROUTE, OPEN, PREFLIGHT, Admitted, Knock, Refused, admit, door_of, who
 from ..policy.origins import ALLOW_HEADERS, ALLOW_METHODS, ANY, PREFLIGHT_MAX_AGE, Policy
 from ..policy.tokens import Grant, basic, bearer
 from ..services import Services, services
@@ -63,14 +63,12 @@ def check_doors(app: Quart) -> None:
 
 
 async def is_admin() -> bool:
-    """The request came with API_TOKEN, an admin's session cookie (read only now, on a
-    public route that asks: not for every static file), or none is needed."""
+    """The request came with API_TOKEN or an admin's session cookie, or none is needed; on
+    a public door it is looked up only now (`admission.who`), when a route asks: not for
+    every static file."""
     found = grant()
-    if found is None and (knock := g.get("knock")) is not None and knock.session is not None:
-        try:
-            found = await services().accounts.session(knock.session)
-        except Unknown:
-            return False
+    if found is None and (knock := g.get("knock")) is not None:
+        found = await who(knock, services())
     return found is not None and found.admin
 
 

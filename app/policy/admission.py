@@ -213,12 +213,8 @@ async def admit(door: Door, knock: Knock, s: Gate) -> Admitted | Refused:
     unsafe = not knock.socket and knock.method in UNSAFE
     if (knock.socket or unsafe) and knock.origin is not None and not s.origins.origin_allowed(knock.origin, knock.host):
         return refuse(403, ErrorCode.FORBIDDEN, f"origin {knock.origin} is not allowed (CORS_ORIGINS)")
-    if door.need is Need.PUBLIC:  # a token still tells the route who asks; a password costs too much here
-        try:
-            grant = await _identify(attrs.evolve(knock, basic=None, session=None), key, s)
-        except Unknown:  # users unknown: a public route shows what it shows an open server (health's reason)
-            grant = None if s.access.required else OPEN
-    else:
+    grant = None  # a public door asks nobody who it is (static files, the page): `who` does, when a route asks
+    if door.need is not Need.PUBLIC:
         try:
             grant = peer or await _identify(knock, key, s)
         except Limited as limited:
@@ -257,6 +253,17 @@ async def _identify(knock: Knock, key: str, s: Gate, *, recent: bool = False) ->
     if knock.session is not None and knock.token is None:
         return await s.accounts.session(knock.session, recent=recent)
     return None
+
+
+async def who(knock: Knock, s: Gate) -> Grant | None:
+    """Who asks at a public door, for a route that wants to know (health's details, the
+    page's embedded list): a token, or a session cookie; not Basic (an Argon2 check on
+    routes RATE_LIMIT exempts). With the users unknown (the database down), what an open
+    server shows when there is no API_TOKEN. Cancellation: safe."""
+    try:
+        return await _identify(attrs.evolve(knock, basic=None), "", s)
+    except Unknown:
+        return None if s.access.required else OPEN
 
 
 async def still_watches(knock: Knock, admitted: Admitted, s: Gate) -> ErrorCode | None:
