@@ -27,6 +27,7 @@ from app.accounts import (
     InvalidUser,
     LastAdmin,
     Role,
+    UserExists,
     Users,
     logins,
     role_of,
@@ -634,3 +635,29 @@ def test_on_a_terminal_the_password_is_asked_twice_and_never_shown(tmp_path: Pat
                                    ["one password", "another one"], database)
     assert status == 1 and "the passwords differ" in shown, shown
     assert run_cli("users", "list", database=database).stdout == "ada\tadmin\tall\n"
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_one_name_added_at_once_from_many_places_is_one_user(
+        database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Every add but one is UserExists, never a driver's error (a 500)."""
+    url = f"sqlite:///{tmp_path / 'a.db'}" if database == "sqlite" else \
+        request.getfixturevalue("postgres_server").new_database()
+    dbs = [open_database(url) for _ in range(4)]  # as four nodes
+    outcomes: list[str] = []
+
+    async def add(db: object) -> None:
+        try:
+            await Users(db).add("ada", Role.ADMIN, None, "x", now_iso())  # type: ignore[arg-type]
+            outcomes.append("added")
+        except UserExists:
+            outcomes.append("exists")
+
+    for db in dbs:
+        await db.open()
+    async with trio.open_nursery() as nursery:
+        for db in dbs:
+            nursery.start_soon(add, db)
+    for db in dbs:
+        await db.close()
+    assert sorted(outcomes) == ["added", "exists", "exists", "exists"]

@@ -77,8 +77,7 @@ class User:
 
     def public(self) -> dict[str, object]:
         """`{"username", "role", "streams"}`: streams a sorted list of ids, or "all"."""
-        return {"username": self.name, "role": str(self.role),
-                "streams": "all" if self.streams is None else sorted(self.streams)}
+        return {"username": self.name, "role": str(self.role), "streams": self.grant().streams_json()}
 
 
 def user_name(text: object) -> str:
@@ -164,10 +163,12 @@ class Users:
     async def add(self, name: str, role: Role, streams: frozenset[int] | None, password_hash: str, stamp: str) -> User:
         """Store a new user. Raises UserExists (nothing written), StorageError."""
         def write(tx: Tx) -> User:
-            if tx.one("SELECT 1 FROM users WHERE name = ?", (name,)) is not None:
+            # one statement: two nodes adding the same name at once cannot both pass a check first
+            added = tx.one("INSERT INTO users (name, role, all_streams, password_hash, created_at, updated_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING name",
+                           (name, str(role), int(streams is None), password_hash, stamp, stamp))
+            if added is None:
                 raise UserExists(f"user {name} exists")
-            tx.execute("INSERT INTO users (name, role, all_streams, password_hash, created_at, updated_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?)", (name, str(role), int(streams is None), password_hash, stamp, stamp))
             _set_streams(tx, name, streams or ())
             user = read_user(tx, name)
             assert user is not None

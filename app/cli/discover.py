@@ -54,7 +54,7 @@ async def _run(args: argparse.Namespace, api: operator.Api, probe: tuple[str, in
     try:
         devices = await discover(wait=args.timeout, credentials=credentials, probe=probe, policy=policy)
     except (Failure, OSError) as error:
-        print(f"rtsp-viewer discover: {getattr(error, 'message', None) or error}", file=sys.stderr)
+        print(f"rtsp-viewer discover: {error.message if isinstance(error, Failure) else error}", file=sys.stderr)
         return 1
     found: list[tuple[str, Profile]] = []
     for device in devices:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from quart import Blueprint, jsonify, request
 from quart.typing import ResponseReturnValue
 
-from supervisors import HTTP_STATUS, ErrorCode, Failure, RestCode, mask_url
-from supervisors.camera.onvif import Credentials, Device, discover, parse_address
+from supervisors import HTTP_STATUS, ErrorCode, Failure, RestCode
+from supervisors.camera.onvif import Credentials, discover, parse_address
 
 from ..errors import ApiError
 from ..policy.admission import Need, door
@@ -32,13 +32,6 @@ def _seconds() -> float:
     return seconds
 
 
-def device_json(device: Device) -> dict[str, object]:
-    found = device.json()
-    found["profiles"] = [{**p, "url": None if p["url"] is None else mask_url(str(p["url"]))}
-                         for p in found["profiles"]]  # type: ignore[attr-defined]
-    return found
-
-
 @blueprint.route("/api/discover/", strict_slashes=False, methods=["GET"])
 @door(Need.ADMIN)
 async def discover_cameras() -> ResponseReturnValue:
@@ -56,4 +49,4 @@ async def discover_cameras() -> ResponseReturnValue:
         raise ApiError(HTTP_STATUS[failure.code], failure.code, failure.message) from None
     except OSError:
         raise ApiError(503, ErrorCode.UNREACHABLE, "no probe could be sent (no network to send it on)") from None
-    return jsonify([device_json(d) for d in devices])
+    return jsonify([d.json() for d in devices])

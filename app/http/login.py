@@ -72,7 +72,7 @@ async def me() -> ResponseReturnValue:
     found = grant()
     assert found is not None, "the USER door lets no one in without credentials"
     return jsonify({"username": found.user, "role": "admin" if found.admin else "viewer",
-                    "streams": "all" if found.streams is None or found.admin else sorted(found.streams)})
+                    "streams": found.streams_json()})
 
 
 def _https() -> bool:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack, aclosing
-from functools import partial
 
 import trio
 from quart import Blueprint, Response, g
@@ -27,7 +26,7 @@ from supervisors import HTTP_STATUS, Close, ErrorCode, Failure, MediaFormat
 
 from ..errors import ApiError
 from ..policy import admission
-from ..policy.admission import Need, door, still_watches
+from ..policy.admission import Need, door, rechecked
 from ..services import Services, services
 from ..targets import format_refused, stream_key
 
@@ -52,10 +51,8 @@ async def _stream(stream_id: int, media_format: MediaFormat) -> ResponseReturnVa
     held = ExitStack()  # this client's share of MAX_CONNECTIONS_PER_CLIENT, for the response's life
     if (share := g.admitted.handover()) is not None:  # (taken by the door, app/policy/admission.py)
         held.push(share)
-    still = None  # a user's stream plays while the user may watch it
-    if g.admitted.grant is not None and g.admitted.grant.user is not None:
-        still = partial(still_watches, g.knock, g.admitted, s)
-    media = _media(s, stream_id, g.client_key, media_format, peer=g.admitted.peer, still=still)
+    media = _media(s, stream_id, g.client_key, media_format, peer=g.admitted.peer,
+                   still=rechecked(g.knock, g.admitted, s))  # a user's stream plays while the user may watch
     # the first item decides the status: media (200, streaming) or a failure (its error body)
     try:
         with trio.move_on_after(s.settings.ffmpeg_timeout + 1) as waited:

@@ -35,7 +35,8 @@ only the policy objects it is given (`Gate`), never the edge's request objects.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -264,6 +265,15 @@ async def who(knock: Knock, s: Gate) -> Grant | None:
         return await _identify(attrs.evolve(knock, basic=None), "", s)
     except Unknown:
         return None if s.access.required else OPEN
+
+
+def rechecked(knock: Knock, admitted: Admitted, s: Gate) -> Callable[[], Awaitable[ErrorCode | None]] | None:
+    """What a stream that outlives its request asks every RECHECK seconds (`still_watches`
+    for these credentials), when a user was let in; None for anyone else (a token's grant
+    does not change)."""
+    if admitted.grant is None or admitted.grant.user is None:
+        return None
+    return partial(still_watches, knock, admitted, s)
 
 
 async def still_watches(knock: Knock, admitted: Admitted, s: Gate) -> ErrorCode | None:

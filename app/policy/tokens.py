@@ -46,6 +46,10 @@ class Grant:
     streams: frozenset[int] | None = None  # a viewer user's streams; None: all of them
     session: bool = False  # by the session cookie: its writes must come from an allowed Origin
 
+    def streams_json(self) -> list[int] | str:
+        """The streams it sees, as the API says them: ids, or "all"."""
+        return "all" if self.admin or self.streams is None else sorted(self.streams)
+
     def sees(self, stream_id: int | None) -> bool:
         """Whether this user (or admin) may know stream `stream_id` exists."""
         return self.admin or (self.user is not None and (self.streams is None or stream_id in self.streams))

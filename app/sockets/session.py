@@ -43,7 +43,7 @@ from ..counts import SendPath
 from ..errors import ApiError, error_body
 from ..logs import next_id
 from ..policy import admission
-from ..policy.admission import Door, Knock, Need, Refused, admit, door, still_watches
+from ..policy.admission import Door, Knock, Need, Refused, admit, door, rechecked
 from ..policy.limits import Limited
 from ..policy.tokens import basic, bearer, from_protocols
 from ..services import Services
@@ -116,9 +116,7 @@ async def _accept(s: Services, held: ExitStack, socket: Socket) -> Accepted | No
         s.send_path.fell_back(str(why))
     else:
         s.send_path.attached()
-    recheck = None
-    if not isinstance(decision, Refused) and decision.grant is not None and decision.grant.user is not None:
-        recheck = partial(still_watches, knock, decision, s)
+    recheck = None if isinstance(decision, Refused) else rechecked(knock, decision, s)
     return Accepted(target, close_code, wire, socket.send if wire is None else wire.send, decision.client,
                     decision.key, socket, recheck)
 

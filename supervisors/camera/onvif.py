@@ -34,6 +34,7 @@ from defusedxml.ElementTree import ParseError, fromstring
 
 from ..events import Failure
 from .sources import ANY_SOURCE, SourcePolicy
+from .urls import mask_url
 
 MULTICAST = ("239.255.255.250", 3702)
 MAX_MESSAGE = 256 * 1024  # bytes read of any answer (a datagram is at most 64 KiB anyway)
@@ -71,7 +72,8 @@ class Profile:
     error: str | None = None  # why it has none
 
     def json(self) -> dict[str, object]:
-        return attrs.asdict(self)
+        """As the API shows it: the URL masked (`mask_url`)."""
+        return {**attrs.asdict(self), "url": None if self.url is None else mask_url(self.url)}
 
 
 @attrs.frozen
